@@ -1,0 +1,243 @@
+"""The one connection layer: settings, connections, pools, errors, read-only, back-off.
+
+Where the connection comes from, in order:
+1. ``--dsn`` (a libpq connection string or URI; ``service=NAME`` uses pg_service.conf);
+2. the libpq environment (``PGHOST``, ``PGSERVICE``, ``PGDATABASE``, ``PGPORT``, ``PGUSER``):
+   if any of these is set, libpq takes it from there;
+3. otherwise the per-user embedded server (started on demand).
+
+Every connection carries ``application_name`` so the console's sessions view and
+``pg_stat_activity`` say who is who; connect and statement timeouts are set on the
+connection; read-only mode sets ``default_transaction_read_only`` so the server itself
+refuses writes, whatever the caller does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from engine.errors import ConnectError, InputError, ReadOnlyError
+
+MIN_SERVER_VERSION = 130000
+LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE", "PGPORT", "PGUSER")
+DEFAULT_APP_NAME = "pgtt-tui"
+
+
+@dataclass(frozen=True)
+class ConnSettings:
+    dsn: str = ""
+    application_name: str = DEFAULT_APP_NAME
+    connect_timeout: int = 10  # seconds
+    statement_timeout_ms: int = 0  # 0 = server default
+    read_only: bool = False
+
+    def conninfo(self, **overrides: object) -> str:
+        """The final libpq string; our settings win over the DSN's own unless overridden."""
+        try:
+            params = pg_conninfo.conninfo_to_dict(self.dsn) if self.dsn else {}
+        except psycopg.ProgrammingError as exc:
+            raise InputError("--dsn", f"not a valid connection string: {_first_line(exc)}") from None
+        params.setdefault("application_name", self.application_name)
+        params.setdefault("connect_timeout", str(self.connect_timeout))
+        options = [params.pop("options", "")] if params.get("options") else []
+        if self.statement_timeout_ms:
+            options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
+        if self.read_only:
+            options.append("-c default_transaction_read_only=on")
+        if options:
+            params["options"] = " ".join(options)
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return pg_conninfo.make_conninfo(**params)
+
+    def with_app(self, name: str) -> ConnSettings:
+        return replace(self, application_name=name)
+
+    def describe(self) -> str:
+        """host:port/db for headers and messages, never the password."""
+        return redact(self.dsn) if self.dsn else "(libpq environment)"
+
+
+def env_names_a_server() -> bool:
+    return any(os.environ.get(name) for name in LIBPQ_ENV)
+
+
+def resolve_settings(dsn: str | None, *, application_name: str = DEFAULT_APP_NAME, read_only: bool = False,
+                     statement_timeout_ms: int = 0, connect_timeout: int = 10) -> ConnSettings:
+    """Settings from --dsn, else the libpq environment, else the embedded server."""
+    if dsn is not None and not dsn.strip():
+        raise InputError("--dsn", "is empty")
+    if dsn is None and not env_names_a_server():
+        from engine import embedded  # noqa: PLC0415 - starts a server only when needed
+
+        dsn = embedded.ensure_shared_running().dsn()
+    settings = ConnSettings(dsn=dsn or "", application_name=application_name, read_only=read_only,
+                            statement_timeout_ms=statement_timeout_ms, connect_timeout=connect_timeout)
+    settings.conninfo()  # validates the DSN syntax now, with the field named
+    return settings
+
+
+_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_URI_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
+
+
+def redact(text: str) -> str:
+    """Hide passwords in a DSN or in any message that might echo one."""
+    text = _PASSWORD_RE.sub(r"\1***", text)
+    return _URI_PASSWORD_RE.sub(r"\1***\3", text)
+
+
+def _first_line(exc: BaseException) -> str:
+    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+def explain_connect_error(exc: BaseException, settings: ConnSettings) -> ConnectError:
+    """Turn libpq's multi-line failure into one line that says what to do."""
+    text = str(exc)
+    where = settings.describe()
+    low = text.lower()
+    if "password authentication failed" in low or "no password supplied" in low:
+        hint = "check the password (PGPASSWORD, ~/.pgpass or password= in --dsn)"
+    elif "does not exist" in low and "database" in low:
+        hint = "create the database first or name another one with dbname="
+    elif "role" in low and "does not exist" in low:
+        hint = "connect as an existing role (user= in --dsn or PGUSER)"
+    elif "connection refused" in low or "no such file or directory" in low or "could not translate host" in low:
+        hint = "is the server running, and are host and port right?"
+    elif "timeout expired" in low:
+        hint = "the server did not answer in time: check the network or raise connect_timeout"
+    elif "service" in low and ("not found" in low or "definition" in low):
+        hint = "check the service name in pg_service.conf (PGSERVICEFILE)"
+    else:
+        hint = "check --dsn or the PG* environment variables"
+    return ConnectError(f"cannot connect to {where}: {_first_line(exc)} — {hint}")
+
+
+def check_server(conn: psycopg.Connection) -> None:
+    if conn.info.server_version < MIN_SERVER_VERSION:
+        version = conn.info.server_version
+        raise ConnectError(
+            f"server version {version // 10000}.{version % 10000} is too old: pgtt-tui needs PostgreSQL 13 or newer"
+        )
+
+
+def connect(settings: ConnSettings, *, autocommit: bool = True, **overrides: object) -> psycopg.Connection:
+    """A checked synchronous connection, or ConnectError with one clear line."""
+    try:
+        conn = psycopg.connect(settings.conninfo(**overrides), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise explain_connect_error(exc, settings) from None
+    try:
+        check_server(conn)
+    except ConnectError:
+        conn.close()
+        raise
+    return conn
+
+
+async def aconnect(settings: ConnSettings, *, autocommit: bool = True, **overrides: object) -> psycopg.AsyncConnection:
+    try:
+        conn = await psycopg.AsyncConnection.connect(settings.conninfo(**overrides), autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise explain_connect_error(exc, settings) from None
+    try:
+        check_server(conn)
+    except ConnectError:
+        await conn.close()
+        raise
+    return conn
+
+
+def make_pool(settings: ConnSettings, *, min_size: int = 1, max_size: int = 4, name: str | None = None):
+    """A psycopg_pool ConnectionPool (autocommit connections) for the console's workers."""
+    from psycopg_pool import ConnectionPool  # noqa: PLC0415 - optional at import time
+
+    return ConnectionPool(settings.conninfo(), min_size=min_size, max_size=max_size, name=name,
+                          kwargs={"autocommit": True}, open=True, timeout=settings.connect_timeout,
+                          check=ConnectionPool.check_connection)
+
+
+def make_async_pool(settings: ConnSettings, *, min_size: int = 1, max_size: int = 8, name: str | None = None):
+    """An AsyncConnectionPool for the engine's asyncio services (opened by the caller)."""
+    from psycopg_pool import AsyncConnectionPool  # noqa: PLC0415
+
+    return AsyncConnectionPool(settings.conninfo(), min_size=min_size, max_size=max_size, name=name,
+                               kwargs={"autocommit": True}, open=False, timeout=settings.connect_timeout,
+                               check=AsyncConnectionPool.check_connection)
+
+
+def backoff_delays(initial: float = 0.2, maximum: float = 30.0, factor: float = 2.0) -> Iterator[float]:
+    """Exponential back-off with full jitter for reconnect loops (never-ending iterator)."""
+    delay = initial
+    while True:
+        yield random.uniform(delay / 2, delay)
+        delay = min(maximum, delay * factor)
+
+
+def connect_with_retry(settings: ConnSettings, *, attempts: int | None = None, sleep=time.sleep,
+                       **kw: object) -> psycopg.Connection:
+    """Reconnect with back-off; ``attempts=None`` retries for ever (workers do that)."""
+    last: ConnectError | None = None
+    for n, delay in enumerate(backoff_delays()):
+        if attempts is not None and n >= attempts:
+            break
+        try:
+            return connect(settings, **kw)
+        except ConnectError as exc:
+            last = exc
+            sleep(delay)
+    assert last is not None
+    raise last
+
+
+async def aconnect_with_retry(settings: ConnSettings, *, attempts: int | None = None,
+                              **kw: object) -> psycopg.AsyncConnection:
+    last: ConnectError | None = None
+    for n, delay in enumerate(backoff_delays()):
+        if attempts is not None and n >= attempts:
+            break
+        try:
+            return await aconnect(settings, **kw)
+        except ConnectError as exc:
+            last = exc
+            await asyncio.sleep(delay)
+    assert last is not None
+    raise last
+
+
+def guard_write(settings: ConnSettings, what: str) -> None:
+    """Refuse a write action in read-only mode before touching the database.
+
+    The server refuses too (default_transaction_read_only), so this is the friendly
+    message, not the only line of defence.
+    """
+    if settings.read_only:
+        raise ReadOnlyError(f"read-only mode: {what} is not allowed (start without --read-only to change things)")
+
+
+def translate_db_error(exc: psycopg.Error) -> str:
+    """A database error as one line: the server's message, its detail and hint."""
+    diag = getattr(exc, "diag", None)
+    parts = [(diag.message_primary if diag and diag.message_primary else str(exc).strip().splitlines()[0])]
+    if diag and diag.message_detail:
+        parts.append(diag.message_detail)
+    if diag and diag.message_hint:
+        parts.append(f"hint: {diag.message_hint}")
+    return redact(" — ".join(p for p in parts if p))
+
+
+async def listen(conn: psycopg.AsyncConnection, channel: str) -> AsyncIterator[psycopg.Notify]:
+    """LISTEN on a channel (quoted identifier) and yield notifications."""
+    from psycopg import sql  # noqa: PLC0415
+
+    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    async for notify in conn.notifies():
+        yield notify
