@@ -121,12 +121,16 @@ def explain_connect_error(exc: BaseException, settings: ConnSettings) -> Connect
     return ConnectError(f"cannot connect to {where}: {_first_line(exc)} — {hint}")
 
 
-def check_server(conn: psycopg.Connection) -> None:
-    if conn.info.server_version < MIN_SERVER_VERSION:
-        version = conn.info.server_version
+def check_server_version(version: int) -> None:
+    """Refuse servers older than PostgreSQL 13 (server_version_num form, e.g. 120022)."""
+    if version < MIN_SERVER_VERSION:
         raise ConnectError(
             f"server version {version // 10000}.{version % 10000} is too old: pgtt-tui needs PostgreSQL 13 or newer"
         )
+
+
+def check_server(conn: psycopg.Connection | psycopg.AsyncConnection) -> None:
+    check_server_version(conn.info.server_version)
 
 
 def connect(settings: ConnSettings, *, autocommit: bool = True, **overrides: object) -> psycopg.Connection:

@@ -241,6 +241,10 @@ class Cluster:
         os.chmod(self.base, 0o755)
         self._own(self.datadir, 0o700)
         self._own(self.sockdir, 0o700)
+        if self.user is not None and self._run(["test", "-w", str(self.datadir)]).returncode != 0:
+            raise EmbeddedError(
+                f"the server runs as OS user {self.user.pw_name!r} (PostgreSQL refuses root), which cannot reach "
+                f"{self.datadir}: choose a folder every user can traverse ({HOME_ENV})")
         result = self._run([
             str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
@@ -272,9 +276,27 @@ class Cluster:
             for stale in self.sockdir.glob(".s.PGSQL.*"):
                 stale.unlink(missing_ok=True)
 
+    def _running_port(self) -> int | None:
+        """The port a running postmaster listens on (line 4 of postmaster.pid)."""
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().splitlines()[3])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def start(self, timeout: float = 60.0) -> None:
-        if self.pid() is not None and self.is_ready():
-            return
+        if self.pid() is not None:
+            # someone else started it (or is starting it): use its port and wait for it
+            self.port = self._running_port() or self.port
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.is_ready():
+                    return
+                if self.pid() is None:
+                    break
+                time.sleep(0.1)
+            if self.pid() is not None:
+                raise EmbeddedError(f"a server runs in {self.datadir} but does not accept connections: "
+                                    f"{self._log_tail()}")
         self._clear_stale()
         self._own(self.sockdir, 0o700)
         if self.tcp and self._port_taken(self.port):
@@ -358,11 +380,12 @@ def shared_cluster(bindir: Path | None = None) -> Cluster:
 
 def ensure_shared_running(bindir: Path | None = None) -> Cluster:
     """Start the shared server unless it already runs; safe from concurrent processes."""
-    cluster = shared_cluster(bindir)
-    cluster.base.mkdir(parents=True, exist_ok=True)
-    with open(cluster.base / "start.lock", "w") as lock:
+    base = shared_cluster(bindir).base
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            cluster = shared_cluster(bindir)  # read the port only under the lock
             cluster.init()
             cluster.start()
         finally:
@@ -373,6 +396,8 @@ def ensure_shared_running(bindir: Path | None = None) -> Cluster:
 def shared_status(bindir: Path | None = None) -> dict:
     cluster = shared_cluster(bindir)
     pid = cluster.pid()
+    if pid is not None:
+        cluster.port = cluster._running_port() or cluster.port
     return {
         "path": str(cluster.base),
         "datadir": str(cluster.datadir),

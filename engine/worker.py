@@ -1,0 +1,268 @@
+"""The engine process (``pgtt-tui worker``): runs the services of the chosen modules.
+
+A service is anything with ``name``, ``async run(ctx)``, ``health()`` and ``metrics()``.
+The supervisor here is the one place that knows about:
+- standby servers: while ``pg_is_in_recovery()`` no service runs; after promotion they
+  start by themselves;
+- connection loss: a service that raises is restarted with back-off (its own state is
+  in the database, so a restart loses nothing);
+- registration: the engine's row in ``pgtt.engine`` with a heartbeat, for the sessions
+  view;
+- shutdown: SIGTERM / SIGINT set ``ctx.stopping``; services finish their current step.
+
+Modules plug in through ``SERVICE_FACTORIES``: module name → "package.module:function",
+where the function takes the WorkerOptions and returns a list of services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import psycopg
+
+from engine import __version__
+from engine.clock import Clock, SystemClock
+from engine.db import ConnSettings, aconnect, backoff_delays
+from engine.errors import ConnectError, InputError
+
+log = logging.getLogger("pgtt.worker")
+
+SERVICE_FACTORIES: dict[str, str] = {
+    # "timetable": "engine.timetable.service:build_services",
+    # "schedule": "engine.schedule.manager:build_services",
+    # "pgq": "engine.pgq.ticker:build_services",
+    # "cascade": "engine.cascade.worker:build_services",
+}
+STANDBY_POLL_SECONDS = 2.0
+HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass
+class Metric:
+    name: str
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
+    kind: str = "gauge"  # "counter" | "gauge"
+    help: str = ""
+
+
+class Service(Protocol):
+    name: str
+
+    async def run(self, ctx: WorkerContext) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def metrics(self) -> list[Metric]: ...
+
+
+@dataclass
+class WorkerOptions:
+    settings: ConnSettings
+    client_name: str = ""
+    modules: list[str] = field(default_factory=list)
+    module_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_module(self, module: str) -> dict[str, Any]:
+        return self.module_options.setdefault(module, {})
+
+
+@dataclass
+class WorkerContext:
+    settings: ConnSettings
+    clock: Clock
+    client_name: str
+    options: WorkerOptions
+    stopping: asyncio.Event
+    log: logging.Logger = log
+    standby: bool = False
+
+
+def default_client_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def build_services(options: WorkerOptions) -> list[Service]:
+    services: list[Service] = []
+    for module in options.modules:
+        target = SERVICE_FACTORIES.get(module)
+        if target is None:
+            choices = ", ".join(sorted(SERVICE_FACTORIES)) or "(none available)"
+            raise InputError("--modules", f"no engine service for module {module!r} (choose from {choices})")
+        mod_name, _, func = target.partition(":")
+        services.extend(getattr(importlib.import_module(mod_name), func)(options))
+    return services
+
+
+async def server_is_standby(settings: ConnSettings) -> bool:
+    conn = await aconnect(settings.with_app(f"{settings.application_name} probe"))
+    try:
+        cur = await conn.execute("SELECT pg_is_in_recovery()")
+        return bool((await cur.fetchone())[0])
+    finally:
+        await conn.close()
+
+
+class Supervisor:
+    """Runs services; restarts them after failures; idles them on a standby."""
+
+    def __init__(self, options: WorkerOptions, services: list[Service], clock: Clock | None = None):
+        self.options = options
+        self.services = services
+        self.ctx = WorkerContext(settings=options.settings, clock=clock or SystemClock(),
+                                 client_name=options.client_name or default_client_name(), options=options,
+                                 stopping=asyncio.Event())
+        self.state = "starting"  # starting | standby | running | reconnecting | stopped
+        self.restarts: dict[str, int] = {s.name: 0 for s in services}
+        self.last_error: str = ""
+
+    def stop(self) -> None:
+        self.ctx.stopping.set()
+
+    def health(self) -> dict[str, Any]:
+        parts = {s.name: s.health() for s in self.services}
+        ok = self.state == "standby" or (self.state == "running" and all(p.get("ok", False) for p in parts.values()))
+        return {"ok": ok, "state": self.state, "client_name": self.ctx.client_name, "services": parts,
+                "last_error": self.last_error}
+
+    def metrics(self) -> list[Metric]:
+        out = [Metric("pgtt_worker_up", 1.0 if self.state == "running" else 0.0, help="1 while services run"),
+               Metric("pgtt_worker_standby", 1.0 if self.state == "standby" else 0.0,
+                      help="1 while the server is a standby")]
+        for name, count in self.restarts.items():
+            out.append(Metric("pgtt_service_restarts_total", count, {"service": name}, "counter",
+                              "service restarts after an error"))
+        for service in self.services:
+            out.extend(service.metrics())
+        return out
+
+    async def _wait_stopping(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=seconds)
+            return True
+        except TimeoutError:
+            return False
+
+    async def run(self) -> None:
+        delays = backoff_delays(initial=0.5, maximum=15.0)
+        while not self.ctx.stopping.is_set():
+            try:
+                standby = await server_is_standby(self.ctx.settings)
+            except ConnectError as exc:
+                self.state = "reconnecting"
+                self.last_error = str(exc)
+                log.warning("database unreachable: %s", exc)
+                if await self._wait_stopping(next(delays)):
+                    break
+                continue
+            if standby:
+                if self.state != "standby":
+                    log.info("server is a standby: idling until it is promoted")
+                self.state = "standby"
+                self.ctx.standby = True
+                if await self._wait_stopping(STANDBY_POLL_SECONDS):
+                    break
+                continue
+            self.ctx.standby = False
+            self.state = "running"
+            delays = backoff_delays(initial=0.5, maximum=15.0)
+            await self._run_services_once()
+        self.state = "stopped"
+
+    async def _run_services_once(self) -> None:
+        """Run every service until stop, a failure, or the server turns into a standby."""
+        tasks = {asyncio.create_task(s.run(self.ctx), name=s.name): s for s in self.services}
+        watch = asyncio.create_task(self._watch_recovery(), name="recovery-watch")
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        stop_wait = asyncio.create_task(self.ctx.stopping.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait([*tasks, watch, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task in tasks and task.exception() is not None:
+                    exc = task.exception()
+                    self.restarts[tasks[task].name] += 1
+                    self.last_error = f"{tasks[task].name}: {exc}"
+                    log.error("service %s failed: %s; restarting", tasks[task].name, exc)
+        finally:
+            pending = [t for t in [*tasks, watch, heartbeat, stop_wait] if not t.done()]
+            if not self.ctx.stopping.is_set():
+                # a failure or demotion: stop the others, then the outer loop decides
+                for t in pending:
+                    t.cancel()
+            else:
+                # a clean stop: give services a moment to finish their current step
+                service_tasks = [t for t in tasks if not t.done()]
+                if service_tasks:
+                    await asyncio.wait(service_tasks, timeout=30)
+                for t in [*tasks, watch, heartbeat, stop_wait]:
+                    if not t.done():
+                        t.cancel()
+            await asyncio.gather(*tasks, watch, heartbeat, stop_wait, return_exceptions=True)
+        if not self.ctx.stopping.is_set():
+            await self._wait_stopping(0.5)
+
+    async def _watch_recovery(self) -> None:
+        """Returns when the server becomes a standby (services are then stopped)."""
+        while not self.ctx.stopping.is_set():
+            await asyncio.sleep(STANDBY_POLL_SECONDS)
+            try:
+                if await server_is_standby(self.ctx.settings):
+                    log.warning("server turned into a standby: stopping services")
+                    return
+            except ConnectError:
+                return
+
+    async def _heartbeat(self) -> None:
+        """Keep our row in pgtt.engine fresh; best effort (the module may be absent)."""
+        conn: psycopg.AsyncConnection | None = None
+        engine_id = None
+        try:
+            while not self.ctx.stopping.is_set():
+                try:
+                    if conn is None or conn.closed:
+                        conn = await aconnect(self.ctx.settings.with_app(f"pgtt-tui engine {self.ctx.client_name}"))
+                        cur = await conn.execute(
+                            "INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version) "
+                            "VALUES (%s, pg_backend_pid(), %s, %s, %s, %s) RETURNING engine_id",
+                            (self.ctx.client_name, socket.gethostname(), os.getpid(), self.options.modules,
+                             __version__))
+                        engine_id = (await cur.fetchone())[0]
+                    else:
+                        await conn.execute("UPDATE pgtt.engine SET heartbeat_at = now() WHERE engine_id = %s",
+                                           (engine_id,))
+                except (psycopg.Error, ConnectError) as exc:
+                    log.debug("heartbeat failed: %s", exc)
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+        finally:
+            if conn is not None and not conn.closed:
+                try:
+                    await conn.execute("UPDATE pgtt.engine SET stopped_at = now() WHERE engine_id = %s", (engine_id,))
+                except psycopg.Error:
+                    pass
+                await conn.close()
+
+
+def install_signal_handlers(supervisor: Supervisor) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, supervisor.stop)
+        except (NotImplementedError, RuntimeError):
+            pass
+
+
+async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supervisor:
+    supervisor = Supervisor(options, build_services(options), clock)
+    install_signal_handlers(supervisor)
+    await supervisor.run()
+    return supervisor

@@ -1,0 +1,3 @@
+from pgtt_tui.cli import main
+
+main()

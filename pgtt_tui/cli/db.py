@@ -1,0 +1,84 @@
+"""``pgtt-tui db``: install, upgrade and inspect the schema; manage the embedded server."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from engine import embedded, schema
+from engine.db import connect
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
+
+app = typer.Typer(help="Install, upgrade and inspect the database modules.", no_args_is_help=True)
+embedded_app = typer.Typer(help="The embedded PostgreSQL server used when no --dsn is given.",
+                           no_args_is_help=True)
+app.add_typer(embedded_app, name="embedded")
+
+ModulesOpt = Annotated[str | None, typer.Option(
+    "--modules", "-m", help="comma-separated: timetable,schedule,pgq,pgq_node (default: all); "
+                            "dependencies are added")]
+
+
+@app.command("init")
+def init(ctx: typer.Context, dsn: DsnOpt = None, modules: ModulesOpt = None, as_json: JsonOpt = False) -> None:
+    """Install the chosen modules (default: all) and bring them up to date. Safe to re-run."""
+    wanted = schema.parse_modules(modules)
+    with connect(settings_from(ctx, dsn, application_name="pgtt-tui db init")) as conn:
+        done = schema.install(conn, wanted)
+        result = {"changes": done, "modules": [s.as_dict() for s in schema.status(conn)]}
+    if want_json(ctx, as_json):
+        emit(result, True)
+    else:
+        emit(done or ["nothing to do: the schema is up to date"], False)
+
+
+@app.command("upgrade")
+def upgrade(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Apply pending migrations to the modules already installed."""
+    with connect(settings_from(ctx, dsn, application_name="pgtt-tui db upgrade")) as conn:
+        done = schema.install(conn, list(schema.MODULES), upgrade_only=True)
+    emit(done if want_json(ctx, as_json) else (done or ["nothing to do: the schema is up to date"]),
+         want_json(ctx, as_json))
+
+
+@app.command("status")
+def status(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """List the modules with their installed and available versions."""
+    with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui db status")) as conn:
+        rows = [s.as_dict() for s in schema.status(conn)]
+    emit(rows, want_json(ctx, as_json), ["module", "installed", "available", "state", "note"])
+
+
+@embedded_app.command("status")
+def embedded_status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Where the embedded server lives and whether it runs."""
+    emit(embedded.shared_status(), want_json(ctx, as_json))
+
+
+@embedded_app.command("start")
+def embedded_start(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Start the embedded server (no-op when it runs already)."""
+    cluster = embedded.ensure_shared_running()
+    emit({"running": True, "dsn": cluster.dsn()}, want_json(ctx, as_json))
+
+
+@embedded_app.command("stop")
+def embedded_stop(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Stop the embedded server (other pgtt-tui processes using it lose their connection)."""
+    cluster = embedded.shared_cluster()
+    was_running = cluster.pid() is not None
+    cluster.stop()
+    emit({"stopped": was_running}, want_json(ctx, as_json))
+
+
+@embedded_app.command("path")
+def embedded_path() -> None:
+    """Print the embedded server's folder."""
+    typer.echo(str(embedded.shared_cluster().base))
+
+
+@embedded_app.command("dsn")
+def embedded_dsn() -> None:
+    """Print a connection string for the embedded server (starting it if needed)."""
+    typer.echo(embedded.ensure_shared_running().dsn())

@@ -1,0 +1,57 @@
+"""``pgtt-tui worker``: the engine process (timetable scheduler, job manager, ticker, cascade).
+
+Each module's flags sit in its own marked section and are handed to the services through
+``WorkerOptions.module_options[module]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from engine import schema
+from engine.db import connect
+from engine.errors import InputError
+from pgtt_tui.cli.common import DsnOpt, settings_from
+
+LOG_LEVELS = ("debug", "info", "notice", "warn", "error")
+
+
+def worker(
+    ctx: typer.Context,
+    dsn: DsnOpt = None,
+    clientname: Annotated[str, typer.Option("--clientname", "-c", help="unique name of this engine "
+                                            "(default: host-pid); chains with a client_name run only here")] = "",
+    modules: Annotated[str, typer.Option("--modules", help="comma-separated engine services to run "
+                                         "(default: every module installed in the database)")] = "",
+    log_level: Annotated[str, typer.Option("--log-level", help="console log level: debug, info, warn, error")] = "info",
+    # ---- timetable (pg_timetable-compatible options) -----------------------------------------
+    # ---- schedule (pgpro_scheduler job manager) ------------------------------------------------
+    # ---- pgq (ticker and maintenance) ------------------------------------------------------------
+    # ---- cascade (pgq_node workers) --------------------------------------------------------------
+) -> None:
+    """Run the engine: schedulers, job manager, ticker and cascade workers for this database."""
+    from engine.worker import SERVICE_FACTORIES, WorkerOptions, run_worker  # noqa: PLC0415 - heavy
+
+    if log_level.lower() not in LOG_LEVELS:
+        raise InputError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    level = {"warn": "WARNING", "notice": "INFO"}.get(log_level.lower(), log_level.upper())
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from(ctx, dsn, application_name=f"pgtt-tui worker {clientname}".strip())
+    with connect(settings) as conn:
+        installed = [s.module for s in schema.status(conn) if s.state in ("up to date", "extension", "outdated")]
+        wanted = [m.strip() for m in modules.split(",") if m.strip()] if modules else \
+            [m for m in installed if m in SERVICE_FACTORIES]
+        schema.require_current(conn, ["pgtt", *[m for m in wanted if m in schema.MODULES]])
+    module_options: dict[str, dict] = {}
+    options = WorkerOptions(settings=settings, client_name=clientname, modules=wanted, module_options=module_options)
+    supervisor = asyncio.run(run_worker(options))
+    raise typer.Exit(0 if supervisor.health().get("ok", True) or supervisor.state == "stopped" else 1)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("worker")(worker)
