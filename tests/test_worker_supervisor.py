@@ -1,0 +1,95 @@
+"""The engine supervisor: idles on a standby, starts after promotion, restarts failed services."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import psycopg
+import pytest
+
+from engine.db import ConnSettings
+from engine.embedded import Cluster
+from engine.worker import Metric, Supervisor, WorkerOptions
+
+
+class CountingService:
+    """A service that records each start and can be told to fail once."""
+
+    name = "counting"
+
+    def __init__(self, fail_first: bool = False):
+        self.starts = 0
+        self.fail_first = fail_first
+
+    async def run(self, ctx) -> None:
+        self.starts += 1
+        if self.fail_first and self.starts == 1:
+            raise RuntimeError("boom")
+        await ctx.stopping.wait()
+
+    def health(self) -> dict:
+        return {"ok": True, "detail": f"started {self.starts}x"}
+
+    def metrics(self) -> list[Metric]:
+        return [Metric("counting_starts_total", self.starts, kind="counter")]
+
+
+async def _until(predicate, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_failed_service_is_restarted_and_heartbeat_registers(dsn):
+    service = CountingService(fail_first=True)
+    sup = Supervisor(WorkerOptions(settings=ConnSettings(dsn=dsn), client_name="sup-test", modules=[]), [service])
+    task = asyncio.create_task(sup.run())
+    await _until(lambda: service.starts >= 2)
+    assert sup.restarts["counting"] == 1
+    assert "boom" in sup.last_error
+    with psycopg.connect(dsn) as conn:
+        await _until(lambda: conn.execute("SELECT count(*) FROM pgtt.engine_status WHERE client_name = 'sup-test' "
+                                          "AND alive").fetchone()[0] == 1)
+    assert sup.health()["ok"] is True
+    sup.stop()
+    await asyncio.wait_for(task, 30)
+    assert sup.state == "stopped"
+    with psycopg.connect(dsn) as conn:
+        stopped = conn.execute("SELECT stopped_at IS NOT NULL FROM pgtt.engine WHERE client_name = 'sup-test' "
+                               "ORDER BY engine_id DESC LIMIT 1").fetchone()[0]
+    assert stopped
+
+
+@pytest.mark.slow
+async def test_idles_on_a_standby_and_starts_after_promotion(make_servers, pg_tmp_root):
+    (primary,) = make_servers(1)
+    with psycopg.connect(primary.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE marker (x int)")
+    standby = Cluster(base=pg_tmp_root / f"standby{primary.port}", bindir=primary.bindir, fast=True)
+    standby.base.mkdir(parents=True, exist_ok=True)
+    standby._own(standby.datadir, 0o700)
+    standby._own(standby.sockdir, 0o700)
+    result = standby._run([str(primary.bindir / "pg_basebackup"), "-h", str(primary.sockdir), "-p", str(primary.port),
+                           "-U", "postgres", "-D", str(standby.datadir), "-R", "-X", "stream"])
+    assert result.returncode == 0, result.stderr
+    standby.start()
+    try:
+        service = CountingService()
+        sup = Supervisor(WorkerOptions(settings=ConnSettings(dsn=standby.dsn()), client_name="standby-test"),
+                         [service])
+        task = asyncio.create_task(sup.run())
+        await _until(lambda: sup.state == "standby")
+        await asyncio.sleep(0.5)
+        assert service.starts == 0
+        assert sup.health()["ok"] is True  # idling on a standby is healthy
+        promote = standby._run([str(standby.bindir / "pg_ctl"), "-D", str(standby.datadir), "-w", "promote"])
+        assert promote.returncode == 0, promote.stderr
+        await _until(lambda: service.starts == 1 and sup.state == "running")
+        sup.stop()
+        await asyncio.wait_for(task, 30)
+    finally:
+        standby.destroy()
