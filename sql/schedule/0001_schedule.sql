@@ -814,10 +814,10 @@ BEGIN
     r := schedule._apply_attrs(NULL, options);
     INSERT INTO schedule.cron (node, name, comments, rule, commands, same_transaction, onrollback,
         next_time_statement, active, broken, executor, owner, postpone, max_run_time, max_instances,
-        start_date, end_date, tz, missed)
+        start_date, end_date, tz, missed, onstart_epoch)
     VALUES (r.node, r.name, r.comments, r.rule, r.commands, r.same_transaction, r.onrollback,
         r.next_time_statement, true, false, r.executor, r.owner, r.postpone, r.max_run_time, r.max_instances,
-        r.start_date, r.end_date, r.tz, r.missed)
+        r.start_date, r.end_date, r.tz, r.missed, (SELECT start_epoch FROM schedule.manager_state))
     RETURNING id INTO r.id;
     PERFORM schedule._notify('cron');
     RETURN r.id;

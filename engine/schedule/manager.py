@@ -1,0 +1,977 @@
+"""The schedule job manager: plans and runs pgpro_scheduler-style jobs.
+
+One ``ScheduleService`` per engine process (``pgtt-tui worker --modules schedule``). It
+serves the database of the DSN, or every database named in ``schedule.database``
+(comma-separated), with one ``DatabaseManager`` each.
+
+Per database, every pass (``DatabaseManager.step``):
+
+1. read the switches (``schedule.enable()`` / ``start()``) and the limits
+   ``schedule.max_workers`` / ``schedule.max_parallel_workers`` (a per-database
+   ``ALTER DATABASE … SET`` wins over ``ALTER SYSTEM`` / postgresql.conf; re-read every pass,
+   so a change needs no restart);
+2. recover: a run whose executor backend is gone (engine crash, pg_terminate_backend) is
+   marked failed "interrupted"; a next_time_statement chain it belonged to is recomputed
+   (with ``schedule.transaction_state = 'failure'``) so it never stalls;
+3. expire: planned runs past ``last_start_available`` and one-time jobs past
+   ``max_wait_interval`` fail with that reason; a one-time job whose dependency failed or
+   was cancelled fails naming the dependency (pgpro_scheduler lets it wait for ever);
+4. plan: jobs whose next firing is due get a row in ``schedule.cron_run``. The firing
+   times come from engine/schedules.py (the one evaluator), in the job's time zone.
+   ``(cron, scheduled_at)`` is unique and the job row is locked while planning, so several
+   engines never plan one firing twice. After downtime a job runs once for the missed
+   firings (``missed = 'once'``, the default) or skips them (``'skip'``);
+5. claim and run: claims take a transaction-scoped advisory lock per database and queue
+   kind, count the runs in progress cluster-wide and take one more only below the limit,
+   so the limits hold across any number of engines. The claim is made on the executor's
+   own connection and records its backend pid, which is what step 2 checks.
+
+Scheduled and one-time jobs have separate queues and limits (``max_workers`` and
+``max_parallel_workers``). A job runs on its own connection after ``SET ROLE`` to the job's
+run_as role (a quoted identifier); the engine checks, before committing, that the job did
+not switch roles, and rolls it back if it did. ``DISCARD ALL`` after every run drops what
+a job left behind (temp tables, session settings, advisory locks).
+
+The engine's login role should be the schema owner or a superuser; if it is not a
+superuser it must be a member of every run_as role (``GRANT robot TO pgtt_engine``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from engine.clock import Clock, SystemClock
+from engine.db import ConnSettings, aconnect, translate_db_error
+from engine.schedules import ScheduleError, Schedule, firings_between, pgpro_schedule
+
+log = logging.getLogger("pgtt.schedule")
+
+NOTIFY_CHANNEL = "pgtt_schedule"
+# pg_advisory_xact_lock keys for the two claim queues (per database)
+CRON_CLAIM_KEY = 0x70677474_00000911
+AT_CLAIM_KEY = 0x70677474_00000912
+DEFAULT_MAX_WORKERS = 2
+DEFAULT_MAX_PARALLEL_WORKERS = 2
+MISSED_GRACE = timedelta(seconds=60)
+POLL_SECONDS = 1.0
+FORECAST_HORIZON = timedelta(days=1)
+FORECAST_LIMIT = 200
+TIMESTAMPTZ_OID = 1184
+
+# ---------------------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------------------
+
+READ_STATE = """
+SELECT m.enabled, m.started, m.start_epoch,
+       (SELECT count(*) FROM pg_stat_activity a
+         WHERE a.datname = current_database() AND a.application_name LIKE 'pgtt-schedule manager%%'
+           AND a.pid <> pg_backend_pid()) AS other_managers
+FROM schedule.manager_state m
+"""
+
+# settings: ALTER DATABASE (role 0) wins over the session's view of ALTER SYSTEM / conf
+READ_SETTING = """
+SELECT coalesce(
+    (SELECT split_part(cfg, '=', 2) FROM pg_db_role_setting s, unnest(s.setconfig) cfg
+      WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND s.setrole = 0 AND split_part(cfg, '=', 1) = %(name)s LIMIT 1),
+    current_setting(%(name)s, true))
+"""
+
+BUMP_EPOCH = "UPDATE schedule.manager_state SET start_epoch = start_epoch + 1"
+
+ORPHAN_CRON = """
+UPDATE schedule.cron_run r
+   SET state = 'error', finished = %(now)s,
+       message = 'interrupted: the engine running it stopped (backend ' || r.pid || ' is gone)'
+ WHERE r.state = 'working' AND r.node = %(node)s
+   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.pid AND a.backend_start = r.backend_start)
+RETURNING r.cron
+"""
+
+CHAIN_RECOMPUTE = """
+UPDATE schedule.cron SET chain_state = 'recompute'
+ WHERE id = ANY(%(ids)s) AND next_time_statement IS NOT NULL AND chain_state = 'wait'
+"""
+
+ORPHAN_AT = """
+UPDATE schedule.at_job j
+   SET status = 'done', is_success = false, done_time = %(now)s,
+       error = 'interrupted: the engine running it stopped (backend ' || j.pid || ' is gone)'
+ WHERE j.status = 'processing' AND j.node = %(node)s
+   AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = j.pid AND a.backend_start = j.backend_start)
+"""
+
+EXPIRE_CRON = """
+UPDATE schedule.cron_run
+   SET state = 'error', finished = %(now)s,
+       message = 'not started: no free worker before its last_start_available deadline ' || deadline
+ WHERE state = 'planned' AND node = %(node)s AND deadline < %(now)s
+"""
+
+EXPIRE_AT = """
+UPDATE schedule.at_job
+   SET status = 'done', is_success = false, done_time = %(now)s,
+       error = 'job expired: not started within max_wait_interval ' || max_wait_interval
+ WHERE status = 'submitted' AND node = %(node)s AND NOT canceled AND max_wait_interval IS NOT NULL
+   AND run_after IS NOT NULL AND run_after + max_wait_interval < %(now)s
+"""
+
+FAIL_DEPENDENTS = """
+UPDATE schedule.at_job j
+   SET status = 'done', is_success = false, done_time = %(now)s,
+       error = 'dependency failed: ' || (
+           SELECT string_agg('job ' || d.id || CASE WHEN d.canceled THEN ' was canceled'
+                                                   ELSE ' failed: ' || coalesce(d.error, 'unknown error') END, '; '
+                             ORDER BY d.id)
+             FROM schedule.at_job d
+            WHERE d.id = ANY(j.depends_on) AND d.status = 'done' AND (d.is_success IS NOT TRUE OR d.canceled))
+ WHERE j.status = 'submitted' AND j.node = %(node)s AND j.depends_on IS NOT NULL
+   AND EXISTS (SELECT 1 FROM schedule.at_job d
+                WHERE d.id = ANY(j.depends_on) AND d.status = 'done' AND (d.is_success IS NOT TRUE OR d.canceled))
+"""
+
+# dependency-based jobs: once every dependency is done, they get run_after (their wait clock starts)
+READY_DEPENDENTS = """
+UPDATE schedule.at_job j SET run_after = %(now)s
+ WHERE j.status = 'submitted' AND j.node = %(node)s AND j.run_after IS NULL AND j.depends_on IS NOT NULL
+   AND NOT j.canceled
+   AND NOT EXISTS (SELECT 1 FROM unnest(j.depends_on) dep
+                    WHERE NOT EXISTS (SELECT 1 FROM schedule.at_job d
+                                       WHERE d.id = dep AND d.status = 'done' AND d.is_success AND NOT d.canceled))
+"""
+
+DUE_JOBS = """
+SELECT id, rule, tz, start_date, end_date, postpone, next_run, def_version, planned_version, chain_state,
+       next_time_statement, executor, missed, onstart_epoch, node
+  FROM schedule.cron
+ WHERE active AND NOT broken AND node = %(node)s
+   AND (   (next_run IS NOT NULL AND next_run <= %(now)s)
+        OR planned_version <> def_version
+        OR chain_state = 'recompute'
+        OR onstart_epoch < %(epoch)s)
+ ORDER BY id
+ LIMIT 1000
+   FOR UPDATE SKIP LOCKED
+"""
+
+INSERT_RUN = """
+INSERT INTO schedule.cron_run (cron, node, scheduled_at, deadline, catch_up, message)
+VALUES (%(cron)s, %(node)s, %(at)s, %(at)s + %(postpone)s::interval, %(catch_up)s, %(message)s)
+ON CONFLICT (cron, scheduled_at) DO NOTHING
+"""
+
+UPDATE_PLAN = """
+UPDATE schedule.cron SET next_run = %(next_run)s, planned_version = %(version)s, chain_state = %(chain)s,
+       onstart_epoch = greatest(onstart_epoch, %(epoch)s)
+ WHERE id = %(id)s
+"""
+
+MARK_BROKEN = "UPDATE schedule.cron SET broken = true, reason = %(reason)s, next_run = NULL WHERE id = %(id)s"
+
+NEXT_WAKE = """
+SELECT least(
+    (SELECT min(next_run) FROM schedule.cron WHERE active AND NOT broken AND node = %(node)s),
+    (SELECT min(scheduled_at) FROM schedule.cron_run WHERE state = 'planned' AND node = %(node)s),
+    (SELECT min(run_after) FROM schedule.at_job WHERE status = 'submitted' AND node = %(node)s AND NOT canceled))
+"""
+
+COUNT_DUE = """
+SELECT (SELECT count(*) FROM schedule.cron_run WHERE state = 'planned' AND node = %(node)s
+           AND scheduled_at <= %(now)s),
+       (SELECT count(*) FROM schedule.at_job WHERE status = 'submitted' AND node = %(node)s AND NOT canceled
+           AND run_after <= %(now)s)
+"""
+
+CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+COUNT_CRON_RUNNING = "SELECT count(*) FROM schedule.cron_run WHERE state = 'working' AND node = %(node)s"
+COUNT_AT_RUNNING = "SELECT count(*) FROM schedule.at_job WHERE status = 'processing' AND node = %(node)s"
+
+NEXT_CRON_CANDIDATE = """
+SELECT r.run_id, r.cron, r.scheduled_at, c.commands, c.same_transaction, c.onrollback, c.next_time_statement,
+       c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version,
+       (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') AS running
+  FROM schedule.cron_run r JOIN schedule.cron c ON c.id = r.cron
+ WHERE r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
+   AND (r.deadline IS NULL OR r.deadline >= %(now)s)
+ ORDER BY r.scheduled_at, r.run_id
+ LIMIT 1
+"""
+
+SKIP_INSTANCES = """
+UPDATE schedule.cron_run SET state = 'error', finished = %(now)s,
+       message = 'max instances limit reached (' || %(limit)s || ' running): this firing was skipped'
+ WHERE run_id = %(run_id)s
+"""
+
+CLAIM_CRON = """
+UPDATE schedule.cron_run
+   SET state = 'working', started = %(now)s, pid = pg_backend_pid(), engine = %(engine)s,
+       backend_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
+ WHERE run_id = %(run_id)s
+"""
+
+CLAIM_AT = """
+UPDATE schedule.at_job
+   SET status = 'processing', start_time = %(now)s, pid = pg_backend_pid(), engine = %(engine)s,
+       backend_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+       stop_requested = NULL, is_success = NULL, error = NULL, done_time = NULL
+ WHERE id = (SELECT id FROM schedule.at_job
+              WHERE status = 'submitted' AND node = %(node)s AND NOT canceled AND run_after <= %(now)s
+              ORDER BY run_after, submit_time, id
+              LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id, query, params, executor, max_duration, attempt, resubmit_limit
+"""
+
+FINISH_CRON = """
+UPDATE schedule.cron_run SET state = %(state)s, finished = %(now)s, message = %(message)s, pid = NULL
+ WHERE run_id = %(run_id)s
+"""
+
+STOP_REASON_CRON = "SELECT stop_requested FROM schedule.cron_run WHERE run_id = %s"
+STOP_REASON_AT = "SELECT stop_requested, canceled FROM schedule.at_job WHERE id = %s"
+
+SET_CHAIN = """
+UPDATE schedule.cron SET next_run = %(next_run)s, chain_state = 'chain'
+ WHERE id = %(id)s AND def_version = %(version)s AND chain_state IN ('wait', 'recompute')
+"""
+
+FINISH_AT = """
+UPDATE schedule.at_job SET status = 'done', is_success = %(ok)s, error = %(error)s, done_time = %(now)s, pid = NULL
+ WHERE id = %(id)s
+"""
+
+RESUBMIT_AT = """
+UPDATE schedule.at_job SET status = 'submitted', run_after = %(run_after)s, attempt = attempt + 1, pid = NULL,
+       is_success = true, error = NULL, done_time = %(now)s
+ WHERE id = %(id)s
+"""
+
+JOB_CONTEXT = """
+SELECT set_config('schedule.job_id', %(id)s, false), set_config('schedule.job_kind', %(kind)s, false),
+       set_config('schedule.transaction_state', 'running', false), set_config('schedule.resubmit_after', '', false)
+"""
+
+FORECAST_STALE = """
+SELECT c.id, c.rule, c.tz, c.start_date, c.end_date, c.def_version
+  FROM schedule.cron c LEFT JOIN schedule.cron_forecast_state s ON s.cron = c.id
+ WHERE c.node = %(node)s AND c.active AND NOT c.broken
+   AND (s.cron IS NULL OR s.def_version <> c.def_version OR s.horizon < %(soon)s)
+ LIMIT 200
+"""
+
+
+def _sql_role(role: str) -> sql.Composed:
+    return sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role))
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error):
+        return translate_db_error(exc)
+    return str(exc) or type(exc).__name__
+
+
+def job_schedule(rule: dict[str, Any]) -> Schedule:
+    """The evaluator's schedule for a stored ``cron.rule`` object."""
+    rule = dict(rule or {})
+    cron = rule.pop("crontab", None)
+    dates = rule.pop("dates", None)
+    return pgpro_schedule(cron=cron, rule=rule or None, dates=dates)
+
+
+# ---------------------------------------------------------------------------------------
+# Per-database manager
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    cron_started: int = 0
+    cron_failed: int = 0
+    at_started: int = 0
+    at_failed: int = 0
+    planned: int = 0
+    interrupted: int = 0
+    expired: int = 0
+    last_error: str = ""
+    last_step: float = 0.0
+
+
+class _RoleChanged(Exception):
+    pass
+
+
+class _Killed(Exception):
+    pass
+
+
+@dataclass
+class _Running:
+    conn: psycopg.AsyncConnection
+    kill_reason: str | None = None
+    in_user_sql: bool = False
+
+
+class DatabaseManager:
+    """Plans and runs the jobs of one database (see the module docstring)."""
+
+    def __init__(self, settings: ConnSettings, *, clock: Clock | None = None, engine_name: str = "pgtt-tui",
+                 nodename: str | None = None, poll_seconds: float = POLL_SECONDS, logger: logging.Logger = log):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.engine_name = engine_name
+        self.nodename_override = nodename
+        self.node = nodename or "primary"
+        self.poll_seconds = poll_seconds
+        self.log = logger
+        self.stats = Stats()
+        self.control: psycopg.AsyncConnection | None = None
+        self.enabled = False
+        self.max_workers = DEFAULT_MAX_WORKERS
+        self.max_parallel_workers = DEFAULT_MAX_PARALLEL_WORKERS
+        self.epoch = 0
+        self._idle: dict[str, list[psycopg.AsyncConnection]] = {"cron": [], "at": []}
+        self._tasks: dict[str, set[asyncio.Task]] = {"cron": set(), "at": set()}
+        self._schedules: dict[tuple[int, int], Schedule] = {}
+        self._wake = asyncio.Event()
+        self._started_once = False
+        self._last_forecast = 0.0
+
+    # --- connections ------------------------------------------------------------------
+    async def _connect(self, role: str) -> psycopg.AsyncConnection:
+        conn = await aconnect(self.settings.with_app(f"pgtt-schedule {role} {self.engine_name}"[:63]))
+        await self._session_setup(conn)
+        return conn
+
+    @staticmethod
+    async def _session_setup(conn: psycopg.AsyncConnection) -> None:
+        conn.prepare_threshold = None  # DISCARD ALL between jobs would drop prepared statements
+        if conn.info.server_version >= 140000:
+            # a backend whose engine died notices it within a second instead of at the end of its query
+            await conn.execute("SET client_connection_check_interval = 1000")
+
+    async def open(self) -> None:
+        if self.control is None or self.control.closed:
+            self.control = await self._connect("manager")
+            await self.control.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+            if self.nodename_override is None:
+                cur = await self.control.execute("SELECT schedule.nodename()")
+                self.node = (await cur.fetchone())[0]
+
+    async def close(self) -> None:
+        for kind in ("cron", "at"):
+            for task in list(self._tasks[kind]):
+                task.cancel()
+            await asyncio.gather(*self._tasks[kind], return_exceptions=True)
+            for conn in self._idle[kind]:
+                await conn.close()
+            self._idle[kind].clear()
+        if self.control is not None:
+            await self.control.close()
+            self.control = None
+
+    # --- one pass -----------------------------------------------------------------------
+    async def _setting(self, name: str) -> str | None:
+        cur = await self.control.execute(READ_SETTING, {"name": name})
+        value = (await cur.fetchone())[0]
+        return value if value not in (None, "") else None
+
+    async def _int_setting(self, name: str, default: int) -> int:
+        value = await self._setting(name)
+        try:
+            return max(1, int(value)) if value is not None else default
+        except ValueError:
+            self.log.warning("%s = %r is not a whole number; using %s", name, value, default)
+            return default
+
+    async def read_state(self) -> None:
+        conn = self.control
+        cur = await conn.execute(READ_STATE)
+        enabled, started, epoch, others = await cur.fetchone()
+        if not self._started_once:
+            self._started_once = True
+            auto = (await self._setting("schedule.auto_enabled") or "off").lower() in ("on", "true", "1", "yes")
+            if auto and not enabled:
+                await conn.execute("UPDATE schedule.manager_state SET enabled = true, start_epoch = start_epoch + 1")
+                enabled, epoch = True, epoch + 1
+            elif enabled and started and others == 0:
+                # the first engine on this database: the scheduler starts now, onstart jobs fire
+                await conn.execute(BUMP_EPOCH)
+                epoch += 1
+        self.enabled = bool(enabled and started)
+        self.epoch = epoch
+        self.max_workers = await self._int_setting("schedule.max_workers", DEFAULT_MAX_WORKERS)
+        self.max_parallel_workers = await self._int_setting("schedule.max_parallel_workers",
+                                                            DEFAULT_MAX_PARALLEL_WORKERS)
+
+    async def step(self) -> None:
+        """One full pass: state, recovery, expiry, planning, dispatch."""
+        await self.open()
+        await self.read_state()
+        now = self.clock.now()
+        await self.recover(now)
+        if not self.enabled:
+            return
+        await self.expire(now)
+        await self.plan(now)
+        await self.dispatch(now)
+        if time.monotonic() - self._last_forecast > 30:
+            self._last_forecast = time.monotonic()
+            await self.forecast(now)
+        self.stats.last_step = time.monotonic()
+
+    async def recover(self, now: datetime) -> None:
+        conn = self.control
+        args = {"now": now, "node": self.node}
+        async with conn.transaction():
+            cur = await conn.execute(ORPHAN_CRON, args)
+            ids = sorted({row[0] for row in await cur.fetchall()})
+            if ids:
+                await conn.execute(CHAIN_RECOMPUTE, {"ids": ids})
+            cur2 = await conn.execute(ORPHAN_AT, args)
+            n = len(ids) + (cur2.rowcount or 0)
+        if n:
+            self.stats.interrupted += n
+            self.log.warning("marked %d interrupted run(s) as failed", n)
+
+    async def expire(self, now: datetime) -> None:
+        conn = self.control
+        args = {"now": now, "node": self.node}
+        async with conn.transaction():
+            a = await conn.execute(EXPIRE_CRON, args)
+            b = await conn.execute(EXPIRE_AT, args)
+            await conn.execute(FAIL_DEPENDENTS, args)
+            await conn.execute(READY_DEPENDENTS, args)
+        self.stats.expired += (a.rowcount or 0) + (b.rowcount or 0)
+
+    def _schedule_for(self, job: dict) -> Schedule:
+        key = (job["id"], job["def_version"])
+        sched = self._schedules.get(key)
+        if sched is None:
+            sched = job_schedule(job["rule"])
+            self._schedules[key] = sched
+        return sched
+
+    def _next_firing(self, job: dict, sched: Schedule, after: datetime) -> datetime | None:
+        if job["start_date"] is not None and after < job["start_date"]:
+            after = job["start_date"] - timedelta(microseconds=1)
+        nxt = sched.next_after(after, job["tz"])
+        if nxt is not None and job["end_date"] is not None and nxt > job["end_date"]:
+            return None
+        return nxt
+
+    async def plan(self, now: datetime) -> None:
+        """Insert the due firings of every due job (batch, rows locked, exactly once)."""
+        conn = self.control
+        conn.row_factory = dict_row
+        try:
+            async with conn.transaction():
+                cur = await conn.execute(DUE_JOBS, {"node": self.node, "now": now, "epoch": self.epoch})
+                jobs = await cur.fetchall()
+                runs: list[dict] = []
+                plans: list[dict] = []
+                for job in jobs:
+                    try:
+                        self._plan_job(job, now, runs, plans)
+                    except ScheduleError as exc:
+                        await conn.execute(MARK_BROKEN, {"id": job["id"], "reason": f"bad schedule: {exc}"})
+                for job in [j for j in jobs if j["chain_state"] == "recompute"]:
+                    await self._recompute_chain(job, now, plans)
+                if runs:
+                    async with conn.cursor() as c:
+                        await c.executemany(INSERT_RUN, runs)
+                if plans:
+                    async with conn.cursor() as c:
+                        await c.executemany(UPDATE_PLAN, plans)
+                self.stats.planned += len(runs)
+        finally:
+            conn.row_factory = psycopg.rows.tuple_row
+
+    def _plan_job(self, job: dict, now: datetime, runs: list, plans: list) -> None:
+        if job["chain_state"] == "recompute":
+            return  # handled by _recompute_chain (needs SQL)
+        sched = self._schedule_for(job)
+        chain = job["chain_state"]
+        next_run = job["next_run"]
+        version = job["def_version"]
+        plan = {"id": job["id"], "version": version, "epoch": self.epoch, "chain": chain, "next_run": next_run}
+        base = {"cron": job["id"], "node": job["node"], "postpone": job["postpone"], "catch_up": False,
+                "message": None}
+        # onstart / @reboot: once per scheduler start
+        if job["onstart_epoch"] < self.epoch and sched.runs_at_start:
+            runs.append({**base, "at": now.replace(microsecond=0)})
+        if job["planned_version"] != version or (next_run is None and chain == "schedule"):
+            # (re)computed from the schedule, starting now
+            plan["next_run"] = self._next_firing(job, sched, now)
+            plan["chain"] = "schedule"
+            plans.append(plan)
+            return
+        if next_run is None or next_run > now:
+            plans.append(plan)
+            return
+        # a firing is due
+        if job["end_date"] is not None and next_run > job["end_date"]:
+            plan["next_run"] = None
+            plans.append(plan)
+            return
+        if now - next_run > MISSED_GRACE:
+            missed = [next_run] + (firings_between(sched, next_run, now, job["tz"], limit=10_000)
+                                   if chain == "schedule" else [])
+            count = len(missed)
+            note = (f"catch-up: {count} firing(s) from {missed[0].isoformat()} to {missed[-1].isoformat()} "
+                    f"were missed while no engine ran")
+            if job["missed"] == "once":
+                runs.append({**base, "at": missed[-1], "catch_up": True, "message": note, "postpone": None})
+            else:
+                runs.append({**base, "at": missed[-1], "catch_up": True, "postpone": "0 seconds",
+                             "message": "skipped: " + note})
+        else:
+            runs.append({**base, "at": next_run})
+        if job["next_time_statement"]:
+            plan["next_run"] = None
+            plan["chain"] = "wait"  # the run's next_time_statement sets the next time
+        else:
+            plan["next_run"] = self._next_firing(job, sched, max(now, next_run))
+        plans.append(plan)
+
+    async def _recompute_chain(self, job: dict, now: datetime, plans: list) -> None:
+        """The chain's run was interrupted: evaluate next_time_statement as after a failure."""
+        conn = self.control
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('schedule.transaction_state', 'failure', true)")
+                await conn.execute(_sql_role(job["executor"]))
+                cur = await conn.execute(job["next_time_statement"])
+                row = await cur.fetchone()
+                value = None if row is None else (list(row.values())[0] if isinstance(row, dict) else row[0])
+                type_ok = bool(cur.description) and cur.description[0].type_code == TIMESTAMPTZ_OID
+                await conn.execute("RESET ROLE")
+                if not type_ok or value is None:
+                    raise ValueError("next_time_statement did not return a timestamp with time zone")
+        except (psycopg.Error, ValueError) as exc:
+            await conn.execute(MARK_BROKEN, {"id": job["id"],
+                                             "reason": f"unable to execute next time statement: {_message(exc)}"})
+            return
+        plans.append({"id": job["id"], "version": job["def_version"], "epoch": self.epoch, "chain": "chain",
+                      "next_run": value})
+
+    async def dispatch(self, now: datetime) -> None:
+        cur = await self.control.execute(COUNT_DUE, {"node": self.node, "now": now})
+        due_cron, due_at = await cur.fetchone()
+        self._spawn("cron", min(due_cron, self.max_workers - len(self._tasks["cron"])))
+        self._spawn("at", min(due_at, self.max_parallel_workers - len(self._tasks["at"])))
+
+    def _spawn(self, kind: str, n: int) -> None:
+        for _ in range(max(0, n)):
+            task = asyncio.create_task(self._executor_loop(kind), name=f"schedule-{kind}-executor")
+            self._tasks[kind].add(task)
+            task.add_done_callback(self._tasks[kind].discard)
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Wait until no executor is busy (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while any(self._tasks.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("schedule executors still busy")
+            await asyncio.sleep(0.02)
+
+    async def forecast(self, now: datetime) -> None:
+        """Keep schedule.cron_forecast (the future part of schedule.timetable()) filled."""
+        conn = self.control
+        conn.row_factory = dict_row
+        try:
+            cur = await conn.execute(FORECAST_STALE, {"node": self.node, "soon": now + FORECAST_HORIZON / 2})
+            jobs = await cur.fetchall()
+            for job in jobs:
+                horizon = now + FORECAST_HORIZON
+                try:
+                    sched = job_schedule(job["rule"])
+                    fires = firings_between(sched, now, horizon, job["tz"], limit=FORECAST_LIMIT)
+                except ScheduleError:
+                    fires = []
+                async with conn.transaction():
+                    await conn.execute("DELETE FROM schedule.cron_forecast WHERE cron = %s", (job["id"],))
+                    if fires:
+                        async with conn.cursor() as c:
+                            await c.executemany("INSERT INTO schedule.cron_forecast (cron, fire_at) VALUES (%s, %s) "
+                                                "ON CONFLICT DO NOTHING", [(job["id"], f) for f in fires])
+                    await conn.execute(
+                        "INSERT INTO schedule.cron_forecast_state (cron, def_version, horizon) VALUES (%s, %s, %s) "
+                        "ON CONFLICT (cron) DO UPDATE SET def_version = excluded.def_version, "
+                        "horizon = excluded.horizon",
+                        (job["id"], job["def_version"], fires[-1] if len(fires) == FORECAST_LIMIT else horizon))
+        finally:
+            conn.row_factory = psycopg.rows.tuple_row
+
+    async def next_wake(self) -> datetime | None:
+        cur = await self.control.execute(NEXT_WAKE, {"node": self.node})
+        return (await cur.fetchone())[0]
+
+    # --- executors ------------------------------------------------------------------------
+    async def _executor_loop(self, kind: str) -> None:
+        conn = self._idle[kind].pop() if self._idle[kind] else None
+        try:
+            if conn is None or conn.closed:
+                conn = await self._connect("cron executor" if kind == "cron" else "at executor")
+            while True:
+                now = self.clock.now()
+                if kind == "cron":
+                    job = await self._claim_cron(conn, now)
+                    if job is None:
+                        break
+                    await self._run_cron(conn, job)
+                else:
+                    job = await self._claim_at(conn, now)
+                    if job is None:
+                        break
+                    await self._run_at(conn, job)
+                await conn.execute("DISCARD ALL")
+                await self._session_setup(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.stats.last_error = _message(exc)
+            self.log.warning("schedule executor lost its connection: %s", _message(exc))
+            if conn is not None:
+                await conn.close()
+            conn = None
+        finally:
+            if conn is not None and not conn.closed:
+                limit = self.max_workers if kind == "cron" else self.max_parallel_workers
+                if len(self._idle[kind]) < limit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._idle[kind].append(conn)
+                else:
+                    await conn.close()
+
+    async def _claim_cron(self, conn: psycopg.AsyncConnection, now: datetime) -> dict | None:
+        args = {"node": self.node, "now": now, "engine": self.engine_name}
+        conn.row_factory = dict_row
+        try:
+            async with conn.transaction():
+                await conn.execute(CLAIM_LOCK, (CRON_CLAIM_KEY,))
+                cur = await conn.execute(COUNT_CRON_RUNNING, args)
+                if (await cur.fetchone())["count"] >= self.max_workers:
+                    return None
+                while True:
+                    cur = await conn.execute(NEXT_CRON_CANDIDATE, args)
+                    job = await cur.fetchone()
+                    if job is None:
+                        return None
+                    if job["running"] >= job["max_instances"]:
+                        await conn.execute(SKIP_INSTANCES, {**args, "run_id": job["run_id"],
+                                                            "limit": job["max_instances"]})
+                        continue
+                    await conn.execute(CLAIM_CRON, {**args, "run_id": job["run_id"]})
+                    return job
+        finally:
+            conn.row_factory = psycopg.rows.tuple_row
+
+    async def _claim_at(self, conn: psycopg.AsyncConnection, now: datetime) -> dict | None:
+        args = {"node": self.node, "now": now, "engine": self.engine_name}
+        conn.row_factory = dict_row
+        try:
+            async with conn.transaction():
+                await conn.execute(CLAIM_LOCK, (AT_CLAIM_KEY,))
+                cur = await conn.execute(COUNT_AT_RUNNING, args)
+                if (await cur.fetchone())["count"] >= self.max_parallel_workers:
+                    return None
+                cur = await conn.execute(CLAIM_AT, args)
+                return await cur.fetchone()
+        finally:
+            conn.row_factory = psycopg.rows.tuple_row
+
+    async def _watchdog(self, run: _Running, limit: timedelta | None, end_date: datetime | None) -> None:
+        """Cancel the running statement when max_run_time / max_duration / end_date passes."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            reason = None
+            if limit is not None and time.monotonic() - started >= limit.total_seconds():
+                reason = f"stopped: ran longer than its limit of {limit}"
+            elif end_date is not None and self.clock.now() >= end_date:
+                reason = f"stopped: the job's end_date {end_date.isoformat()} was reached"
+            if reason and run.in_user_sql:
+                run.kill_reason = reason
+                try:
+                    await run.conn.cancel_safe()
+                except Exception:  # noqa: BLE001 - the statement may have finished meanwhile
+                    pass
+                return
+
+    async def _user_sql(self, run: _Running, role: str, statements: list[str], params: list | None = None) -> None:
+        conn = run.conn
+        await conn.execute(_sql_role(role))
+        for stmt in statements:
+            run.in_user_sql = True
+            try:
+                if params is not None:
+                    async with psycopg.AsyncRawCursor(conn) as cur:
+                        await cur.execute(stmt, params, prepare=False)
+                else:
+                    await conn.execute(stmt)
+            finally:
+                run.in_user_sql = False
+        cur = await conn.execute("SELECT current_user")
+        if (await cur.fetchone())[0] != role:
+            raise _RoleChanged(f"the job changed its role (SET ROLE / RESET ROLE); it must run as {role!r}")
+        await conn.execute("RESET ROLE")
+
+    async def _run_cron(self, conn: psycopg.AsyncConnection, job: dict) -> None:
+        self.stats.cron_started += 1
+        run = _Running(conn)
+        await conn.execute(JOB_CONTEXT, {"id": str(job["cron"]), "kind": "cron"})
+        watchdog = asyncio.create_task(self._watchdog(run, job["max_run_time"], job["end_date"]))
+        commands: list[str] = job["commands"]
+        errors: list[str] = []
+        ok = True
+        try:
+            if job["same_transaction"] or len(commands) == 1:
+                try:
+                    async with conn.transaction():
+                        await self._user_sql(run, job["executor"], commands)
+                        await conn.execute(FINISH_CRON, {"state": "done", "now": self.clock.now(), "message": None,
+                                                         "run_id": job["run_id"]})
+                except (psycopg.Error, _RoleChanged) as exc:
+                    ok = False
+                    errors.append(await self._failure_text(run, exc, job["run_id"], 1 if len(commands) == 1 else None))
+            else:
+                for i, command in enumerate(commands, 1):
+                    try:
+                        async with conn.transaction():
+                            await self._user_sql(run, job["executor"], [command])
+                    except (psycopg.Error, _RoleChanged) as exc:
+                        ok = False
+                        errors.append(await self._failure_text(run, exc, job["run_id"], i))
+                        break
+        finally:
+            watchdog.cancel()
+        state = "success" if ok else "failure"
+        await conn.execute("SELECT set_config('schedule.transaction_state', %s, false)", (state,))
+        if not ok and job["onrollback"]:
+            try:
+                async with conn.transaction():
+                    await self._user_sql(_Running(conn), job["executor"], [job["onrollback"]])
+            except (psycopg.Error, _RoleChanged) as exc:
+                errors.append(f"onrollback failed: {_message(exc)}")
+        if not ok or not (job["same_transaction"] or len(commands) == 1):
+            async with conn.transaction():
+                await conn.execute(FINISH_CRON, {"state": "done" if ok else "error", "now": self.clock.now(),
+                                                 "message": "; ".join(errors) or None, "run_id": job["run_id"]})
+        if not ok:
+            self.stats.cron_failed += 1
+        if job["next_time_statement"]:
+            await self._next_time(conn, job)
+
+    async def _failure_text(self, run: _Running, exc: BaseException, run_id: int, command_no: int | None) -> str:
+        if run.kill_reason:
+            return run.kill_reason
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            cur = await run.conn.execute(STOP_REASON_CRON, (run_id,))
+            row = await cur.fetchone()
+            if row and row[0]:
+                return row[0]
+        where = f"error in command #{command_no}: " if command_no else "error: "
+        return where + _message(exc)
+
+    async def _next_time(self, conn: psycopg.AsyncConnection, job: dict) -> None:
+        try:
+            async with conn.transaction():
+                await conn.execute(_sql_role(job["executor"]))
+                cur = await conn.execute(job["next_time_statement"])
+                row = await cur.fetchone()
+                type_ok = bool(cur.description) and cur.description[0].type_code == TIMESTAMPTZ_OID
+                await conn.execute("RESET ROLE")
+            if not type_ok or row is None or row[0] is None:
+                raise ValueError("it must return a timestamp with time zone (got "
+                                 + ("no row" if row is None else "NULL" if type_ok else "another type") + ")")
+            await conn.execute(SET_CHAIN, {"next_run": row[0], "id": job["cron"], "version": job["def_version"]})
+        except (psycopg.Error, ValueError) as exc:
+            await conn.execute(MARK_BROKEN, {"id": job["cron"],
+                                             "reason": f"unable to execute next time statement: {_message(exc)}"})
+
+    async def _run_at(self, conn: psycopg.AsyncConnection, job: dict) -> None:
+        self.stats.at_started += 1
+        run = _Running(conn)
+        await conn.execute(JOB_CONTEXT, {"id": str(job["id"]), "kind": "at"})
+        watchdog = asyncio.create_task(self._watchdog(run, job["max_duration"], None))
+        try:
+            async with conn.transaction():
+                await self._user_sql(run, job["executor"], [job["query"]],
+                                     list(job["params"]) if job["params"] is not None else None)
+                cur = await conn.execute("SELECT current_setting('schedule.resubmit_after', true)")
+                resubmit = (await cur.fetchone())[0]
+                cur = await conn.execute(STOP_REASON_AT, (job["id"],))
+                _, canceled = await cur.fetchone()
+                now = self.clock.now()
+                if resubmit and not canceled:
+                    if job["attempt"] + 1 < job["resubmit_limit"]:
+                        await conn.execute(RESUBMIT_AT, {"id": job["id"], "now": now,
+                                                         "run_after": now + timedelta(seconds=int(resubmit))})
+                    else:
+                        await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": now,
+                                                       "error": f"resubmit limit reached ({job['resubmit_limit']})"})
+                elif resubmit and canceled:
+                    await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": now,
+                                                   "error": "job was canceled while processing: cannot resubmit"})
+                else:
+                    await conn.execute(FINISH_AT, {"id": job["id"], "ok": True, "now": now, "error": None})
+        except (psycopg.Error, _RoleChanged) as exc:
+            self.stats.at_failed += 1
+            text = run.kill_reason
+            if text is None and isinstance(exc, psycopg.errors.QueryCanceled):
+                cur = await conn.execute(STOP_REASON_AT, (job["id"],))
+                text = (await cur.fetchone())[0]
+            await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": self.clock.now(),
+                                           "error": text or _message(exc)})
+        finally:
+            watchdog.cancel()
+        await self._notify_done()
+
+    async def _notify_done(self) -> None:
+        # a finished one-time job may unblock dependants: wake the manager loop
+        self._wake.set()
+
+    # --- the loop --------------------------------------------------------------------------
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            while not stopping.is_set():
+                await self.step()
+                wake = await self.next_wake() if self.enabled else None
+                now = self.clock.now()
+                until = now + timedelta(seconds=self.poll_seconds)
+                if wake is not None and wake < until:
+                    until = max(wake, now)
+                await self._wait(stopping, until)
+        finally:
+            await self.close()
+
+    async def _wait(self, stopping: asyncio.Event, until: datetime) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self.clock.sleep_until(until)),
+                   asyncio.ensure_future(stopping.wait()),
+                   asyncio.ensure_future(self._wake.wait()),
+                   asyncio.ensure_future(self._notified())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _notified(self) -> None:
+        async for _ in self.control.notifies():
+            return
+
+
+# ---------------------------------------------------------------------------------------
+# The worker service
+# ---------------------------------------------------------------------------------------
+
+
+def databases_from_setting(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+@dataclass
+class ScheduleService:
+    """``pgtt-tui worker`` service: one DatabaseManager per served database."""
+
+    nodename: str | None = None
+    databases: list[str] | None = None  # None: schedule.database, else the DSN's database
+    poll_seconds: float = POLL_SECONDS
+    name: str = "schedule"
+    managers: dict[str, DatabaseManager] = field(default_factory=dict)
+    _error: str = ""
+
+    async def _wanted(self, settings: ConnSettings) -> list[str]:
+        if self.databases:
+            return list(self.databases)
+        conn = await aconnect(settings.with_app("pgtt-schedule probe"))
+        try:
+            cur = await conn.execute("SELECT current_setting('schedule.database', true), current_database()")
+            value, current = await cur.fetchone()
+        finally:
+            await conn.close()
+        return databases_from_setting(value) or [current]
+
+    async def run(self, ctx) -> None:
+        tasks: dict[str, asyncio.Task] = {}
+        try:
+            while not ctx.stopping.is_set():
+                wanted = await self._wanted(ctx.settings)
+                for db in wanted:
+                    if db not in tasks or tasks[db].done():
+                        if db in tasks and tasks[db].done() and tasks[db].exception() is not None:
+                            raise tasks[db].exception()
+                        settings = ConnSettings(dsn=ctx.settings.conninfo(dbname=db),
+                                                application_name=ctx.settings.application_name,
+                                                connect_timeout=ctx.settings.connect_timeout)
+                        mgr = DatabaseManager(settings, clock=ctx.clock, engine_name=ctx.client_name,
+                                              nodename=self.nodename, poll_seconds=self.poll_seconds, logger=ctx.log)
+                        self.managers[db] = mgr
+                        tasks[db] = asyncio.create_task(mgr.run(ctx.stopping), name=f"schedule:{db}")
+                for db in [d for d in tasks if d not in wanted]:
+                    tasks.pop(db).cancel()
+                    self.managers.pop(db, None)
+                try:
+                    await asyncio.wait_for(ctx.stopping.wait(), timeout=10)
+                except TimeoutError:
+                    pass
+                for db, task in tasks.items():
+                    if task.done() and task.exception() is not None:
+                        raise task.exception()
+        except Exception as exc:
+            self._error = str(exc)
+            raise
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+    def health(self) -> dict[str, Any]:
+        if self._error:
+            return {"ok": False, "detail": self._error}
+        parts = [f"{db}: {'enabled' if m.enabled else 'disabled'}, started {m.stats.cron_started} cron / "
+                 f"{m.stats.at_started} one-time runs" for db, m in self.managers.items()]
+        return {"ok": True, "detail": "; ".join(parts) or "starting"}
+
+    def metrics(self) -> list:
+        from engine.worker import Metric  # noqa: PLC0415 - avoid an import cycle at module load
+
+        out = []
+        for db, m in self.managers.items():
+            labels = {"database": db}
+            s = m.stats
+            out += [
+                Metric("pgtt_schedule_runs_started_total", s.cron_started, {**labels, "kind": "cron"}, "counter",
+                       "scheduled job runs started"),
+                Metric("pgtt_schedule_runs_started_total", s.at_started, {**labels, "kind": "onetime"}, "counter",
+                       "one-time job runs started"),
+                Metric("pgtt_schedule_runs_failed_total", s.cron_failed, {**labels, "kind": "cron"}, "counter",
+                       "scheduled job runs that failed"),
+                Metric("pgtt_schedule_runs_failed_total", s.at_failed, {**labels, "kind": "onetime"}, "counter",
+                       "one-time job runs that failed"),
+                Metric("pgtt_schedule_interrupted_total", s.interrupted, labels, "counter",
+                       "runs found interrupted (engine died) and marked failed"),
+                Metric("pgtt_schedule_busy_workers", len(m._tasks["cron"]), {**labels, "kind": "cron"}, "gauge",
+                       "scheduled-job executors busy in this engine"),
+                Metric("pgtt_schedule_busy_workers", len(m._tasks["at"]), {**labels, "kind": "onetime"}, "gauge",
+                       "one-time-job executors busy in this engine"),
+            ]
+        return out
+
+
+def build_services(options) -> list[ScheduleService]:
+    opts = options.for_module("schedule") if hasattr(options, "for_module") else {}
+    dbs = opts.get("databases")
+    return [ScheduleService(nodename=opts.get("nodename"),
+                            databases=databases_from_setting(dbs) if isinstance(dbs, str) else dbs,
+                            poll_seconds=float(opts.get("poll_seconds", POLL_SECONDS)))]
