@@ -166,8 +166,9 @@ SELECT id, rule, tz, start_date, end_date, postpone, next_run, def_version, plan
 """
 
 INSERT_RUN = """
-INSERT INTO schedule.cron_run (cron, node, scheduled_at, deadline, catch_up, message)
-VALUES (%(cron)s, %(node)s, %(at)s, %(at)s + %(postpone)s::interval, %(catch_up)s, %(message)s)
+INSERT INTO schedule.cron_run (cron, node, scheduled_at, deadline, catch_up, message, state, finished)
+VALUES (%(cron)s, %(node)s, %(at)s, %(at)s + %(postpone)s::interval, %(catch_up)s, %(message)s, %(state)s,
+        CASE WHEN %(state)s = 'error' THEN %(at)s END)
 ON CONFLICT (cron, scheduled_at) DO NOTHING
 """
 
@@ -234,7 +235,9 @@ RETURNING id, query, params, executor, max_duration, attempt, resubmit_limit
 """
 
 FINISH_CRON = """
-UPDATE schedule.cron_run SET state = %(state)s, finished = %(now)s, message = %(message)s, pid = NULL
+UPDATE schedule.cron_run SET state = %(state)s, finished = %(now)s, pid = NULL,
+       message = CASE WHEN %(message)s::text IS NULL THEN message
+                      ELSE coalesce(message || '; ', '') || %(message)s::text END
  WHERE run_id = %(run_id)s
 """
 
@@ -506,7 +509,7 @@ class DatabaseManager:
         version = job["def_version"]
         plan = {"id": job["id"], "version": version, "epoch": self.epoch, "chain": chain, "next_run": next_run}
         base = {"cron": job["id"], "node": job["node"], "postpone": job["postpone"], "catch_up": False,
-                "message": None}
+                "message": None, "state": "planned"}
         # onstart / @reboot: once per scheduler start
         if job["onstart_epoch"] < self.epoch and sched.runs_at_start:
             runs.append({**base, "at": now.replace(microsecond=0)})
@@ -533,8 +536,8 @@ class DatabaseManager:
             if job["missed"] == "once":
                 runs.append({**base, "at": missed[-1], "catch_up": True, "message": note, "postpone": None})
             else:
-                runs.append({**base, "at": missed[-1], "catch_up": True, "postpone": "0 seconds",
-                             "message": "skipped: " + note})
+                runs.append({**base, "at": missed[-1], "catch_up": True, "state": "error",
+                             "message": "skipped (missed = 'skip'): " + note})
         else:
             runs.append({**base, "at": next_run})
         if job["next_time_statement"]:
