@@ -36,7 +36,7 @@ log = logging.getLogger("pgtt.worker")
 
 SERVICE_FACTORIES: dict[str, str] = {
     # "timetable": "engine.timetable.service:build_services",
-    # "schedule": "engine.schedule.manager:build_services",
+    "schedule": "engine.schedule.manager:build_services",
     # "pgq": "engine.pgq.ticker:build_services",
     # "cascade": "engine.cascade.worker:build_services",
 }

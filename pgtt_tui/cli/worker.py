@@ -31,6 +31,15 @@ def worker(
     log_level: Annotated[str, typer.Option("--log-level", help="console log level: debug, info, warn, error")] = "info",
     # ---- timetable (pg_timetable-compatible options) -----------------------------------------
     # ---- schedule (pgpro_scheduler job manager) ------------------------------------------------
+    schedule_nodename: Annotated[str, typer.Option(
+        "--schedule-nodename", help="schedule: run jobs of this node (default: the schedule.nodename setting, "
+        "else 'primary')")] = "",
+    schedule_databases: Annotated[str, typer.Option(
+        "--schedule-databases", help="schedule: comma-separated databases to serve (default: the "
+        "schedule.database setting, else the --dsn database)")] = "",
+    schedule_poll: Annotated[float, typer.Option(
+        "--schedule-poll", min=0.05, help="schedule: seconds between passes when nothing is due")] = 1.0,
+    # ---- end schedule ----------------------------------------------------------------------------
     # ---- pgq (ticker and maintenance) ------------------------------------------------------------
     # ---- cascade (pgq_node workers) --------------------------------------------------------------
 ) -> None:
@@ -48,6 +57,9 @@ def worker(
             [m for m in installed if m in SERVICE_FACTORIES]
         schema.require_current(conn, ["pgtt", *[m for m in wanted if m in schema.MODULES]])
     module_options: dict[str, dict] = {}
+    module_options["schedule"] = {  # schedule section
+        "nodename": schedule_nodename or None, "databases": schedule_databases or None,
+        "poll_seconds": schedule_poll}
     options = WorkerOptions(settings=settings, client_name=clientname, modules=wanted, module_options=module_options)
     supervisor = asyncio.run(run_worker(options))
     raise typer.Exit(0 if supervisor.health().get("ok", True) or supervisor.state == "stopped" else 1)
