@@ -35,10 +35,10 @@ from engine.errors import ConnectError, InputError
 log = logging.getLogger("pgtt.worker")
 
 SERVICE_FACTORIES: dict[str, str] = {
-    # "timetable": "engine.timetable.service:build_services",
+    "timetable": "engine.timetable.service:build_services",
     "schedule": "engine.schedule.manager:build_services",
     # "pgq": "engine.pgq.ticker:build_services",
-    # "cascade": "engine.cascade.worker:build_services",
+    "cascade": "engine.cascade.worker:build_services",
 }
 STANDBY_POLL_SECONDS = 2.0
 HEARTBEAT_SECONDS = 5.0

@@ -42,6 +42,19 @@ def worker(
     # ---- end schedule ----------------------------------------------------------------------------
     # ---- pgq (ticker and maintenance) ------------------------------------------------------------
     # ---- cascade (pgq_node workers) --------------------------------------------------------------
+    cascade_queue: Annotated[list[str] | None, typer.Option(
+        "--cascade-queue", help="cascade: run this node's worker for the queue (repeatable)")] = None,
+    cascade_sink_table: Annotated[str, typer.Option(
+        "--cascade-sink-table", help="cascade leaf: store data events in this table, in the batch transaction")] = "",
+    cascade_consumer: Annotated[str, typer.Option(
+        "--cascade-consumer", help="cascade: run as this plain cascaded consumer instead of the node's worker")] = "",
+    cascade_loop_delay: Annotated[float, typer.Option(
+        "--cascade-loop-delay", min=0.01, help="cascade: seconds to sleep when there is no batch")] = 1.0,
+    cascade_wm_period: Annotated[float, typer.Option(
+        "--cascade-wm-period", min=0.0, help="cascade: seconds between watermark publications")] = 60.0,
+    cascade_root_ticker: Annotated[bool, typer.Option(
+        "--cascade-root-ticker", help="cascade: on the root, tick the queue in the worker loop")] = False,
+    # ---- end cascade -------------------------------------------------------------------------------
 ) -> None:
     """Run the engine: schedulers, job manager, ticker and cascade workers for this database."""
     from engine.worker import SERVICE_FACTORIES, WorkerOptions, run_worker  # noqa: PLC0415 - heavy
@@ -60,6 +73,14 @@ def worker(
     module_options["schedule"] = {  # schedule section
         "nodename": schedule_nodename or None, "databases": schedule_databases or None,
         "poll_seconds": schedule_poll}
+    if cascade_queue:  # cascade section
+        module_options["cascade"] = {
+            "queues": list(cascade_queue), "sink_table": cascade_sink_table or None,
+            "consumer": cascade_consumer or None, "loop_delay": cascade_loop_delay,
+            "wm_publish_period": cascade_wm_period, "global_wm_period": cascade_wm_period,
+            "root_ticker": cascade_root_ticker}
+        if "cascade" not in wanted:
+            wanted.append("cascade")
     options = WorkerOptions(settings=settings, client_name=clientname, modules=wanted, module_options=module_options)
     supervisor = asyncio.run(run_worker(options))
     raise typer.Exit(0 if supervisor.health().get("ok", True) or supervisor.state == "stopped" else 1)

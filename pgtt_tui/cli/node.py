@@ -1,0 +1,250 @@
+"""``pgtt-tui node …``: cascade (pgq_node) status and admin operations as step plans.
+
+Every changing command builds a plan (engine.cascade.ops), prints it with ``--dry-run``,
+otherwise runs it step by step, printing each step, its SQL, server messages and results.
+On failure the command stops and says what state every node is in and how to go on
+(``--from-step N``) or back.  Node locations are libpq connection strings.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from engine.cascade import ops
+from engine.cascade.plan import EventKind, Plan, PlanError, PlanEvent, PlanRunner
+from engine.cascade.status import collect_status
+from engine.db import guard_write
+from engine.errors import InputError
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, to_json, want_json
+
+app = typer.Typer(help="Cascaded queues (pgq_node): status, create nodes, pause, change provider, switchover, "
+                       "failover, resurrect.", no_args_is_help=True)
+
+QueueOpt = Annotated[str, typer.Option("--queue", "-q", help="cascaded queue name")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the plan (steps, checks, SQL, node) and stop")]
+FromStepOpt = Annotated[int, typer.Option("--from-step", min=1, help="resume a stopped plan at this step (1-based)")]
+JournalOpt = Annotated[Path | None, typer.Option("--journal", help="write the journal (time, node, SQL, result) "
+                                                                     "to this JSON file")]
+WorkerOpt = Annotated[str | None, typer.Option("--worker", help="worker (consumer) name; default <node>_worker")]
+TimeoutOpt = Annotated[float, typer.Option("--wait-timeout", min=1.0, help="seconds to wait for catch-up / acks")]
+
+
+def _dsn(ctx: typer.Context, dsn: str | None) -> str:
+    return settings_from(ctx, dsn).dsn
+
+
+def _print_event(ev: PlanEvent) -> None:
+    out = sys.stdout
+    if ev.kind == EventKind.STEP_STARTED:
+        out.write(f"\n== step {ev.step + 1}: {ev.message}  [node {ev.node}]\n")
+    elif ev.kind == EventKind.CHECK_OK:
+        out.write(f"   check ok: {ev.message}\n")
+    elif ev.kind == EventKind.CHECK_FAILED:
+        out.write(f"   CHECK FAILED: {ev.message}: {ev.data.get('problem')}\n")
+    elif ev.kind == EventKind.WAITING:
+        out.write(f"   waiting: {ev.data.get('detail')} ({ev.data.get('elapsed', 0):.0f}s)\r")
+    elif ev.kind == EventKind.WAIT_DONE:
+        out.write(f"   done waiting: {ev.message} ({ev.data.get('detail')})\n")
+    elif ev.kind == EventKind.STATEMENT:
+        out.write(f"   sql: {ev.message};\n")
+    elif ev.kind == EventKind.ACTION:
+        out.write(f"   run: {ev.message}\n")
+    elif ev.kind == EventKind.NOTICE:
+        out.write(f"   {ev.data.get('severity', 'NOTICE')}: {ev.message}\n")
+    elif ev.kind == EventKind.RESULT:
+        out.write(f"   -> {ev.message}\n")
+    elif ev.kind == EventKind.VERIFIED:
+        out.write(f"   verified: {ev.message}\n")
+    elif ev.kind == EventKind.STEP_WARNING:
+        out.write(f"   WARNING: {ev.message}\n")
+    elif ev.kind == EventKind.STEP_FAILED:
+        out.write(f"\nFAILED: {ev.message}\n")
+    elif ev.kind == EventKind.STOPPED:
+        out.write(f"\n{ev.message}\n")
+    out.flush()
+
+
+def execute(ctx: typer.Context, plan: Plan, *, dry_run: bool, as_json: bool, from_step: int = 1,
+            journal: Path | None = None) -> None:
+    as_json = want_json(ctx, as_json)
+    if dry_run:
+        if as_json:
+            sys.stdout.write(to_json(plan.as_dict()) + "\n")
+        else:
+            sys.stdout.write(plan.render() + "\n")
+        return
+    guard_write(_ro(ctx), plan.title)
+    if from_step > len(plan.steps) and plan.steps:
+        raise InputError("--from-step", f"the plan has only {len(plan.steps)} steps")
+    events: list[dict] = []
+    with PlanRunner(plan, on_event=None if as_json else _print_event) as runner:
+        outcome = None
+        gen = runner.iter_run(start=from_step - 1)
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                outcome = stop.value
+                break
+            if as_json:
+                events.append(ev.as_dict())
+        if journal is not None:
+            runner.journal.save(journal)
+        if as_json:
+            sys.stdout.write(to_json({"plan": plan.as_dict(runner.vars), "ok": outcome.ok, "events": events,
+                                      "journal": runner.journal.as_dict()["entries"],
+                                      "next_step": outcome.next_step + 1}) + "\n")
+        elif outcome.ok:
+            sys.stdout.write(f"\ndone: {plan.title}\n")
+        if not outcome.ok:
+            msg = outcome.report.message() if outcome.report else "stopped"
+            raise PlanError(msg.splitlines()[0] if not as_json else msg, outcome.report)
+
+
+def _ro(ctx: typer.Context):
+    from pgtt_tui.cli.common import global_options  # noqa: PLC0415
+    from engine.db import ConnSettings  # noqa: PLC0415
+
+    return ConnSettings(read_only=global_options(ctx).read_only)
+
+
+@app.command("status")
+def status(ctx: typer.Context, queue: QueueOpt, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """The cascade as a tree, from any member's node map."""
+    st = collect_status(_dsn(ctx, dsn), queue)
+    if want_json(ctx, as_json):
+        emit(st.as_dict(), True)
+        return
+    sys.stdout.write(f"queue {queue}\n" + "\n".join(st.tree_lines()) + "\n\n")
+    emit([{"node": n.name, "type": n.node_type, "provider": n.provider, "paused": n.paused,
+           "last_tick": n.last_tick, "behind": n.lag_ticks, "dead": n.dead, "error": n.error or n.cur_error}
+          for n in st.nodes.values()], False)
+
+
+@app.command("create-root")
+def create_root(ctx: typer.Context, name: Annotated[str, typer.Argument(help="node name")],
+                location: Annotated[str, typer.Argument(help="connection string of the node")],
+                queue: QueueOpt, worker: WorkerOpt = None, dry_run: DryRunOpt = False, as_json: JsonOpt = False,
+                from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
+    """Make the database at LOCATION the root of a new cascaded queue."""
+    execute(ctx, ops.plan_create_root(queue, name, location, worker), dry_run=dry_run, as_json=as_json,
+            from_step=from_step, journal=journal)
+
+
+def _create_sub(ctx, node_type, name, location, queue, provider, worker, merge, dry_run, as_json, from_step,
+                journal) -> None:
+    plan = ops.plan_create_branch(queue, name, location, provider, worker=worker, node_type=node_type, merge=merge)
+    execute(ctx, plan, dry_run=dry_run, as_json=as_json, from_step=from_step, journal=journal)
+
+
+ProviderOpt = Annotated[str, typer.Option("--provider", help="connection string of the provider node")]
+
+
+@app.command("create-branch")
+def create_branch(ctx: typer.Context, name: Annotated[str, typer.Argument(help="node name")],
+                  location: Annotated[str, typer.Argument(help="connection string of the new node")],
+                  queue: QueueOpt, provider: ProviderOpt, worker: WorkerOpt = None, dry_run: DryRunOpt = False,
+                  as_json: JsonOpt = False, from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
+    """Add a branch (a node that carries the queue and can serve others)."""
+    _create_sub(ctx, "branch", name, location, queue, provider, worker, None, dry_run, as_json, from_step, journal)
+
+
+@app.command("create-leaf")
+def create_leaf(ctx: typer.Context, name: Annotated[str, typer.Argument(help="node name")],
+                location: Annotated[str, typer.Argument(help="connection string of the new node")],
+                queue: QueueOpt, provider: ProviderOpt, worker: WorkerOpt = None,
+                merge: Annotated[str | None, typer.Option("--merge", help="merge-leaf: local combined queue")] = None,
+                dry_run: DryRunOpt = False, as_json: JsonOpt = False, from_step: FromStepOpt = 1,
+                journal: JournalOpt = None) -> None:
+    """Add a leaf (consumes the queue, serves nobody)."""
+    _create_sub(ctx, "leaf", name, location, queue, provider, worker, merge, dry_run, as_json, from_step, journal)
+
+
+NodeArg = Annotated[str, typer.Argument(help="node name")]
+
+
+@app.command("pause")
+def pause(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None,
+          consumer: Annotated[str | None, typer.Option("--consumer", help="a plain cascaded consumer")] = None,
+          wait_timeout: TimeoutOpt = 60.0, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Pause a node's worker (it acknowledges within one loop)."""
+    execute(ctx, ops.plan_pause(_dsn(ctx, dsn), queue, node, True, consumer, wait_timeout), dry_run=dry_run,
+            as_json=as_json)
+
+
+@app.command("resume")
+def resume(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None,
+           consumer: Annotated[str | None, typer.Option("--consumer", help="a plain cascaded consumer")] = None,
+           wait_timeout: TimeoutOpt = 60.0, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Resume a paused worker."""
+    execute(ctx, ops.plan_pause(_dsn(ctx, dsn), queue, node, False, consumer, wait_timeout), dry_run=dry_run,
+            as_json=as_json)
+
+
+@app.command("change-provider")
+def change_provider(ctx: typer.Context, node: NodeArg, queue: QueueOpt,
+                    provider: Annotated[str, typer.Option("--provider", help="name of the new provider node")],
+                    dsn: DsnOpt = None, wait_timeout: TimeoutOpt = 120.0, dry_run: DryRunOpt = False,
+                    as_json: JsonOpt = False, from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
+    """Make NODE read from another provider, without loss or duplicates."""
+    execute(ctx, ops.plan_change_provider(_dsn(ctx, dsn), queue, node, provider, wait_timeout), dry_run=dry_run,
+            as_json=as_json, from_step=from_step, journal=journal)
+
+
+@app.command("takeover")
+def takeover(ctx: typer.Context, old: Annotated[str, typer.Argument(help="node to take over from")],
+             queue: QueueOpt, node: Annotated[str, typer.Option("--node", help="the node that takes over")],
+             dsn: DsnOpt = None,
+             dead_root: Annotated[bool, typer.Option("--dead-root", help="OLD is a dead root: failover")] = False,
+             wait_timeout: TimeoutOpt = 120.0, dry_run: DryRunOpt = False, as_json: JsonOpt = False,
+             from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
+    """Switchover (live root) or, with --dead-root, failover."""
+    execute(ctx, ops.plan_takeover(_dsn(ctx, dsn), queue, old, node, dead_root=dead_root, wait_timeout=wait_timeout),
+            dry_run=dry_run, as_json=as_json, from_step=from_step, journal=journal)
+
+
+@app.command("failover")
+def failover(ctx: typer.Context, old: Annotated[str, typer.Argument(help="the dead root")], queue: QueueOpt,
+             node: Annotated[str, typer.Option("--node", help="the branch that becomes root")],
+             dsn: DsnOpt = None, wait_timeout: TimeoutOpt = 120.0, dry_run: DryRunOpt = False,
+             as_json: JsonOpt = False, from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
+    """Failover from a dead root (same as takeover --dead-root)."""
+    execute(ctx, ops.plan_takeover(_dsn(ctx, dsn), queue, old, node, dead_root=True, wait_timeout=wait_timeout),
+            dry_run=dry_run, as_json=as_json, from_step=from_step, journal=journal)
+
+
+@app.command("resurrect")
+def resurrect(ctx: typer.Context, old: Annotated[str, typer.Argument(help="the old, dead root")], queue: QueueOpt,
+              dsn: DsnOpt = None,
+              dump_file: Annotated[Path, typer.Option("--dump-file", help="where the lost events go (JSON)")] =
+              Path("resurrect-lost-events.json"),
+              dry_run: DryRunOpt = False, as_json: JsonOpt = False, from_step: FromStepOpt = 1,
+              journal: JournalOpt = None) -> None:
+    """Bring a failed-over old root back as a branch; dump the events the cascade lost."""
+    execute(ctx, ops.plan_resurrect(_dsn(ctx, dsn), queue, old, dump_file), dry_run=dry_run, as_json=as_json,
+            from_step=from_step, journal=journal)
+
+
+@app.command("tag-dead")
+def tag_dead(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None, dry_run: DryRunOpt = False,
+             as_json: JsonOpt = False) -> None:
+    """Mark NODE dead on every reachable member."""
+    execute(ctx, ops.plan_tag(_dsn(ctx, dsn), queue, node, True), dry_run=dry_run, as_json=as_json)
+
+
+@app.command("tag-alive")
+def tag_alive(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None, dry_run: DryRunOpt = False,
+              as_json: JsonOpt = False) -> None:
+    """Mark NODE alive again on every reachable member."""
+    execute(ctx, ops.plan_tag(_dsn(ctx, dsn), queue, node, False), dry_run=dry_run, as_json=as_json)
+
+
+@app.command("drop")
+def drop(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None, dry_run: DryRunOpt = False,
+         as_json: JsonOpt = False) -> None:
+    """Remove NODE from the cascade (it must have no subscribers)."""
+    execute(ctx, ops.plan_drop_node(_dsn(ctx, dsn), queue, node), dry_run=dry_run, as_json=as_json)
