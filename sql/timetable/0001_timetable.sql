@@ -916,6 +916,7 @@ LANGUAGE plpgsql;
 CREATE FUNCTION timetable.reap_dead_runs()
 RETURNS TABLE (run_id bigint, chain_id bigint, reason text)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 BEGIN
     DELETE FROM timetable.active_session s WHERE NOT timetable._backend_alive(s.server_pid, NULL);
     RETURN QUERY
@@ -957,6 +958,7 @@ CREATE FUNCTION timetable.claim_firings(p_client text, p_session bigint,
                                         p_old timestamptz[], p_new timestamptz[], p_version bigint[])
 RETURNS TABLE (run_id bigint, chain_id bigint, due_at timestamptz)
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 BEGIN
     RETURN QUERY
     WITH input AS (

@@ -1,0 +1,152 @@
+"""Writes ``timetable.log`` and ``timetable.execution_log`` rows on one dedicated connection.
+
+Entries are queued and inserted in batches (one statement per batch), outside any chain
+transaction, so they survive a rollback.  ``await writer.execution(...)`` returns once the
+row is stored, so "the run is finished" implies "its log rows are visible".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from engine.db import ConnSettings, aconnect, backoff_delays
+
+LEVEL_RANK = {"none": 0, "error": 1, "info": 2, "debug": 3}
+TYPE_RANK = {"PANIC": 1, "ERROR": 1, "INFO": 2, "NOTICE": 2, "USER": 2, "DEBUG": 3}
+
+INSERT_EXECUTION = """
+INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, ignore_error,
+                                     kind, command, output, client_name, params)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[],
+                     %s::int[], %s::bool[], %s::timetable.command_kind[], %s::text[], %s::text[], %s::text[], %s::text[])
+"""
+INSERT_LOG = """
+INSERT INTO timetable.log (ts, pid, log_level, client_name, message, message_data)
+SELECT * FROM unnest(%s::timestamptz[], %s::int[], %s::timetable.log_type[], %s::text[], %s::text[], %s::jsonb[])
+"""
+
+
+@dataclass
+class ExecutionEntry:
+    chain_id: int
+    task_id: int
+    txid: int
+    last_run: datetime
+    finished: datetime
+    returncode: int
+    ignore_error: bool
+    kind: str
+    command: str
+    output: str | None
+    params: str | None
+
+
+class DbWriter:
+    def __init__(self, settings: ConnSettings, session_id: int, client_name: str, level: str,
+                 log: logging.Logger):
+        self.settings = settings.with_app(f"pgtt-tui timetable {client_name} log")
+        self.session_id = session_id
+        self.client_name = client_name
+        self.level = LEVEL_RANK[level]
+        self.log = log
+        self._queue: asyncio.Queue[tuple[str, Any, asyncio.Future | None]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._conn: psycopg.AsyncConnection | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="timetable-log-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await self.flush()
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    # --- producers -------------------------------------------------------------------
+
+    def wants_execution(self, failed: bool, ignore_error: bool) -> bool:
+        if self.level >= LEVEL_RANK["info"]:
+            return True
+        return self.level >= LEVEL_RANK["error"] and failed and not ignore_error
+
+    async def execution(self, entry: ExecutionEntry) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(("exec", entry, fut))
+        await asyncio.shield(fut)
+
+    def message(self, level: str, message: str, data: dict[str, Any] | None = None,
+                ts: datetime | None = None) -> None:
+        """Queue one timetable.log row if --log-database-level lets it through (no wait)."""
+        if TYPE_RANK.get(level, 2) > self.level:
+            return
+        from datetime import timezone  # noqa: PLC0415
+
+        self._queue.put_nowait(("log", (ts or datetime.now(timezone.utc), level, message,
+                                        json.dumps(data, default=str) if data else None), None))
+
+    async def flush(self) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(("flush", None, fut))
+        await fut
+
+    # --- consumer ----------------------------------------------------------------------
+
+    async def _connection(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            self._conn = await aconnect(self.settings)
+        return self._conn
+
+    async def _loop(self) -> None:
+        delays = backoff_delays(initial=0.2, maximum=5.0)
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < 1000:
+                batch.append(self._queue.get_nowait())
+            while True:
+                try:
+                    await self._write(batch)
+                    delays = backoff_delays(initial=0.2, maximum=5.0)
+                    break
+                except (psycopg.Error, OSError) as exc:
+                    self.log.warning("cannot write timetable log rows: %s; retrying", exc)
+                    if self._conn is not None:
+                        await self._conn.close()
+                    self._conn = None
+                    await asyncio.sleep(next(delays))
+                except Exception as exc:  # noqa: BLE001 - never lose the futures
+                    self.log.error("timetable log writer: %s", exc)
+                    break
+            for _, _, fut in batch:
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    async def _write(self, batch) -> None:
+        execs = [e for kind, e, _ in batch if kind == "exec"]
+        logs = [e for kind, e, _ in batch if kind == "log"]
+        if not execs and not logs:
+            return
+        conn = await self._connection()
+        async with conn.transaction():
+            if execs:
+                await conn.execute(INSERT_EXECUTION, (
+                    [e.chain_id for e in execs], [e.task_id for e in execs], [e.txid for e in execs],
+                    [e.last_run for e in execs], [e.finished for e in execs], [self.session_id] * len(execs),
+                    [e.returncode for e in execs], [e.ignore_error for e in execs], [e.kind for e in execs],
+                    [e.command for e in execs], [e.output for e in execs], [self.client_name] * len(execs),
+                    [e.params for e in execs]))
+            if logs:
+                await conn.execute(INSERT_LOG, (
+                    [row[0] for row in logs], [self.session_id % 2**31] * len(logs), [row[1] for row in logs],
+                    [self.client_name] * len(logs), [row[2] for row in logs], [row[3] for row in logs]))

@@ -1,0 +1,48 @@
+"""Options of the timetable engine (pg_timetable's flag names where they exist)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from engine.errors import InputError
+
+LOG_DATABASE_LEVELS = ("none", "error", "info", "debug")
+
+
+@dataclass
+class TimetableOptions:
+    client_name: str = ""
+    cron_workers: int = 16          # --cron-workers: cron, @reboot and ad-hoc chains at once
+    interval_workers: int = 16      # --interval-workers: @every / @after chains at once
+    chain_timeout_ms: int = 0       # --chain-timeout: default for chain.timeout = 0 (0: none)
+    task_timeout_ms: int = 0        # --task-timeout: default for task.timeout = 0 (0: none)
+    log_database_level: str = "info"  # --log-database-level: none | error | info | debug
+    default_max_instances: int = 16  # chain.max_instances NULL means this (as pg_timetable)
+    poll_seconds: float = 1.0       # fallback poll when no NOTIFY arrives (real seconds)
+    reap_seconds: float = 2.0       # how often dead runs are looked for (real seconds)
+    missed_grace_seconds: float = 10.0  # a firing later than this is "missed" (policy applies)
+    claim_batch: int = 1000
+    no_program_tasks: bool = False  # --no-program-tasks (enforced by the PROGRAM/BUILTIN kinds)
+
+    def validate(self) -> "TimetableOptions":
+        if not self.client_name:
+            raise InputError("--clientname", "is required for the timetable engine")
+        for name in ("cron_workers", "interval_workers"):
+            if int(getattr(self, name)) < 1:
+                raise InputError("--" + name.replace("_", "-"), "must be 1 or more")
+        for name, flag in (("chain_timeout_ms", "--chain-timeout"), ("task_timeout_ms", "--task-timeout")):
+            if int(getattr(self, name)) < 0:
+                raise InputError(flag, "must be 0 (no limit) or a positive number of milliseconds")
+        if self.log_database_level not in LOG_DATABASE_LEVELS:
+            raise InputError("--log-database-level", f"{self.log_database_level!r} is not one of "
+                                                     f"{', '.join(LOG_DATABASE_LEVELS)}")
+        return self
+
+    @classmethod
+    def from_mapping(cls, client_name: str, values: dict[str, Any]) -> "TimetableOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise InputError("timetable options", f"unknown option(s): {', '.join(sorted(unknown))}")
+        return cls(client_name=client_name, **{k: v for k, v in values.items() if k != "client_name"}).validate()
