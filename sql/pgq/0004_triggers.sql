@@ -131,7 +131,7 @@ BEGIN
             i := i + length(w);
         ELSIF ch ~ '[A-Za-z_]' OR ascii(ch) > 127 THEN
             -- a word, or a dotted chain of words (never substituted)
-            w := substring(substr(expr, i) FROM '^[[:alpha:]_][[:alnum:]_$]*(\.[[:alnum:]_$]+)*');
+            w := substring(substr(expr, i) FROM '^[[:alpha:]_][[:alnum:]_$]*(?:\.[[:alnum:]_$]+)*');
             IF w IS NULL OR w = '' THEN
                 w := ch;
             END IF;
@@ -271,6 +271,9 @@ BEGIN
         SELECT string_agg(to_json(x)::text, ',' ORDER BY n) INTO pk_json
           FROM unnest(string_to_array(o_pkey, ',')) WITH ORDINALITY AS u(x, n);
         has_keys := o_pkey <> '';
+        IF o_pkey = '' THEN
+            pk_json := '""';  -- as PgQ's C trigger: [""]
+        END IF;
     ELSE
         pk_names := coalesce(pk_detected, '{}');
         pk_type := array_to_string(pk_names, ',');
