@@ -17,6 +17,7 @@ where the function takes the WorkerOptions and returns a list of services.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
 import logging
 import os
@@ -37,7 +38,7 @@ log = logging.getLogger("pgtt.worker")
 SERVICE_FACTORIES: dict[str, str] = {
     "timetable": "engine.timetable.service:build_services",
     "schedule": "engine.schedule.manager:build_services",
-    # "pgq": "engine.pgq.ticker:build_services",
+    "pgq": "engine.pgq.ticker:build_services",
     "cascade": "engine.cascade.worker:build_services",
 }
 STANDBY_POLL_SECONDS = 2.0
@@ -261,8 +262,45 @@ def install_signal_handlers(supervisor: Supervisor) -> None:
             pass
 
 
+# ---- exit requests and the HTTP endpoint (timetable tasks engineer) ------------------------------
+# A task may ask the engine that runs it to stop and exit with a code (pg_timetable's Shutdown
+# builtin: 5). The handler is per run_worker call (a context variable, inherited by the tasks
+# it starts), so several engines in one process stay independent.
+_EXIT_REQUEST: contextvars.ContextVar = contextvars.ContextVar("pgtt_engine_exit", default=None)
+
+
+def request_engine_exit(code: int, reason: str) -> bool:
+    """Stop the engine running the caller, which then exits with ``code``; False if none."""
+    handler = _EXIT_REQUEST.get()
+    if handler is None:
+        return False
+    handler(code, reason)
+    return True
+
+
 async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supervisor:
     supervisor = Supervisor(options, build_services(options), clock)
     install_signal_handlers(supervisor)
-    await supervisor.run()
+    supervisor.exit_code = None  # set by request_engine_exit
+
+    def _exit(code: int, reason: str) -> None:
+        log.warning("engine exit requested (%s): stopping, exit code %s", reason, code)
+        supervisor.exit_code = code
+        supervisor.stop()
+
+    _EXIT_REQUEST.set(_exit)
+    http_opts = options.module_options.get("http") or {}
+    endpoint = None
+    if http_opts.get("rest_port"):  # --rest-port (0 = off, as pg_timetable)
+        from engine.http import DEFAULT_HOST, start_endpoint  # noqa: PLC0415
+
+        endpoint = await start_endpoint(supervisor, options.settings, supervisor.ctx.client_name,
+                                        int(http_opts["rest_port"]), http_opts.get("rest_host") or DEFAULT_HOST)
+    supervisor.http = endpoint
+    try:
+        await supervisor.run()
+    finally:
+        if endpoint is not None:
+            await endpoint.close()
     return supervisor
+# ---- end exit requests and HTTP endpoint ----------------------------------------------------------

@@ -78,6 +78,7 @@ def acl_rows(conn):
         "AND a.grantee <> p.proowner ORDER BY 1, 2, 4").fetchall()
 
 
+@pytest.mark.realpgq
 def test_public_api_matches_real_extension(real_dsn, ours_dsn):
     with psycopg.connect(real_dsn, autocommit=True) as real, psycopg.connect(ours_dsn, autocommit=True) as ours:
         for conn in (real, ours):
@@ -161,6 +162,7 @@ def run_script(dsn: str) -> list:
     return out
 
 
+@pytest.mark.realpgq
 def test_same_results_as_real_extension(real_dsn, ours_dsn):
     real, ours = run_script(real_dsn), run_script(ours_dsn)
     for r, o in zip(real, ours):
@@ -240,6 +242,7 @@ async def _retry_and_tick(dsn: str) -> int:
         await conn.close()
 
 
+@pytest.mark.realpgq
 def test_our_engine_drives_the_real_extension(real_dsn):
     with psycopg.connect(real_dsn, autocommit=True) as conn:
         assert api.implementation(conn).startswith("extension ")
@@ -289,6 +292,7 @@ async def _retry_and_tick_q(dsn: str, queue: str) -> int:
         await conn.close()
 
 
+@pytest.mark.realpgq
 async def test_ticker_service_ticks_the_real_extension(real_dsn):
     with psycopg.connect(real_dsn, autocommit=True) as conn:
         conn.execute("SELECT pgq.create_queue('rq')")

@@ -32,7 +32,8 @@ COMMAND_GROUPS = [
     ("pgtt_tui.cli.node", "node"),
 ]
 # modules that add top-level commands (worker, ticker, demo, ...) through register(root)
-COMMAND_MODULES = ["pgtt_tui.cli.worker", "pgtt_tui.cli.console"]
+COMMAND_MODULES = ["pgtt_tui.cli.worker", "pgtt_tui.cli.console",
+                   "pgtt_tui.cli.queue"]  # pgq: adds `pgtt-tui ticker`
 
 app = typer.Typer(
     name="pgtt-tui",

@@ -41,6 +41,11 @@ def worker(
         "--schedule-poll", min=0.05, help="schedule: seconds between passes when nothing is due")] = 1.0,
     # ---- end schedule ----------------------------------------------------------------------------
     # ---- pgq (ticker and maintenance) ------------------------------------------------------------
+    pgq_databases: Annotated[list[str] | None, typer.Option(
+        "--pgq-database", help="pgq: another DSN to tick and maintain as well (repeatable)")] = None,
+    pgq_ticker_period: Annotated[float, typer.Option("--ticker-period", help="pgq: seconds between ticks")] = 1.0,
+    pgq_maint_period: Annotated[float, typer.Option("--maint-period", help="pgq: seconds between maintenance")] = 120.0,
+    pgq_retry_period: Annotated[float, typer.Option("--retry-period", help="pgq: seconds between retry runs")] = 30.0,
     # ---- cascade (pgq_node workers) --------------------------------------------------------------
     cascade_queue: Annotated[list[str] | None, typer.Option(
         "--cascade-queue", help="cascade: run this node's worker for the queue (repeatable)")] = None,
@@ -70,6 +75,8 @@ def worker(
             [m for m in installed if m in SERVICE_FACTORIES]
         schema.require_current(conn, ["pgtt", *[m for m in wanted if m in schema.MODULES]])
     module_options: dict[str, dict] = {}
+    module_options["pgq"] = {"databases": pgq_databases or [], "ticker_period": pgq_ticker_period,  # pgq
+                             "maint_period": pgq_maint_period, "retry_period": pgq_retry_period}
     module_options["schedule"] = {  # schedule section
         "nodename": schedule_nodename or None, "databases": schedule_databases or None,
         "poll_seconds": schedule_poll}
