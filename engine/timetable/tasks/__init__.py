@@ -90,6 +90,7 @@ TASK_KINDS: dict[str, TaskKind] = {}
 _PLUGIN_MODULES = [
     "engine.timetable.tasks.sql",
     "engine.timetable.tasks.unsupported",
+    "engine.timetable.task_kinds",  # PROGRAM and BUILTIN (timetable tasks engineer); after the placeholders
 ]
 _loaded = False
 
