@@ -1,0 +1,59 @@
+"""Read models for the console's queue and cascade views (engine side, no UI).
+
+Thin compositions of :mod:`engine.pgq.api` and the pgq_node SQL API, so that the console
+fetches one snapshot per poll in a worker and the CLI could print the same data.  Every
+value is a query parameter; nothing here writes except :func:`set_ticker_paused`, which
+is ``pgq.set_queue_config(queue, 'ticker_paused', ...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from engine.pgq import api as pgq_api
+
+Q_CASCADE_QUEUES = """
+SELECT queue_name FROM pgq_node.node_info ORDER BY queue_name
+"""
+Q_HAS_PGQ_NODE = "SELECT to_regclass('pgq_node.node_info') IS NOT NULL"
+Q_HAS_PGQ = "SELECT to_regclass('pgq.queue') IS NOT NULL"
+
+
+@dataclass
+class QueuesSnapshot:
+    """Every queue of this database with its consumers (``consumers[queue_name]``)."""
+
+    queues: list[pgq_api.QueueInfo]
+    consumers: dict[str, list[pgq_api.ConsumerInfo]] = field(default_factory=dict)
+    installed: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"installed": self.installed, "queues": [q.as_dict() for q in self.queues],
+                "consumers": {k: [c.as_dict() for c in v] for k, v in self.consumers.items()}}
+
+
+def queues_snapshot(conn: psycopg.Connection) -> QueuesSnapshot:
+    """All queues and all consumers in two statements (cheap enough for a 1 s poll)."""
+    if not conn.execute(Q_HAS_PGQ).fetchone()[0]:
+        return QueuesSnapshot([], {}, installed=False)
+    queues = pgq_api.list_queues(conn)
+    by_queue: dict[str, list[pgq_api.ConsumerInfo]] = {q.queue_name: [] for q in queues}
+    for c in pgq_api.consumers(conn):
+        by_queue.setdefault(c.queue_name, []).append(c)
+    return QueuesSnapshot(queues, by_queue)
+
+
+def set_ticker_paused(conn: psycopg.Connection, queue: str, paused: bool) -> bool:
+    """Pause (True) or resume (False) the ticker of ``queue``; returns the new state."""
+    pgq_api.set_queue_config(conn, queue, "ticker_paused", "true" if paused else "false")
+    return paused
+
+
+def cascade_queues(conn: psycopg.Connection) -> list[str]:
+    """The queues this database takes part in as a cascade node (empty without pgq_node)."""
+    if not conn.execute(Q_HAS_PGQ_NODE).fetchone()[0]:
+        return []
+    return [r[0] for r in conn.execute(Q_CASCADE_QUEUES).fetchall()]
