@@ -127,9 +127,13 @@ class ChainExecutor:
         started = False
         try:
             async with self.pool.connection() as conn:
-                state = (await (await conn.execute("SELECT timetable.start_run(%s, %s, %s)",
+                # PG 14+: a backend notices within a second that a killed engine is gone, so its
+                # run ends and the reaper can free the slot (DISCARD ALL resets it afterwards)
+                check = ("SELECT set_config('client_connection_check_interval', '1000', false), "
+                         if conn.info.server_version >= 140000 else "SELECT NULL, ")
+                state = (await (await conn.execute(check + "timetable.start_run(%s, %s, %s)",
                                                    (run_id, self.clock.now(),
-                                                    self.options.default_max_instances))).fetchone())[0]
+                                                    self.options.default_max_instances))).fetchone())[1]
                 if state == "skipped":
                     self.writer.message("INFO", "Cannot proceed: max_instances reached; run skipped",
                                         {"chain": chain_id, "run": run_id})
