@@ -1,0 +1,75 @@
+"""Opening the console: ``pgtt-tui`` (no command) and ``pgtt-tui demo``.
+
+``open_console`` merges the command line with the config file's profile (flags win) and
+runs the Textual app. ``demo`` starts the embedded server, creates the ``pgtt_demo``
+database with every module and sample data, runs the engine in this process (its own
+thread and event loop) and opens the console on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from pgtt_tui.cli.common import GlobalOptions, global_options
+
+
+def _resolve(ctx: typer.Context, refresh: float | None):
+    from engine.db import resolve_settings  # noqa: PLC0415
+    from pgtt_tui.config import check_refresh, load_config  # noqa: PLC0415
+
+    glob: GlobalOptions = global_options(ctx)
+    profile = load_config().profile(glob.profile)
+    dsn = glob.dsn if glob.dsn is not None else profile.dsn
+    read_only = glob.read_only or profile.read_only
+    source = ctx.find_root().get_parameter_source("refresh") if ctx is not None else None
+    explicit = source is not None and source.name == "COMMANDLINE"
+    rate = check_refresh(refresh if explicit and refresh is not None else profile.refresh)
+    settings = resolve_settings(dsn, application_name="pgtt-tui console", read_only=read_only)
+    return settings, profile, rate
+
+
+def open_console(ctx: typer.Context, refresh: float | None = None) -> None:
+    """Run the console on --dsn / the profile / the libpq environment / the embedded server."""
+    from pgtt_tui.app import PgttApp  # noqa: PLC0415 - Textual only when the console opens
+
+    settings, profile, rate = _resolve(ctx, refresh)
+    app = PgttApp(settings, refresh=rate, read_only=settings.read_only, theme=profile.theme,
+                  log_lines=profile.log_lines, profile=profile.name)
+    app.run()
+
+
+def demo(
+    ctx: typer.Context,
+    no_console: Annotated[bool, typer.Option("--no-console", help="load the demo and run the engine without "
+                                             "the console (Ctrl+C stops)")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="drop and re-create the pgtt_demo database first")] = False,
+    chains: Annotated[int, typer.Option("--chains", help="extra generated chains (to try the list with many)",
+                                        min=0, max=1_000_000)] = 0,
+) -> None:
+    """Try it out: embedded PostgreSQL, sample chains and jobs, the engine, and the console."""
+    from engine import demo as demo_mod  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.WARNING)
+    glob = global_options(ctx)
+    settings = demo_mod.prepare(dsn=glob.dsn, reset=reset, extra_chains=chains)
+    runner = demo_mod.EngineThread(settings)
+    runner.start()
+    try:
+        if no_console:
+            typer.echo(f"demo database ready: {settings.describe()}; engine running (Ctrl+C stops)")
+            runner.join_forever()
+        else:
+            from pgtt_tui.app import PgttApp  # noqa: PLC0415
+
+            refresh = ctx.find_root().params.get("refresh") or 2.0
+            app = PgttApp(settings, refresh=float(refresh), read_only=glob.read_only, demo=True)
+            app.run()
+    finally:
+        runner.stop()
+
+
+def register(root: typer.Typer) -> None:
+    root.command("demo")(demo)

@@ -1,0 +1,221 @@
+"""The base of every top-level view: completion-scheduled polling, actions in workers.
+
+A view implements ``fetch(conn)`` (runs in a worker thread, calls engine functions and
+returns plain data) and ``show(data)`` (runs on the UI thread, updates widgets). The
+next poll is scheduled only after the previous one finished, at the app's refresh
+interval; nothing is polled while the view is hidden, a modal is open, or the operator
+paused refreshing. Write actions go through ``act()``: a worker calls the engine on the
+``action`` connection and posts ActionDone / ActionFailed; read-only mode refuses them
+here and the engine (guard_write + default_transaction_read_only) refuses them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import psycopg
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer
+
+from engine.db import guard_write, translate_db_error
+from engine.errors import PgttError
+from pgtt_tui.dbaccess import ConnectionLost
+from pgtt_tui.messages import ActionDone, ActionFailed, PollDone, PollFailed
+from pgtt_tui.widgets.common import Banner, StatusBar
+
+if TYPE_CHECKING:
+    from pgtt_tui.app import PgttApp
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error):
+        return translate_db_error(exc)
+    return str(exc) or type(exc).__name__
+
+
+class BaseView(Screen):
+    VIEW: ClassVar[str] = "view"
+    TITLE: ClassVar[str] = "view"
+    #: actions that change the database: hidden and refused in read-only mode
+    WRITE_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    POLLS: ClassVar[bool] = True
+
+    BINDINGS = [Binding("escape", "back", "back", show=False)]
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._polling = False
+        self._poll_again = False
+        self._timer: Timer | None = None
+        self._generation = 0
+        self.last_data: Any = None
+
+    @property
+    def papp(self) -> PgttApp:
+        return self.app  # type: ignore[return-value]
+
+    # ---- layout --------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Banner(id="banner")
+        yield from self.compose_body()
+        yield Footer(compact=True)
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.papp.sync_status(self)
+
+    def on_screen_resume(self) -> None:
+        self.papp.sync_status(self)
+        if self.POLLS:
+            self.request_poll()
+
+    def on_screen_suspend(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    # ---- polling --------------------------------------------------------------------------
+    def fetch(self, conn: psycopg.Connection) -> Any:  # worker thread
+        return None
+
+    def show(self, data: Any) -> None:  # UI thread
+        pass
+
+    def request_poll(self) -> None:
+        """Poll now unless a poll is already running (then its completion schedules the next)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if not self.POLLS:
+            return
+        if self._polling:
+            self._poll_again = True  # what is shown changed: poll again as soon as this one ends
+            return
+        self._polling = True
+        self._generation += 1
+        generation = self._generation
+        self.run_worker(lambda: self._poll_body(generation), thread=True, group=f"poll-{self.VIEW}",
+                        exit_on_error=False, description=f"poll {self.VIEW}")
+
+    def _poll_body(self, generation: int) -> None:  # worker thread: no widgets here
+        try:
+            data = self.papp.db.run("poll", self.fetch)
+        except ConnectionLost as exc:
+            self.post_message(PollFailed(self.VIEW, str(exc), lost=True))
+        except (PgttError, psycopg.Error) as exc:
+            self.post_message(PollFailed(self.VIEW, describe_error(exc)))
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the refresh loop
+            self.post_message(PollFailed(self.VIEW, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(PollDone(self.VIEW, data, generation))
+
+    def on_poll_done(self, message: PollDone) -> None:
+        message.stop()
+        self._polling = False
+        self.papp.mark_ok()
+        self.last_data = message.data
+        self.show(message.data)
+        self._schedule_next()
+
+    def on_poll_failed(self, message: PollFailed) -> None:
+        message.stop()
+        self._polling = False
+        if message.lost:
+            self.papp.mark_lost(message.error)
+        else:
+            self.notify(message.error, title=f"{self.TITLE}: refresh failed", severity="error", timeout=6)
+        self._schedule_next(lost=message.lost)
+
+    def _schedule_next(self, lost: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self._poll_again and not lost:
+            self._poll_again = False
+            self.request_poll()
+            return
+        if not self.is_current or self.papp.paused:
+            return
+        delay = self.papp.refresh_s if not lost else min(5.0, max(1.0, self.papp.refresh_s))
+        self._timer = self.set_timer(delay, self.request_poll)
+
+    # ---- actions ----------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.WRITE_ACTIONS and self.papp.read_only:
+            return False
+        return True
+
+    def act(self, name: str, what: str, fn: Callable[..., Any], *args: Any, write: bool = True,
+            summary: str | Callable[[Any], str] = "", then: Callable[[Any], None] | None = None,
+            **kw: Any) -> None:
+        """Run ``fn(conn, *args)`` in a worker; the result comes back as ActionDone / ActionFailed."""
+        if write and self.papp.read_only:
+            self.notify(f"read-only mode: {what} is not allowed", severity="error")
+            return
+
+        def body() -> None:  # worker thread
+            try:
+                if write:
+                    guard_write(self.papp.settings, what)
+                result = self.papp.db.run("action", fn, *args, **kw)
+            except ConnectionLost as exc:
+                self.post_message(ActionFailed(name, f"{what}: connection lost: {exc}"))
+            except (PgttError, psycopg.Error) as exc:
+                self.post_message(ActionFailed(name, describe_error(exc)))
+            except Exception as exc:  # noqa: BLE001 - shown, not crashing the console
+                self.post_message(ActionFailed(name, f"{type(exc).__name__}: {exc}"))
+            else:
+                text = summary(result) if callable(summary) else (summary or f"{what}: done")
+                self.post_message(ActionDone(name, text, (result, then)))
+
+        self.run_worker(body, thread=True, group=f"action-{name}", exit_on_error=False, description=what)
+
+    def engine_act(self, name: str, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        """``act`` for engine write calls shaped ``fn(conn, settings, *args)`` (guard_write inside)."""
+        self.act(name, what, fn, self.papp.settings, *args, **kw)
+
+    def on_action_done(self, message: ActionDone) -> None:
+        message.stop()
+        result, then = message.result
+        self.notify(message.summary, title="done", timeout=4)
+        self.papp.last_action = (message.action, "ok", message.summary)
+        if then is not None:
+            then(result)
+        self.request_poll()
+
+    def on_action_failed(self, message: ActionFailed) -> None:
+        message.stop()
+        self.papp.last_action = (message.action, "failed", message.error)
+        self.notify(message.error, title=f"{message.action} failed", severity="error", timeout=10)
+
+    #: the action Enter (a DataTable row selection) triggers on this view
+    ENTER_ACTION: ClassVar[str] = "open"
+
+    def on_data_table_row_selected(self, event: Any) -> None:
+        event.stop()
+        method = getattr(self, f"action_{self.ENTER_ACTION}", None)
+        if method is not None:
+            method()
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def help_keys(self) -> list[tuple[str, str]]:
+        """(key, description) of the bindings that apply on this view right now."""
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        for key, active in self.active_bindings.items():
+            binding = active.binding
+            if not binding.description or binding.action in seen or not active.enabled:
+                continue
+            seen.add(binding.action)
+            out.append((binding.key_display or self.app.get_key_display(binding), binding.description))
+        return out

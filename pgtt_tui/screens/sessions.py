@@ -1,0 +1,112 @@
+"""Sessions: engines connected to this database, and chain / job runs in progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+
+from engine import sessions as sessions_api
+from pgtt_tui import actions as engine_calls
+from pgtt_tui.screens.base import BaseView
+from pgtt_tui.screens.modals import ConfirmScreen
+from pgtt_tui.widgets.common import FilterBar, VimTable
+from pgtt_tui.widgets.format import clip, fmt_duration, fmt_relative, fmt_time, state_text
+
+KIND_LABEL = {"chain": "chain", "cron": "cron job", "at": "one-time job"}
+
+
+class SessionsScreen(BaseView):
+    VIEW = "sessions"
+    TITLE = "Sessions"
+    WRITE_ACTIONS = frozenset({"cancel_run"})
+    BINDINGS = [
+        Binding("c", "cancel_run", "cancel run"),
+        Binding("tab", "focus_next", "next table", show=False),
+        Binding("slash", "filter", "filter"),
+    ]
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.filter_text = ""
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(classes="panel", id="engines-panel") as panel:
+            panel.border_title = "Engines"
+            table = VimTable(id="engines")
+            table.add_columns("client", "state", "host:pid", "backend", "since", "heartbeat", "modules")
+            yield table
+        with Vertical(classes="panel", id="running-panel") as panel:
+            panel.border_title = "Running"
+            table = VimTable(id="running")
+            table.add_columns("kind", "name", "client", "started", "elapsed")
+            yield table
+        yield FilterBar("filter by name or client", id="filter")
+
+    def fetch(self, conn) -> Any:
+        return sessions_api.snapshot(conn)
+
+    def show(self, data: Any) -> None:
+        now = self.papp.now()
+        tz = self.papp.tz
+        needle = self.filter_text.lower()
+        rows = []
+        for e in data["engines"]:
+            if needle and needle not in e["client_name"].lower():
+                continue
+            state = "alive" if e["alive"] else ("stale" if e["stopped_at"] is None else "dead")
+            if e["stopped_at"] is not None:
+                state = "canceled"
+            rows.append((str(e["engine_id"]), (
+                clip(e["client_name"], 24), state_text(state), f"{e['host']}:{e['os_pid']}", str(e["backend_pid"]),
+                fmt_time(e["started_at"], now, tz), fmt_relative(e["heartbeat_at"], now),
+                ",".join(e["modules"] or []))))
+        self.query_one("#engines", VimTable).sync_rows(rows)
+        run_rows = []
+        for r in data["running"]:
+            if needle and needle not in (r["name"] or "").lower() and needle not in (r["client"] or "").lower():
+                continue
+            elapsed = (now - r["started"]) if r["started"] else None
+            run_rows.append((f"{r['kind']}:{r['run_key']}", (
+                f"▶ {KIND_LABEL.get(r['kind'], r['kind'])}", clip(r["name"], 30), clip(r["client"], 20),
+                fmt_time(r["started"], now, tz), fmt_duration(elapsed))))
+        running = self.query_one("#running", VimTable)
+        running.sync_rows(run_rows)
+        self.query_one("#running-panel").border_title = f"Running ({len(run_rows)})"
+        self.query_one("#engines-panel").border_title = (
+            f"Engines ({sum(1 for e in data['engines'] if e['alive'])} alive)")
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
+        self.filter_text = event.value
+        if self.last_data is not None:
+            self.show(self.last_data)
+
+    def _selected_run(self) -> dict | None:
+        key = self.query_one("#running", VimTable).selected_key()
+        if key is None or self.last_data is None:
+            return None
+        for r in self.last_data["running"]:
+            if f"{r['kind']}:{r['run_key']}" == key:
+                return r
+        return None
+
+    def action_cancel_run(self) -> None:
+        run = self._selected_run()
+        if run is None:
+            self.notify("select a running chain or job in the Running table first", severity="warning")
+            return
+        label = KIND_LABEL.get(run["kind"], run["kind"])
+        body = (f"Cancel the running {label} {run['name']!r} (started {fmt_time(run['started'], self.papp.now(), self.papp.tz)}"
+                f" on {run['client']})? The engine stops it and records the run as failed.")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.engine_act("cancel_run", f"cancel {label} {run['name']}", engine_calls.cancel_run, run,
+                         summary=f"cancel requested for {label} {run['name']}")
+
+        self.app.push_screen(ConfirmScreen(f"Cancel {label} run", body), done)

@@ -1,0 +1,192 @@
+"""Small shared widgets: the status bar, the stale banner, the filter bar, a vim-keyed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Input, Label, Static
+
+from pgtt_tui.widgets.format import escape, state_cell
+
+
+class StatusBar(Static):
+    """Top line: where we are connected, as whom, mode, refresh, last good poll."""
+
+    DEFAULT_CSS = """
+    StatusBar { height: 1; background: $panel; color: $foreground; padding: 0 1; }
+    """
+
+    where = reactive("connecting…")
+    role = reactive("")
+    version = reactive("")
+    read_only = reactive(False)
+    refresh_s = reactive(2.0)
+    last_ok = reactive("")
+    paused = reactive(False)
+    stale = reactive(False)
+    view = reactive("")
+    demo = reactive(False)
+
+    def render(self) -> str:
+        parts = [f"[b]pgtt[/b] {escape(self.view)}", escape(self.where)]
+        if self.role:
+            parts.append(escape(self.role))
+        if self.version:
+            parts.append(f"PG {escape(self.version)}")
+        if self.read_only:
+            parts.append("[reverse $warning] READ-ONLY [/]")
+        if self.demo:
+            parts.append("[$accent]DEMO[/]")
+        refresh = "‖ PAUSED" if self.paused else f"⟳ {self.refresh_s:g}s"
+        parts.append(refresh)
+        if self.last_ok:
+            parts.append(f"{'[$error]STALE[/] ' if self.stale else ''}ok {self.last_ok}")
+        return " · ".join(parts)
+
+
+class Banner(Static):
+    """Shown while the database is unreachable; the views keep their last data, marked stale."""
+
+    DEFAULT_CSS = """
+    Banner { height: auto; display: none; background: $error 30%; color: $foreground; padding: 0 1; }
+    Banner.-shown { display: block; }
+    """
+
+    def show_error(self, text: str, since: str) -> None:
+        self.update(f"[b]✗ connection lost[/b] (since {escape(since)}): {escape(text)} — showing the last data "
+                    f"(stale); retrying by itself")
+        self.add_class("-shown")
+
+    def clear(self) -> None:
+        self.remove_class("-shown")
+
+
+class FilterBar(Horizontal):
+    """``/`` opens it; typing filters the list as you type; Enter keeps it; Esc clears it."""
+
+    DEFAULT_CSS = """
+    FilterBar { height: 1; display: none; background: $boost; }
+    FilterBar.-shown { display: block; }
+    FilterBar > Label { width: auto; padding: 0 1; color: $text-muted; }
+    FilterBar > Input { border: none; height: 1; padding: 0; background: $boost; width: 1fr; }
+    FilterBar > Input:focus { border: none; }
+    """
+
+    class Changed(Message):
+        def __init__(self, bar: FilterBar, value: str, final: bool) -> None:
+            super().__init__()
+            self.bar = bar
+            self.value = value
+            self.final = final
+
+        @property
+        def control(self) -> FilterBar:
+            return self.bar
+
+    BINDINGS = [Binding("escape", "clear", "clear filter", show=True)]
+
+    def __init__(self, hint: str = "filter", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.hint = hint
+
+    def compose(self):
+        yield Label("/")
+        yield Input(placeholder=self.hint, id="filter-input", select_on_focus=False)
+
+    @property
+    def value(self) -> str:
+        return self.query_one(Input).value
+
+    def open(self) -> None:
+        self.add_class("-shown")
+        self.query_one(Input).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(self, event.value, final=False))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(self.Changed(self, event.value, final=True))
+        if not event.value:
+            self.remove_class("-shown")
+        self.screen.focus_next()
+
+    def action_clear(self) -> None:
+        changed = bool(self.query_one(Input).value)
+        self.query_one(Input).value = ""
+        self.remove_class("-shown")
+        if changed:
+            self.post_message(self.Changed(self, "", final=True))
+        self.screen.set_focus(None)
+        self.screen.focus_next()
+
+
+class VimTable(DataTable):
+    """A row-cursor DataTable with j/k, g/G and live, keyed row updates."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "down", show=False),
+        Binding("k", "cursor_up", "up", show=False),
+        Binding("g", "first", "top", show=False),
+        Binding("G", "last", "bottom", show=False),
+    ]
+
+    def __init__(self, **kw: Any) -> None:
+        kw.setdefault("cursor_type", "row")
+        kw.setdefault("zebra_stripes", False)
+        super().__init__(**kw)
+
+    def state(self, state: str | None) -> Text:
+        return state_cell(state, self.app.theme_variables)
+
+    def action_first(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0)
+
+    def action_last(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1)
+
+    def selected_key(self) -> str | None:
+        if not self.row_count or self.cursor_row < 0:
+            return None
+        try:
+            return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - cursor outside the rows
+            return None
+
+    def sync_rows(self, rows: list[tuple[str, tuple]], keep_order: bool = True) -> None:
+        """Make the table show exactly ``rows`` ([(key, cells)]): update changed cells by key,
+        add new rows, remove gone ones; the cursor stays on the same key if it survives."""
+        selected = self.selected_key()
+        # data never goes through markup: plain strings become Text
+        rows = [(key, tuple(Text(c, no_wrap=True, overflow="ellipsis") if isinstance(c, str) else c for c in cells))
+                for key, cells in rows]
+        wanted = {key for key, _ in rows}
+        columns = list(self.columns)
+        order_now = [rk.value for rk in self.rows]
+        existing = set(order_now)
+        order_new = [key for key, _ in rows]
+        survivors_now = [k for k in order_now if k in wanted]
+        survivors_new = [k for k in order_new if k in existing]
+        appended = [k for k in order_new if k not in existing]
+        if survivors_now != survivors_new or order_new != survivors_new + appended:
+            self.clear()  # the order changed: rebuild (cheap at page sizes)
+            existing = set()
+        for key in existing - wanted:
+            self.remove_row(key)
+        for key, cells in rows:
+            if key in existing:
+                for col, value in zip(columns, cells):
+                    if self.get_cell(key, col) != value:
+                        self.update_cell(key, col, value)
+            else:
+                self.add_row(*cells, key=key)
+        if selected is not None and selected in wanted:
+            self.move_cursor(row=self.get_row_index(selected))

@@ -1,0 +1,130 @@
+"""Pure formatting helpers: times, durations and states as text + glyph.
+
+States are never shown by colour alone: every state has a word and a glyph, and the
+colour (a theme variable via a CSS class / markup) only reinforces it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+
+# state -> (glyph, word, theme colour variable)
+STATES: dict[str, tuple[str, str, str]] = {
+    "ok": ("✓", "ok", "$success"),
+    "success": ("✓", "ok", "$success"),
+    "done": ("✓", "done", "$success"),
+    "failed": ("✗", "FAIL", "$error"),
+    "error": ("✗", "FAIL", "$error"),
+    "running": ("▶", "RUN", "$accent"),
+    "processing": ("▶", "RUN", "$accent"),
+    "working": ("▶", "RUN", "$accent"),
+    "live": ("●", "live", "$success"),
+    "paused": ("‖", "paused", "$warning"),
+    "inactive": ("‖", "inactive", "$warning"),
+    "active": ("●", "active", "$success"),
+    "broken": ("!", "BROKEN", "$error"),
+    "submitted": ("◷", "queued", "$primary"),
+    "canceled": ("⊘", "canceled", "$text-muted"),
+    "cancelled": ("⊘", "canceled", "$text-muted"),
+    "dead": ("✗", "DEAD", "$error"),
+    "alive": ("●", "alive", "$success"),
+    "stale": ("?", "stale", "$warning"),
+    "never": ("·", "never", "$text-muted"),
+    "": ("·", "", "$text-muted"),
+}
+
+
+def state_text(state: str | None) -> str:
+    glyph, word, _ = STATES.get((state or "").lower(), ("·", state or "", "$text-muted"))
+    return f"{glyph} {word}".strip()
+
+
+def state_markup(state: str | None) -> str:
+    """Content markup: glyph + word, coloured with a theme variable."""
+    glyph, word, colour = STATES.get((state or "").lower(), ("·", state or "", "$text-muted"))
+    text = f"{glyph} {word}".strip().replace("[", "\\[")
+    return f"[{colour}]{text}[/]"
+
+
+def local(t: datetime | None, tz: tzinfo | None) -> datetime | None:
+    if t is None:
+        return None
+    return t.astimezone(tz) if tz is not None else t.astimezone()
+
+
+def fmt_time(t: datetime | None, now: datetime, tz: tzinfo | None = None) -> str:
+    """``14:03:07`` today, ``11-20 14:03`` this year, else the date."""
+    if t is None:
+        return ""
+    lt, ln = local(t, tz), local(now, tz)
+    assert lt is not None and ln is not None
+    if lt.date() == ln.date():
+        return lt.strftime("%H:%M:%S")
+    if lt.year == ln.year:
+        return lt.strftime("%m-%d %H:%M")
+    return lt.strftime("%Y-%m-%d")
+
+
+def fmt_stamp(t: datetime | None, tz: tzinfo | None = None) -> str:
+    if t is None:
+        return ""
+    lt = local(t, tz)
+    assert lt is not None
+    return lt.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(delta: timedelta | float | None) -> str:
+    if delta is None:
+        return ""
+    seconds = delta.total_seconds() if isinstance(delta, timedelta) else float(delta)
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    if seconds < 10:
+        return f"{sign}{seconds:.1f}s"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{sign}{seconds}s"
+    if seconds < 3600:
+        return f"{sign}{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{sign}{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{sign}{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def fmt_relative(t: datetime | None, now: datetime) -> str:
+    """``in 4m10s`` / ``3m ago``."""
+    if t is None:
+        return ""
+    delta = (t - now).total_seconds()
+    if abs(delta) < 1:
+        return "now"
+    return f"in {fmt_duration(delta)}" if delta > 0 else f"{fmt_duration(-delta)} ago"
+
+
+def clip(text: str | None, width: int) -> str:
+    if not text:
+        return ""
+    one = " ".join(str(text).split())
+    return one if len(one) <= width else one[: max(0, width - 1)] + "…"
+
+
+def escape(text: str) -> str:
+    """Escape content markup in data (names, messages) before putting it in markup."""
+    return str(text).replace("[", "\\[")
+
+
+def state_cell(state: str | None, variables: dict[str, Any] | None = None) -> Text:
+    """A table cell: glyph + word, coloured from the current theme's variables."""
+    glyph, word, colour = STATES.get((state or "").lower(), ("·", state or "", "$text-muted"))
+    text = Text(f"{glyph} {word}".strip(), no_wrap=True)
+    value = (variables or {}).get(colour.lstrip("$"))
+    if value and isinstance(value, str) and value.startswith("#"):
+        try:
+            text.stylize(Style(color=value[:7]))
+        except Exception:  # noqa: BLE001 - a colour Rich cannot parse: glyph and word still say it
+            pass
+    return text
