@@ -1,0 +1,174 @@
+"""Calls for the CLI (``pgtt-tui job …``) and the console: each is one or a few calls of
+the schedule.* SQL API, so the permission checks of the SQL side apply to both.
+
+Database errors come back as engine errors with one clear line: ``InputError`` for bad
+input (SQLSTATE 22023, the message starts with the field name), ``NotFoundError`` for an
+unknown or foreign job, ``PgttError`` for a permission refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from engine.db import guard_write, translate_db_error, ConnSettings
+from engine.errors import InputError, NotFoundError, PgttError, SchemaError
+from engine.schedule.manager import job_schedule
+from engine.schedules import ScheduleError, firings_between
+
+
+class PermissionDenied(PgttError):
+    exit_code = 7
+
+
+LIST_JOBS = "SELECT * FROM schedule.list_jobs()"
+JOB_INFO = "SELECT schedule.job_info(%s)"
+SUBMIT = """
+SELECT schedule.submit_job(query := %(query)s, params := %(params)s, run_after := %(run_after)s, node := %(node)s,
+    max_duration := %(max_duration)s::interval, max_wait_interval := %(max_wait_interval)s::interval,
+    run_as := %(run_as)s, depends_on := %(depends_on)s::bigint[], name := %(name)s, comments := %(comments)s,
+    resubmit_limit := %(resubmit_limit)s)
+"""
+ONE_TIME_JOBS = "SELECT * FROM schedule.job_status ORDER BY id"
+ONE_TIME_JOB = "SELECT * FROM schedule.job_status WHERE id = %s"
+USER_LOG = """
+SELECT cron AS job, scheduled_at, started, finished, status::text, message, name, run_as
+  FROM schedule.get_user_log(%(user)s) WHERE %(job)s::int IS NULL OR cron = %(job)s::int
+ ORDER BY finished DESC NULLS LAST LIMIT %(limit)s
+"""
+ALL_LOG = """
+SELECT cron AS job, scheduled_at, started, finished, status::text, message, name, run_as
+  FROM schedule.get_log() WHERE %(job)s::int IS NULL OR cron = %(job)s::int
+ ORDER BY finished DESC NULLS LAST LIMIT %(limit)s
+"""
+IS_SUPERUSER = "SELECT schedule._is_superuser(schedule._caller())"
+TIMETABLE = "SELECT * FROM schedule.timetable(%s, %s)"
+JOBS_FOR_TIMETABLE = """
+SELECT j.id, j.name, j.schedule AS rule, j.tz, j.active, j.broken, c.start_date, c.end_date, c.node, c.comments, c.commands
+  FROM schedule.list_jobs() j JOIN LATERAL schedule.get_job(j.id) c ON true
+"""
+
+
+def _call(conn: psycopg.Connection, query: str, params: Any = None, *, rows: bool = True):
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if rows else cur.fetchone()
+    except psycopg.errors.UndefinedFunction as exc:
+        if "schedule." in str(exc):
+            raise SchemaError("the schedule module is not installed here: run `pgtt-tui db init --modules "
+                              "schedule`") from None
+        raise
+    except psycopg.errors.InvalidParameterValue as exc:
+        text = translate_db_error(exc)
+        field, _, problem = text.partition(": ")
+        raise InputError(field, problem or text) from None
+    except psycopg.errors.NoDataFound as exc:
+        raise NotFoundError(translate_db_error(exc)) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise PermissionDenied(translate_db_error(exc)) from None
+    except psycopg.errors.UndefinedObject as exc:
+        raise InputError("run_as", translate_db_error(exc)) from None
+
+
+def list_jobs(conn: psycopg.Connection) -> list[dict]:
+    """Scheduled jobs the caller may see (own; all for a superuser)."""
+    return _call(conn, LIST_JOBS)
+
+
+def show_job(conn: psycopg.Connection, job_id: int) -> dict:
+    return _call(conn, JOB_INFO, (job_id,), rows=False)["job_info"]
+
+
+def create_job(conn: psycopg.Connection, settings: ConnSettings, options: dict) -> int:
+    guard_write(settings, "creating a job")
+    return _call(conn, "SELECT schedule.create_job(%s::jsonb) AS id", (json.dumps(options),), rows=False)["id"]
+
+
+def list_onetime(conn: psycopg.Connection) -> list[dict]:
+    return _call(conn, ONE_TIME_JOBS)
+
+
+def submit(conn: psycopg.Connection, settings: ConnSettings, query: str, *, params: list[str] | None = None,
+           run_after: datetime | None = None, node: str | None = None, max_duration: str | None = None,
+           max_wait_interval: str | None = None, run_as: str | None = None, depends_on: list[int] | None = None,
+           name: str | None = None, comments: str | None = None, resubmit_limit: int = 100) -> int:
+    guard_write(settings, "submitting a job")
+    row = _call(conn, SUBMIT, {"query": query, "params": params, "run_after": run_after, "node": node,
+                               "max_duration": max_duration, "max_wait_interval": max_wait_interval,
+                               "run_as": run_as, "depends_on": depends_on, "name": name, "comments": comments,
+                               "resubmit_limit": resubmit_limit}, rows=False)
+    return row["submit_job"]
+
+
+def cancel(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> bool:
+    """schedule.cancel_job: no further start; a running instance is not interrupted."""
+    guard_write(settings, "cancelling a job")
+    return _call(conn, "SELECT schedule.cancel_job(%s) AS ok", (job_id,), rows=False)["ok"]
+
+
+def stop(conn: psycopg.Connection, settings: ConnSettings, job_id: int, *, scheduled: bool = False) -> int:
+    """Interrupt a running job now: a one-time job (default) or every running instance of a
+    scheduled job.  Returns how many runs were signalled."""
+    guard_write(settings, "stopping a job")
+    if scheduled:
+        return _call(conn, "SELECT schedule.stop_cron_job(%s) AS n", (job_id,), rows=False)["n"]
+    return int(bool(_call(conn, "SELECT schedule.stop_job(%s) AS ok", (job_id,), rows=False)["ok"]))
+
+
+def log(conn: psycopg.Connection, *, job_id: int | None = None, user: str | None = None,
+        limit: int = 100) -> list[dict]:
+    """Finished runs: all (superuser, no user given) or those of jobs run as ``user``."""
+    superuser = _call(conn, IS_SUPERUSER, rows=False)["_is_superuser"]
+    if superuser and user is None:
+        return _call(conn, ALL_LOG, {"job": job_id, "limit": limit})
+    return _call(conn, USER_LOG, {"user": user, "job": job_id, "limit": limit})
+
+
+def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, limit_per_job: int = 1000) -> list[dict]:
+    """Every execution in [start, end]: what the database knows (runs, one-time jobs) plus
+    the future firings of each active job, expanded by the shared evaluator."""
+    if end < start:
+        raise InputError("--end", "is before --start")
+    known = _call(conn, TIMETABLE, (start, end))
+    seen = {(r["id"], r["type"], r["scheduled_at"]) for r in known}
+    out = list(known)
+    for job in _call(conn, JOBS_FOR_TIMETABLE):
+        if not job["active"] or job["broken"]:
+            continue
+        try:
+            sched = job_schedule(job["rule"])
+        except ScheduleError:
+            continue
+        lo, hi = start, end
+        if job["start_date"] is not None:
+            lo = max(lo, job["start_date"] - timedelta(microseconds=1))
+        if job["end_date"] is not None:
+            hi = min(hi, job["end_date"])
+        if hi < lo:
+            continue
+        for at in firings_between(sched, lo, hi, job["tz"], limit=limit_per_job, include_start=True):
+            key = (job["id"], "periodical", at)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append({"id": job["id"], "type": "periodical", "node": job["node"], "name": job["name"],
+                        "comments": job["comments"], "commands": job["commands"], "scheduled_at": at,
+                        "start_time": None, "done_time": None, "status": "submitted", "error": None})
+    out.sort(key=lambda r: (r["scheduled_at"], str(r["type"]), r["id"]))
+    return out
+
+
+def set_enabled(conn: psycopg.Connection, settings: ConnSettings, on: bool) -> bool:
+    guard_write(settings, "enabling the scheduler" if on else "disabling the scheduler")
+    return _call(conn, f"SELECT schedule.{'enable' if on else 'disable'}() AS ok", rows=False)["ok"]
+
+
+def status(conn: psycopg.Connection) -> dict:
+    enabled = _call(conn, "SELECT schedule.is_enabled() AS e, schedule.version() AS v", rows=False)
+    return {"enabled": enabled["e"], "version": enabled["v"],
+            "processes": _call(conn, "SELECT * FROM schedule.status()")}

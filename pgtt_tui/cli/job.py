@@ -1,0 +1,126 @@
+"""``pgtt-tui job``: pgpro_scheduler-style jobs (scheduled and one-time)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+import typer
+
+from engine.db import connect
+from engine.errors import InputError
+from engine.schedule import api
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
+
+app = typer.Typer(help="Scheduled and one-time jobs (pgpro_scheduler API).", no_args_is_help=True)
+
+
+def _ts(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(field, f"{value!r} is not a timestamp (e.g. 2026-12-31T19:00:00+01:00)") from None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False,
+          onetime: Annotated[bool, typer.Option("--onetime", help="list one-time jobs (job_status)")] = False) -> None:
+    """Scheduled jobs you may see (all of them for a superuser), or one-time jobs with --onetime."""
+    with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui job list")) as conn:
+        rows = api.list_onetime(conn) if onetime else api.list_jobs(conn)
+    cols = ["id", "name", "status", "run_after", "attempt", "is_success", "error"] if onetime else \
+        ["id", "name", "owner", "run_as", "schedule", "active", "broken", "next_run", "running", "last_state"]
+    emit(rows, want_json(ctx, as_json), cols)
+
+
+@app.command("show")
+def show(ctx: typer.Context, job_id: int, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Everything about one scheduled job, with its last runs."""
+    with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui job show")) as conn:
+        emit(api.show_job(conn, job_id), want_json(ctx, as_json))
+
+
+@app.command("create")
+def create(ctx: typer.Context, options: Annotated[str, typer.Argument(help="the create_job jsonb object")],
+           dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Create a scheduled job from a JSON object (keys as schedule.create_job)."""
+    try:
+        opts = json.loads(options)
+    except ValueError as exc:
+        raise InputError("options", f"not valid JSON: {exc}") from None
+    settings = settings_from(ctx, dsn, application_name="pgtt-tui job create")
+    with connect(settings) as conn:
+        emit({"id": api.create_job(conn, settings, opts)}, want_json(ctx, as_json))
+
+
+@app.command("submit")
+def submit(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="SQL to run once")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="value for $1, $2, … (repeatable)")] = None,
+    run_after: Annotated[str | None, typer.Option("--run-after", help="start after this time (ISO 8601)")] = None,
+    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", help="job id to wait for (repeatable)")] = None,
+    max_duration: Annotated[str | None, typer.Option("--max-duration", help="interval, e.g. '5 minutes'")] = None,
+    max_wait: Annotated[str | None, typer.Option("--max-wait", help="max_wait_interval, e.g. '30 seconds'")] = None,
+    run_as: Annotated[str | None, typer.Option("--run-as", help="role to run as (you must be a member)")] = None,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    comments: Annotated[str | None, typer.Option("--comments")] = None,
+    node: Annotated[str | None, typer.Option("--node")] = None,
+    resubmit_limit: Annotated[int, typer.Option("--resubmit-limit", min=1)] = 100,
+    dsn: DsnOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Submit a one-time job (schedule.submit_job)."""
+    settings = settings_from(ctx, dsn, application_name="pgtt-tui job submit")
+    with connect(settings) as conn:
+        job_id = api.submit(conn, settings, query, params=param or None, run_after=_ts(run_after, "--run-after"),
+                            node=node, max_duration=max_duration, max_wait_interval=max_wait, run_as=run_as,
+                            depends_on=depends_on or None, name=name, comments=comments,
+                            resubmit_limit=resubmit_limit)
+    emit({"id": job_id}, want_json(ctx, as_json))
+
+
+@app.command("cancel")
+def cancel(ctx: typer.Context, job_id: int, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Cancel a one-time job: no further start or resubmission (a running instance finishes)."""
+    settings = settings_from(ctx, dsn, application_name="pgtt-tui job cancel")
+    with connect(settings) as conn:
+        emit({"id": job_id, "canceled": api.cancel(conn, settings, job_id)}, want_json(ctx, as_json))
+
+
+@app.command("stop")
+def stop(ctx: typer.Context, job_id: int,
+         scheduled: Annotated[bool, typer.Option("--scheduled", help="JOB_ID is a scheduled (cron) job")] = False,
+         dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Interrupt a running job now (cancels its statement; it is logged as stopped)."""
+    settings = settings_from(ctx, dsn, application_name="pgtt-tui job stop")
+    with connect(settings) as conn:
+        emit({"id": job_id, "stopped": api.stop(conn, settings, job_id, scheduled=scheduled)},
+             want_json(ctx, as_json))
+
+
+@app.command("log")
+def log_(ctx: typer.Context, job_id: Annotated[int | None, typer.Argument()] = None,
+         user: Annotated[str | None, typer.Option("--user", help="runs of jobs run as this role")] = None,
+         limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+         dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Finished runs of scheduled jobs, newest first."""
+    with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui job log")) as conn:
+        rows = api.log(conn, job_id=job_id, user=user, limit=limit)
+    emit(rows, want_json(ctx, as_json), ["job", "scheduled_at", "started", "finished", "status", "message"])
+
+
+@app.command("timetable")
+def timetable(ctx: typer.Context,
+              start: Annotated[str | None, typer.Option("--start", help="from (ISO 8601; default now)")] = None,
+              end: Annotated[str | None, typer.Option("--end", help="to (ISO 8601; default start + 1 day)")] = None,
+              dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Every planned, running and finished execution in the interval (schedule.timetable)."""
+    t0 = _ts(start, "--start") or datetime.now(timezone.utc)
+    t1 = _ts(end, "--end") or t0 + timedelta(days=1)
+    with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui job timetable")) as conn:
+        rows = api.timetable(conn, t0, t1)
+    emit(rows, want_json(ctx, as_json), ["scheduled_at", "type", "id", "name", "status", "start_time", "error"])
