@@ -55,6 +55,9 @@ FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() AND locktype = 'virtualxid
 """
 
 
+RESET_SQL = "RESET ALL; DISCARD TEMP; UNLISTEN *; SELECT pg_advisory_unlock_all()"
+
+
 class Interrupted(Exception):
     """A timeout or STOP ended the current step."""
 
@@ -159,7 +162,9 @@ class ChainExecutor:
                     self.writer.message("INFO", "Chain deleted after a successful run (self_destruct)",
                                         {"chain": chain_id})
                 if not conn.closed and not conn.broken:
-                    await conn.execute("DISCARD ALL")
+                    # what tasks may have left behind (not DISCARD ALL: psycopg's prepared
+                    # statements on this pooled connection must survive)
+                    await conn.execute(RESET_SQL)
                 return outcome
         except asyncio.CancelledError:
             outcome = RunOutcome("failed", "engine stopped while the chain was running")
@@ -183,12 +188,15 @@ class ChainExecutor:
         level = "INFO" if outcome.status == "succeeded" else "ERROR"
         self.writer.message(level, f"Chain {outcome.status}", {"chain": chain_id, "run": run_id,
                                                                 "reason": outcome.reason})
-        try:
-            async with self.pool.connection() as conn:
-                await conn.execute("SELECT timetable.finish_run(%s, %s, %s, %s, %s, %s)",
-                                   (run_id, outcome.status, outcome.reason, finished, txid or None, next_due))
-        except (psycopg.Error, OSError) as exc:
-            self.log.error("cannot record the end of run %s: %s (the reaper will mark it failed)", run_id, exc)
+        for attempt in range(3):
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute("SELECT timetable.finish_run(%s, %s, %s, %s, %s, %s)",
+                                       (run_id, outcome.status, outcome.reason, finished, txid or None, next_due))
+                return
+            except (psycopg.Error, OSError) as exc:
+                self.log.error("cannot record the end of run %s (attempt %s): %s", run_id, attempt + 1, exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     async def _run_chain(self, conn: psycopg.AsyncConnection, run_id: int, chain_id: int, exclusive: bool,
                          deadline: float | None, stop: asyncio.Event) -> tuple[RunOutcome, int]:

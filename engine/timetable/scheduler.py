@@ -372,6 +372,7 @@ class Scheduler:
 
     async def _run_one(self, handle: RunHandle) -> None:
         sem = self._interval_sem if handle.trigger in ("every", "after") else self._cron_sem
+        begun = False
         try:
             async with sem:
                 if handle.stop.is_set():
@@ -380,6 +381,7 @@ class Scheduler:
                         await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
                                            (handle.run_id, "stopped before it started", self.clock.now()))
                 else:
+                    begun = True
                     outcome = await self.executor.execute(handle.run_id, handle.chain_id, handle.stop)
                     outcome_status = outcome.status
                     if handle.trigger == "after" and outcome_status in ("skipped", "gone"):
@@ -389,6 +391,8 @@ class Scheduler:
             if outcome_status in self.stats:
                 self.stats[outcome_status] += 1
         except asyncio.CancelledError:
+            if not begun:  # claimed but never started: release the claim with a reason
+                await asyncio.shield(self._release_claim(handle.run_id))
             raise
         except Exception as exc:  # noqa: BLE001 - one run never takes the engine down
             self.log.error("run %s of chain %s: %s", handle.run_id, handle.chain_id, exc)
@@ -397,6 +401,14 @@ class Scheduler:
             self.running.pop(handle.run_id, None)
             if handle.trigger == "after":
                 self.wake.set()
+
+    async def _release_claim(self, run_id: int) -> None:
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
+                                   (run_id, "engine stopped before the run started", self.clock.now()))
+        except Exception as exc:  # noqa: BLE001 - the reaper catches it once our session is gone
+            self.log.warning("cannot release claimed run %s: %s", run_id, exc)
 
     async def _start_reboot_chains(self, ctl: psycopg.AsyncConnection) -> None:
         for (chain_id,) in await (await ctl.execute(REBOOT_SQL, (self.options.client_name,))).fetchall():
