@@ -1,0 +1,541 @@
+"""pg_timetable-format YAML chain files (and plain SQL files): load, validate, import, export.
+
+The YAML format (pg_timetable v6+, reference §3.15)::
+
+    chains:
+      - name: nightly-report            # required, unique
+        schedule: "0 2 * * *"           # required: cron, @every …, @after …, @reboot
+        live: true                      # default false (as pg_timetable)
+        max_instances: 1                # default NULL (the engine treats it as 16)
+        timeout: 0                      # ms; 0 = --chain-timeout
+        self_destruct: false
+        exclusive: false
+        client_name: node-a             # default NULL: any engine
+        on_error: "SELECT …"            # SQL run in a new transaction when the chain fails
+        time_zone: Europe/Berlin        # pgtt-tui addition (chain_option), optional
+        missed_runs: run_once           # pgtt-tui addition: run_once | skip | run_all
+        tasks:
+          - name: step 1
+            kind: SQL                   # SQL (default) | PROGRAM | BUILTIN
+            command: "SELECT $1, $2"
+            parameters:                 # every element is ONE parameter row = one execution
+              - ["one", 2]
+            run_as: reporter            # SET ROLE
+            connect_string: "host=…"    # task.database_connection (remote database)
+            ignore_error: false
+            autonomous: false
+            timeout: 0                  # ms; 0 = --task-timeout
+            live: true                  # default true
+
+Import as pg_timetable: tasks get ``task_order`` 10, 20, 30, …; a chain name that exists
+is an error unless ``replace`` (then ``timetable.delete_job`` first). Better than
+pg_timetable: the whole import is ONE transaction (all chains or none), every problem is
+reported at once naming the chain, the task index and the field, parameter rows are
+checked against their task kind (an SQL row must be an array for ``$1..$n``; a PROGRAM row
+an array of strings; a BUILTIN row the builtin's shape), and schedules are checked with the
+same evaluator the scheduler uses. Unknown keys are errors (a typo never passes silently).
+
+Export writes the same format, so ``export`` → ``import --replace`` round-trips (task order
+is kept; the exact ``task_order`` numbers become 10, 20, …). Passwords in
+``connect_string`` and SendMail's ``password`` are masked unless ``secrets=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+from psycopg.types.json import Jsonb
+
+from engine.db import redact
+from engine.errors import InputError
+from engine.schedules import ScheduleError, parse_schedule, resolve_zone
+from engine.timetable import builtins as bt
+
+KINDS = ("SQL", "PROGRAM", "BUILTIN")
+MISSED_POLICIES = ("run_once", "skip", "run_all")
+CHAIN_KEYS = {"name", "schedule", "live", "max_instances", "timeout", "self_destruct", "exclusive", "client_name",
+              "on_error", "tasks", "time_zone", "missed_runs"}
+TASK_KEYS = {"name", "kind", "command", "parameters", "run_as", "connect_string", "ignore_error", "autonomous",
+             "timeout", "live"}
+SECRET_MASK = "***"
+INT32_MAX = 2**31 - 1
+
+
+@dataclass
+class TaskSpec:
+    command: str
+    kind: str = "SQL"
+    name: str | None = None
+    parameters: list[Any] = field(default_factory=list)
+    run_as: str | None = None
+    connect_string: str | None = None
+    ignore_error: bool = False
+    autonomous: bool = False
+    timeout: int = 0
+    live: bool = True
+
+
+@dataclass
+class ChainSpec:
+    name: str
+    schedule: str | None
+    tasks: list[TaskSpec] = field(default_factory=list)
+    live: bool = False
+    max_instances: int | None = None
+    timeout: int = 0
+    self_destruct: bool = False
+    exclusive: bool = False
+    client_name: str | None = None
+    on_error: str | None = None
+    time_zone: str | None = None
+    missed_runs: str | None = None
+    source: str = ""  # "file.yaml chains[2]" for messages
+
+
+class ChainFileError(InputError):
+    """One or more problems in a chain file; ``problems`` lists each (field, problem)."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.problems = problems
+        text = "; ".join(f"{f}: {p}" for f, p in problems[:20])
+        if len(problems) > 20:
+            text += f"; … and {len(problems) - 20} more"
+        super().__init__(source, text)
+
+
+# ---- parsing --------------------------------------------------------------------------------------
+
+class _Collector:
+    def __init__(self):
+        self.problems: list[tuple[str, str]] = []
+
+    def add(self, where: str, problem: str) -> None:
+        self.problems.append((where, problem))
+
+
+def _where(index: int, name: Any, rest: str = "") -> str:
+    label = f"chains[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
+    return label + (f".{rest}" if rest else "")
+
+
+def _get(raw: dict, key: str, types: tuple[type, ...], what: str, where: str, errs: _Collector, default=None):
+    value = raw.get(key, default)
+    if value is None or key not in raw:
+        return default
+    if bool not in types and isinstance(value, bool):
+        errs.add(where, f"must be {what}, not a boolean")
+        return default
+    if not isinstance(value, types):
+        errs.add(where, f"must be {what}, not {type(value).__name__}")
+        return default
+    return value
+
+
+def _task_from(raw: Any, ci: int, cname: Any, ti: int, errs: _Collector) -> TaskSpec | None:
+    base = _where(ci, cname, f"tasks[{ti}]")
+    if not isinstance(raw, dict):
+        errs.add(base, "must be a mapping with at least kind and command")
+        return None
+    for key in sorted(set(raw) - TASK_KEYS):
+        errs.add(f"{base}.{key}", f"unknown task field (known: {', '.join(sorted(TASK_KEYS))})")
+    kind_raw = _get(raw, "kind", (str,), "SQL, PROGRAM or BUILTIN", f"{base}.kind", errs, "SQL")
+    kind = (kind_raw or "SQL").upper()
+    if kind not in KINDS:
+        errs.add(f"{base}.kind", f"{kind_raw!r} is not SQL, PROGRAM or BUILTIN")
+    command = _get(raw, "command", (str,), "text", f"{base}.command", errs, "")
+    if not command or not command.strip():
+        errs.add(f"{base}.command", "is required")
+    params = raw.get("parameters")
+    if params is None:
+        params = []
+    elif not isinstance(params, list):
+        errs.add(f"{base}.parameters", "must be a list: every element is one parameter row (one execution)")
+        params = []
+    timeout = _get(raw, "timeout", (int,), "an integer number of milliseconds", f"{base}.timeout", errs, 0)
+    if timeout < 0 or timeout > INT32_MAX:
+        errs.add(f"{base}.timeout", "must be 0 (the --task-timeout default) or a positive number of milliseconds")
+    task = TaskSpec(
+        command=command or "", kind=kind,
+        name=_get(raw, "name", (str,), "text", f"{base}.name", errs),
+        parameters=params,
+        run_as=_get(raw, "run_as", (str,), "a role name", f"{base}.run_as", errs),
+        connect_string=_get(raw, "connect_string", (str,), "a libpq connection string", f"{base}.connect_string",
+                            errs),
+        ignore_error=_get(raw, "ignore_error", (bool,), "true or false", f"{base}.ignore_error", errs, False),
+        autonomous=_get(raw, "autonomous", (bool,), "true or false", f"{base}.autonomous", errs, False),
+        timeout=timeout,
+        live=_get(raw, "live", (bool,), "true or false", f"{base}.live", errs, True))
+    _check_parameters(task, base, errs)
+    return task
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _check_parameters(task: TaskSpec, base: str, errs: _Collector) -> None:
+    for pi, row in enumerate(task.parameters):
+        where = f"{base}.parameters[{pi}]"
+        try:
+            json.dumps(row, allow_nan=False)
+        except (TypeError, ValueError):
+            errs.add(where, "must be plain JSON (strings, numbers, booleans, lists, mappings)")
+            continue
+        if row is None:
+            continue  # a NULL row is ignored at run time, as in pg_timetable
+        if task.kind == "SQL":
+            if not isinstance(row, list):
+                errs.add(where, f"an SQL task's parameter row must be a list of values for $1..$n "
+                                f"(write [{json.dumps(row)}] for one argument)")
+        elif task.kind == "PROGRAM":
+            if not isinstance(row, list) or not all(isinstance(a, str) for a in row):
+                errs.add(where, "a PROGRAM task's parameter row must be a list of strings (the arguments)")
+        elif task.kind == "BUILTIN" and task.command in bt.BUILTINS:
+            try:
+                bt.validate_params(task.command, row)
+            except InputError as exc:
+                errs.add(f"{where}{exc.field[len('params'):] if exc.field.startswith('params') else ''}",
+                         exc.problem)
+    if task.kind == "BUILTIN" and task.command and task.command not in bt.BUILTINS:
+        errs.add(f"{base}.command", f"unknown builtin {task.command!r} (choose from {', '.join(bt.BUILTINS)})")
+
+
+def _chain_from(raw: Any, ci: int, errs: _Collector, source: str) -> ChainSpec | None:
+    if not isinstance(raw, dict):
+        errs.add(f"chains[{ci}]", "must be a mapping with name, schedule and tasks")
+        return None
+    name = raw.get("name")
+    base = _where(ci, name)
+    for key in sorted(set(raw) - CHAIN_KEYS):
+        errs.add(f"{base}.{key}", f"unknown chain field (known: {', '.join(sorted(CHAIN_KEYS))})")
+    if not isinstance(name, str) or not name.strip():
+        errs.add(f"{base}.name", "is required (a non-empty text)")
+        name = ""
+    schedule = raw.get("schedule")
+    if schedule is None:
+        errs.add(f"{base}.schedule", "is required (cron text, '@every …', '@after …' or '@reboot')")
+    elif not isinstance(schedule, str):
+        errs.add(f"{base}.schedule", f"must be text, not {type(schedule).__name__} (quote it)")
+        schedule = None
+    else:
+        try:
+            parse_schedule(schedule)
+        except ScheduleError as exc:
+            errs.add(f"{base}.schedule", f"{schedule!r}: {exc}")
+    max_instances = _get(raw, "max_instances", (int,), "an integer", f"{base}.max_instances", errs)
+    if max_instances is not None and not 1 <= max_instances <= INT32_MAX:
+        errs.add(f"{base}.max_instances", "must be 1 or more (or absent: the engine default)")
+    timeout = _get(raw, "timeout", (int,), "an integer number of milliseconds", f"{base}.timeout", errs, 0)
+    if timeout < 0 or timeout > INT32_MAX:
+        errs.add(f"{base}.timeout", "must be 0 (the --chain-timeout default) or a positive number of milliseconds")
+    tz = _get(raw, "time_zone", (str,), "an IANA time zone name", f"{base}.time_zone", errs)
+    if tz is not None:
+        try:
+            resolve_zone(tz)
+        except ScheduleError as exc:
+            errs.add(f"{base}.time_zone", exc.problem)
+    missed = _get(raw, "missed_runs", (str,), "text", f"{base}.missed_runs", errs)
+    if missed is not None and missed not in MISSED_POLICIES:
+        errs.add(f"{base}.missed_runs", f"{missed!r} is not one of {', '.join(MISSED_POLICIES)}")
+    raw_tasks = raw.get("tasks")
+    tasks: list[TaskSpec] = []
+    if not isinstance(raw_tasks, list) or not raw_tasks:
+        errs.add(f"{base}.tasks", "a chain needs at least one task")
+    else:
+        for ti, traw in enumerate(raw_tasks):
+            task = _task_from(traw, ci, name, ti, errs)
+            if task is not None:
+                tasks.append(task)
+    return ChainSpec(
+        name=name, schedule=schedule, tasks=tasks,
+        live=_get(raw, "live", (bool,), "true or false", f"{base}.live", errs, False),
+        max_instances=max_instances, timeout=timeout,
+        self_destruct=_get(raw, "self_destruct", (bool,), "true or false", f"{base}.self_destruct", errs, False),
+        exclusive=_get(raw, "exclusive", (bool,), "true or false", f"{base}.exclusive", errs, False),
+        client_name=_get(raw, "client_name", (str,), "text", f"{base}.client_name", errs) or None,
+        on_error=_get(raw, "on_error", (str,), "SQL text", f"{base}.on_error", errs) or None,
+        time_zone=tz, missed_runs=missed, source=f"{source} chains[{ci}]")
+
+
+def parse_chains(text: str, source: str = "<yaml>") -> list[ChainSpec]:
+    """Parse YAML text; raise ChainFileError listing every problem (nothing is imported)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ChainFileError(source, [(where, f"not valid YAML: {problem}")]) from None
+    errs = _Collector()
+    if not isinstance(doc, dict) or "chains" not in doc:
+        raise ChainFileError(source, [("chains", "the file must have a top-level 'chains:' list")])
+    for key in sorted(set(doc) - {"chains"}):
+        errs.add(key, "unknown top-level key (only 'chains' is allowed)")
+    raw_chains = doc.get("chains")
+    if not isinstance(raw_chains, list) or not raw_chains:
+        raise ChainFileError(source, [("chains", "must be a non-empty list of chains")])
+    specs = []
+    for ci, raw in enumerate(raw_chains):
+        spec = _chain_from(raw, ci, errs, source)
+        if spec is not None:
+            specs.append(spec)
+    seen: dict[str, int] = {}
+    for ci, spec in enumerate(specs):
+        if spec.name and spec.name in seen:
+            errs.add(_where(ci, spec.name, "name"), f"duplicate chain name (also chains[{seen[spec.name]}])")
+        seen.setdefault(spec.name, ci)
+    if errs.problems:
+        raise ChainFileError(source, errs.problems)
+    return specs
+
+
+def validate(specs: list[ChainSpec]) -> list[tuple[str, str]]:
+    """Re-check specs built in code (the file parser already does this); returns the problems."""
+    errs = _Collector()
+    for ci, spec in enumerate(specs):
+        _chain_from(export_dict(spec, secrets=True), ci, errs, spec.source or "<specs>")
+    return errs.problems
+
+
+def load_chain_file(path: str | Path) -> list[ChainSpec]:
+    """Parse and validate a ``.yaml`` / ``.yml`` chain file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise InputError(str(path), "a chain file must end in .yaml or .yml (SQL scripts end in .sql)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(str(path), "is not UTF-8 text") from None
+    return parse_chains(text, str(path))
+
+
+# ---- import ---------------------------------------------------------------------------------------
+
+INSERT_CHAIN = """
+INSERT INTO timetable.chain (chain_name, run_at, max_instances, timeout, live, self_destruct, exclusive_execution,
+                             client_name, on_error)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING chain_id
+"""
+INSERT_TASK = """
+INSERT INTO timetable.task (chain_id, task_order, task_name, kind, command, run_as, database_connection,
+                            ignore_error, autonomous, timeout, live)
+VALUES (%s, %s, %s, %s::timetable.command_kind, %s, %s, %s, %s, %s, %s, %s) RETURNING task_id
+"""
+INSERT_PARAM = "INSERT INTO timetable.parameter (task_id, order_id, value) VALUES (%s, %s, %s)"
+INSERT_OPTION = """
+INSERT INTO timetable.chain_option (chain_id, time_zone, missed_runs) VALUES (%s, %s, coalesce(%s, 'run_once'))
+"""
+
+
+def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: bool = False) -> list[dict[str, Any]]:
+    """Create the chains in ONE transaction; returns ``[{"name", "chain_id", "replaced"}]``.
+
+    An existing name is an error unless ``replace`` (then ``timetable.delete_job``); on any
+    error nothing is changed.
+    """
+    problems = validate(specs)
+    if problems:
+        raise ChainFileError("chains", problems)
+    out = []
+    with conn.transaction():
+        for ci, spec in enumerate(specs):
+            replaced = False
+            if replace:
+                replaced = bool(conn.execute("SELECT timetable.delete_job(%s)", (spec.name,)).fetchone()[0])
+            elif conn.execute("SELECT 1 FROM timetable.chain WHERE chain_name = %s", (spec.name,)).fetchone():
+                raise InputError(_where(ci, spec.name, "name"), "a chain with this name exists already "
+                                                                "(use --replace to overwrite it)")
+            try:
+                chain_id = conn.execute(INSERT_CHAIN, (spec.name, spec.schedule, spec.max_instances, spec.timeout,
+                                                       spec.live, spec.self_destruct, spec.exclusive,
+                                                       spec.client_name, spec.on_error)).fetchone()[0]
+                if spec.time_zone or spec.missed_runs:
+                    conn.execute(INSERT_OPTION, (chain_id, spec.time_zone, spec.missed_runs))
+                for ti, task in enumerate(spec.tasks):
+                    task_id = conn.execute(INSERT_TASK, (chain_id, (ti + 1) * 10, task.name, task.kind, task.command,
+                                                         task.run_as, task.connect_string, task.ignore_error,
+                                                         task.autonomous, task.timeout, task.live)).fetchone()[0]
+                    for pi, row in enumerate(task.parameters, start=1):
+                        conn.execute(INSERT_PARAM, (task_id, pi, None if row is None else Jsonb(row)))
+            except psycopg.errors.CheckViolation as exc:
+                raise InputError(_where(ci, spec.name), f"rejected by the database: "
+                                                        f"{exc.diag.message_primary}") from None
+            out.append({"name": spec.name, "chain_id": chain_id, "replaced": replaced})
+    return out
+
+
+def run_sql_file(conn: psycopg.Connection, path: str | Path) -> None:
+    """Run a plain SQL script (``-f file.sql``) as pg_timetable does: the whole text at once."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    conn.execute(text.encode("utf-8"), prepare=False)
+
+
+def load_files(conn: psycopg.Connection, paths: list[str], *, validate_only: bool = False,
+               replace: bool = False) -> list[dict[str, Any]]:
+    """``pgtt-tui worker -f FILE…``: SQL scripts run and YAML files import, in the order given.
+
+    With ``validate_only`` every YAML file is checked and nothing runs (SQL scripts are
+    only checked for readability: they are not run). Returns one entry per file.
+    """
+    report = []
+    for p in paths:
+        path = Path(p)
+        suffix = path.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            specs = load_chain_file(path)
+            if validate_only:
+                report.append({"file": str(path), "kind": "yaml", "chains": [s.name for s in specs],
+                               "action": "validated"})
+            else:
+                done = import_chains(conn, specs, replace=replace)
+                report.append({"file": str(path), "kind": "yaml", "chains": [d["name"] for d in done],
+                               "action": "imported"})
+        elif suffix == ".sql":
+            if validate_only:
+                if not path.is_file():
+                    raise InputError(str(path), "no such file")
+                report.append({"file": str(path), "kind": "sql", "action": "not run (--validate)"})
+            else:
+                run_sql_file(conn, path)
+                report.append({"file": str(path), "kind": "sql", "action": "ran"})
+        else:
+            raise InputError(str(path), "--file takes .sql scripts and .yaml/.yml chain files")
+    return report
+
+
+# ---- export ---------------------------------------------------------------------------------------
+
+EXPORT_CHAINS = """
+SELECT c.chain_id, c.chain_name, c.run_at, c.live, c.max_instances, c.timeout, c.self_destruct,
+       c.exclusive_execution, c.client_name, c.on_error, o.time_zone, o.missed_runs
+FROM timetable.chain c LEFT JOIN timetable.chain_option o ON o.chain_id = c.chain_id
+WHERE %(names)s::text[] IS NULL OR c.chain_name = ANY (%(names)s::text[])
+ORDER BY c.chain_name
+"""
+EXPORT_TASKS = """
+SELECT t.chain_id, t.task_name, t.kind::text, t.command, t.run_as, t.database_connection, t.ignore_error,
+       t.autonomous, coalesce(t.timeout, 0), t.live,
+       coalesce((SELECT jsonb_agg(p.value ORDER BY p.order_id) FROM timetable.parameter p
+                 WHERE p.task_id = t.task_id), '[]'::jsonb)
+FROM timetable.task t WHERE t.chain_id = ANY (%s)
+ORDER BY t.chain_id, t.task_order, t.task_id
+"""
+
+
+def _mask_params(task: TaskSpec) -> list[Any]:
+    if task.kind != "BUILTIN" or task.command != "SendMail":
+        return task.parameters
+    return [{**row, "password": SECRET_MASK} if isinstance(row, dict) and row.get("password") else row
+            for row in task.parameters]
+
+
+def export_dict(spec: ChainSpec, secrets: bool = False) -> dict[str, Any]:
+    """One chain in the file format (defaults left out)."""
+    out: dict[str, Any] = {"name": spec.name, "schedule": spec.schedule}
+    if spec.live:
+        out["live"] = True
+    if spec.max_instances is not None:
+        out["max_instances"] = spec.max_instances
+    if spec.timeout:
+        out["timeout"] = spec.timeout
+    if spec.self_destruct:
+        out["self_destruct"] = True
+    if spec.exclusive:
+        out["exclusive"] = True
+    for key in ("client_name", "on_error", "time_zone"):
+        if getattr(spec, key):
+            out[key] = getattr(spec, key)
+    if spec.missed_runs and spec.missed_runs != "run_once":
+        out["missed_runs"] = spec.missed_runs
+    tasks = []
+    for task in spec.tasks:
+        t: dict[str, Any] = {}
+        if task.name:
+            t["name"] = task.name
+        t["kind"] = task.kind
+        t["command"] = task.command
+        params = task.parameters if secrets else _mask_params(task)
+        if params:
+            t["parameters"] = params
+        if task.run_as:
+            t["run_as"] = task.run_as
+        if task.connect_string:
+            t["connect_string"] = task.connect_string if secrets else redact(task.connect_string)
+        for key in ("ignore_error", "autonomous"):
+            if getattr(task, key):
+                t[key] = True
+        if task.timeout:
+            t["timeout"] = task.timeout
+        if not task.live:
+            t["live"] = False
+        tasks.append(t)
+    out["tasks"] = tasks
+    return out
+
+
+def read_chains(conn: psycopg.Connection, names: list[str] | None = None) -> list[ChainSpec]:
+    """The chains in the database (all, or those named) as specs; unknown names are an error."""
+    rows = conn.execute(EXPORT_CHAINS, {"names": list(names) if names else None}).fetchall()
+    if names:
+        missing = sorted(set(names) - {r[1] for r in rows})
+        if missing:
+            from engine.errors import NotFoundError  # noqa: PLC0415
+
+            raise NotFoundError(f"no chain named {', '.join(repr(m) for m in missing)}")
+    specs: dict[int, ChainSpec] = {}
+    for (chain_id, name, run_at, live, max_inst, timeout, self_destruct, exclusive, client, on_error, tz,
+         missed) in rows:
+        specs[chain_id] = ChainSpec(name=name, schedule=run_at, live=bool(live), max_instances=max_inst,
+                                    timeout=timeout or 0, self_destruct=bool(self_destruct),
+                                    exclusive=bool(exclusive), client_name=client, on_error=on_error,
+                                    time_zone=tz, missed_runs=missed, source=f"chain {name}")
+    if specs:
+        for (chain_id, tname, kind, command, run_as, dbconn, ignore_error, autonomous, timeout, live,
+             params) in conn.execute(EXPORT_TASKS, (list(specs),)).fetchall():
+            specs[chain_id].tasks.append(TaskSpec(
+                command=command, kind=kind, name=tname, parameters=list(params), run_as=run_as,
+                connect_string=dbconn, ignore_error=bool(ignore_error), autonomous=bool(autonomous),
+                timeout=timeout or 0, live=bool(live)))
+    return list(specs.values())
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str):
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_chains(specs: list[ChainSpec], secrets: bool = False) -> str:
+    doc = {"chains": [export_dict(s, secrets) for s in specs]}
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+
+
+def export_chains(conn: psycopg.Connection, names: list[str] | None = None, secrets: bool = False) -> str:
+    """YAML for the chains (all, or those named) that ``import_chains`` reads back."""
+    return dump_chains(read_chains(conn, names), secrets)
+
