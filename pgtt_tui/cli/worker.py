@@ -30,6 +30,41 @@ def worker(
                                          "(default: every module installed in the database)")] = "",
     log_level: Annotated[str, typer.Option("--log-level", help="console log level: debug, info, warn, error")] = "info",
     # ---- timetable (pg_timetable-compatible options) -----------------------------------------
+    cron_workers: Annotated[int, typer.Option("--cron-workers", min=1, help="timetable: cron, @reboot and "
+                                              "ad-hoc chains run at once")] = 16,
+    interval_workers: Annotated[int, typer.Option("--interval-workers", min=1, help="timetable: @every / @after "
+                                                  "chains run at once")] = 16,
+    chain_timeout: Annotated[int, typer.Option("--chain-timeout", min=0, help="timetable: default chain timeout "
+                                               "in ms for chains with timeout 0 (0: none)")] = 0,
+    task_timeout: Annotated[int, typer.Option("--task-timeout", min=0, help="timetable: default task timeout "
+                                              "in ms for tasks with timeout 0 (0: none)")] = 0,
+    log_database_level: Annotated[str, typer.Option("--log-database-level", help="timetable: what goes to "
+                                                    "timetable.log / execution_log: none, error, info, debug")] = "info",
+    # ---- end timetable -----------------------------------------------------------------------
+    # ---- timetable: files, programs, REST, log retention (timetable tasks engineer) -------------
+    files: Annotated[list[str] | None, typer.Option(
+        "--file", "-f", help="timetable: run this SQL script or import this YAML chain file at start-up "
+        "(repeatable, in order)")] = None,
+    validate_files: Annotated[bool, typer.Option(
+        "--validate", help="timetable: only validate the --file YAML chain files, then exit")] = False,
+    replace_chains: Annotated[bool, typer.Option(
+        "--replace", help="timetable: --file YAML chains replace chains with the same name")] = False,
+    no_program_tasks: Annotated[bool, typer.Option(
+        "--no-program-tasks", envvar="PGTT_NOPROGRAMTASKS", help="timetable: start no programs at all "
+        "(PROGRAM tasks and the CopyToProgram / CopyFromProgram builtins fail)")] = False,
+    rest_port: Annotated[int, typer.Option(
+        "--rest-port", envvar="PGTT_RESTPORT", min=0, max=65535, help="HTTP endpoint port for /liveness, "
+        "/readiness, /startchain, /stopchain, /metrics (0: off)")] = 0,
+    rest_host: Annotated[str, typer.Option(
+        "--rest-host", help="address the HTTP endpoint binds to (0.0.0.0 exposes it, without authentication)")
+    ] = "127.0.0.1",
+    log_retention_days: Annotated[float, typer.Option(
+        "--log-retention-days", min=0, help="timetable: delete timetable.log / execution_log rows older than "
+        "this many days (0: keep)")] = 0,
+    log_max_rows: Annotated[int, typer.Option(
+        "--log-max-rows", min=0, help="timetable: keep at most this many rows in each of timetable.log and "
+        "execution_log (0: no limit)")] = 0,
+    # ---- end timetable files/programs/REST/retention ---------------------------------------------
     # ---- schedule (pgpro_scheduler job manager) ------------------------------------------------
     schedule_nodename: Annotated[str, typer.Option(
         "--schedule-nodename", help="schedule: run jobs of this node (default: the schedule.nodename setting, "
@@ -75,6 +110,9 @@ def worker(
             [m for m in installed if m in SERVICE_FACTORIES]
         schema.require_current(conn, ["pgtt", *[m for m in wanted if m in schema.MODULES]])
     module_options: dict[str, dict] = {}
+    module_options["timetable"] = {  # timetable section
+        "cron_workers": cron_workers, "interval_workers": interval_workers, "chain_timeout_ms": chain_timeout,
+        "task_timeout_ms": task_timeout, "log_database_level": log_database_level.lower()}
     module_options["pgq"] = {"databases": pgq_databases or [], "ticker_period": pgq_ticker_period,  # pgq
                              "maint_period": pgq_maint_period, "retry_period": pgq_retry_period}
     module_options["schedule"] = {  # schedule section
@@ -88,8 +126,29 @@ def worker(
             "root_ticker": cascade_root_ticker}
         if "cascade" not in wanted:
             wanted.append("cascade")
+    # ---- timetable: files, programs, REST, log retention (timetable tasks engineer) -------------
+    if no_program_tasks:
+        from engine.timetable import programs  # noqa: PLC0415
+
+        programs.set_programs_allowed(False)
+        module_options.setdefault("timetable", {})["no_program_tasks"] = True
+    if files:
+        from engine.timetable import chainfile  # noqa: PLC0415
+
+        with connect(settings) as conn:
+            for entry in chainfile.load_files(conn, list(files), validate_only=validate_files,
+                                              replace=replace_chains):
+                logging.getLogger("pgtt.worker").info("--file %s: %s", entry["file"], entry["action"])
+        if validate_files:
+            raise typer.Exit(0)
+    module_options["http"] = {"rest_port": rest_port, "rest_host": rest_host}
+    module_options["timetable_retention"] = {"log_retention_days": log_retention_days or None,
+                                             "log_max_rows": log_max_rows or None}
+    # ---- end timetable files/programs/REST/retention ---------------------------------------------
     options = WorkerOptions(settings=settings, client_name=clientname, modules=wanted, module_options=module_options)
     supervisor = asyncio.run(run_worker(options))
+    if getattr(supervisor, "exit_code", None) is not None:  # e.g. 5 after the Shutdown builtin (timetable)
+        raise typer.Exit(supervisor.exit_code)
     raise typer.Exit(0 if supervisor.health().get("ok", True) or supervisor.state == "stopped" else 1)
 
 

@@ -1,0 +1,366 @@
+"""What the CLI (``pgtt-tui chain ...``) and the console call for timetable chains.
+
+Every function takes a psycopg connection (autocommit), validates its input (raising
+InputError naming the field; nothing is changed then) and returns plain dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from engine.errors import InputError, NotFoundError
+from engine.schedules import ScheduleError, parse_schedule, resolve_zone
+
+CHAIN_COLUMNS = ("chain_name", "run_at", "max_instances", "timeout", "live", "self_destruct",
+                 "exclusive_execution", "client_name", "on_error")
+TASK_COLUMNS = ("task_order", "task_name", "kind", "command", "run_as", "database_connection", "ignore_error",
+                "autonomous", "timeout", "live")
+KINDS = ("SQL", "PROGRAM", "BUILTIN")
+MISSED_POLICIES = ("run_once", "skip", "run_all")
+
+LIST_SQL = """
+SELECT c.chain_id, c.chain_name, c.run_at, coalesce(c.live, false) AS live, c.client_name, c.max_instances,
+       o.time_zone, coalesce(o.missed_runs, 'run_once') AS missed_runs,
+       s.next_due_at, s.dirty, s.last_started_at, s.last_finished_at, s.last_status,
+       (SELECT count(*) FROM timetable.chain_run r WHERE r.chain_id = c.chain_id AND r.status = 'running') AS running,
+       (SELECT count(*) FROM timetable.task t WHERE t.chain_id = c.chain_id) AS tasks
+FROM timetable.chain c
+LEFT JOIN timetable.chain_state s ON s.chain_id = c.chain_id
+LEFT JOIN timetable.chain_option o ON o.chain_id = c.chain_id
+WHERE (%(f)s::text IS NULL OR c.chain_name ILIKE %(f)s OR c.run_at ILIKE %(f)s OR c.client_name ILIKE %(f)s)
+  AND (%(live)s::boolean IS NULL OR coalesce(c.live, false) = %(live)s)
+ORDER BY c.chain_name
+OFFSET %(offset)s LIMIT %(limit)s
+"""
+
+
+def _server_tz(conn: psycopg.Connection) -> str | None:
+    tz = conn.execute("SELECT current_setting('TimeZone')").fetchone()[0]
+    try:
+        resolve_zone(tz)
+        return tz
+    except ScheduleError:
+        return None
+
+
+def preview_next(run_at: str | None, tz: str | None, after: datetime, n: int = 1) -> list[datetime]:
+    """Next firings of a schedule (cron in the given zone; interval chains from ``after``)."""
+    sched = parse_schedule(run_at if run_at is not None else "* * * * *")
+    out, t = [], after
+    for _ in range(n):
+        t = sched.next_after(t, tz)
+        if t is None:
+            break
+        out.append(t)
+    return out
+
+
+def validate_schedule(run_at: str | None, field: str = "run_at") -> None:
+    if run_at is None:
+        return
+    try:
+        parse_schedule(run_at)
+    except ScheduleError as exc:
+        raise InputError(field, str(exc)) from None
+
+
+def _chain_row(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            cur.execute("SELECT * FROM timetable.chain WHERE chain_id = %s OR chain_name = %s", (int(ref), str(ref)))
+        else:
+            cur.execute("SELECT * FROM timetable.chain WHERE chain_name = %s", (ref,))
+        row = cur.fetchone()
+    if row is None:
+        raise NotFoundError(f"chain {ref!r} does not exist")
+    return row
+
+
+def list_chains(conn: psycopg.Connection, *, filter: str | None = None, live: bool | None = None,
+                offset: int = 0, limit: int = 100, now: datetime | None = None) -> list[dict[str, Any]]:
+    if limit < 1 or limit > 10_000:
+        raise InputError("--limit", "must be between 1 and 10000")
+    if offset < 0:
+        raise InputError("--offset", "must be 0 or more")
+    pattern = f"%{filter}%" if filter else None
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(LIST_SQL, {"f": pattern, "live": live, "offset": offset, "limit": limit}).fetchall()
+    tz = _server_tz(conn)
+    now = now or datetime.now(timezone.utc)
+    for row in rows:
+        row["next_run"] = row["next_due_at"]
+        if row["live"] and (row["next_run"] is None or row.pop("dirty", False)):
+            try:
+                kind = parse_schedule(row["run_at"] or "* * * * *").kind
+                if kind == "cron":
+                    row["next_run"] = preview_next(row["run_at"], row["time_zone"] or tz, now)[0]
+            except (ScheduleError, IndexError):
+                pass
+        row.pop("dirty", None)
+        row.pop("next_due_at", None)
+        if not row["live"]:
+            row["next_run"] = None
+    return rows
+
+
+def get_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+    chain = _chain_row(conn, ref)
+    cid = chain["chain_id"]
+    with conn.cursor(row_factory=dict_row) as cur:
+        tasks = cur.execute("SELECT task_id, " + ", ".join(TASK_COLUMNS) +
+                            " FROM timetable.task WHERE chain_id = %s ORDER BY task_order, task_id", (cid,)).fetchall()
+        for task in tasks:
+            task["kind"] = str(task["kind"])
+            task["parameters"] = [r["value"] for r in cur.execute(
+                "SELECT value FROM timetable.parameter WHERE task_id = %s ORDER BY order_id",
+                (task["task_id"],)).fetchall()]
+        opt = cur.execute("SELECT time_zone, missed_runs FROM timetable.chain_option WHERE chain_id = %s",
+                          (cid,)).fetchone() or {"time_zone": None, "missed_runs": "run_once"}
+        state = cur.execute("SELECT next_due_at, last_started_at, last_finished_at, last_status "
+                            "FROM timetable.chain_state WHERE chain_id = %s", (cid,)).fetchone() or {}
+        running = cur.execute("SELECT run_id, client_name, started_at FROM timetable.chain_run "
+                              "WHERE chain_id = %s AND status = 'running' ORDER BY run_id", (cid,)).fetchall()
+    tz = opt["time_zone"] or _server_tz(conn)
+    upcoming: list[datetime] = []
+    if chain["live"]:
+        try:
+            upcoming = preview_next(chain["run_at"], tz, datetime.now(timezone.utc), 5)
+        except ScheduleError:
+            pass
+    return {**chain, **opt, **state, "tasks": tasks, "running": running, "upcoming": upcoming}
+
+
+def _check_chain_fields(values: dict[str, Any]) -> None:
+    if "chain_name" in values and not (values["chain_name"] or "").strip():
+        raise InputError("name", "must not be empty")
+    if "run_at" in values:
+        validate_schedule(values["run_at"])
+    for key in ("max_instances", "timeout"):
+        if values.get(key) is not None and int(values[key]) < 0:
+            raise InputError(key, "must be 0 or more")
+
+
+def _check_options(time_zone: str | None, missed_runs: str | None) -> None:
+    if time_zone is not None:
+        try:
+            resolve_zone(time_zone)
+        except ScheduleError as exc:
+            raise InputError("time_zone", exc.problem) from None
+    if missed_runs is not None and missed_runs not in MISSED_POLICIES:
+        raise InputError("missed_runs", f"{missed_runs!r} is not one of {', '.join(MISSED_POLICIES)}")
+
+
+def _set_options(conn, cid: int, time_zone, missed_runs) -> None:
+    if time_zone is None and missed_runs is None:
+        return
+    conn.execute("INSERT INTO timetable.chain_option (chain_id, time_zone, missed_runs) "
+                 "VALUES (%s, %s, coalesce(%s, 'run_once')) ON CONFLICT (chain_id) DO UPDATE SET "
+                 "time_zone = coalesce(EXCLUDED.time_zone, timetable.chain_option.time_zone), "
+                 "missed_runs = coalesce(%s, timetable.chain_option.missed_runs)",
+                 (cid, time_zone, missed_runs, missed_runs))
+
+
+def create_chain(conn: psycopg.Connection, name: str, run_at: str | None, *, time_zone: str | None = None,
+                 missed_runs: str | None = None, **fields: Any) -> int:
+    unknown = set(fields) - set(CHAIN_COLUMNS)
+    if unknown:
+        raise InputError("chain", f"unknown field(s): {', '.join(sorted(unknown))}")
+    values = {"chain_name": name, "run_at": run_at, "live": True, **fields}
+    _check_chain_fields(values)
+    _check_options(time_zone, missed_runs)
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM timetable.chain WHERE chain_name = %s", (name,)).fetchone():
+            raise InputError("name", f"a chain named {name!r} already exists")
+        query = sql.SQL("INSERT INTO timetable.chain ({}) VALUES ({}) RETURNING chain_id").format(
+            sql.SQL(", ").join(map(sql.Identifier, values)), sql.SQL(", ").join(sql.Placeholder() * len(values)))
+        cid = conn.execute(query, list(values.values())).fetchone()[0]
+        _set_options(conn, cid, time_zone, missed_runs)
+    return cid
+
+
+def update_chain(conn: psycopg.Connection, ref: int | str, *, time_zone: str | None = None,
+                 missed_runs: str | None = None, **fields: Any) -> dict[str, Any]:
+    unknown = set(fields) - set(CHAIN_COLUMNS)
+    if unknown:
+        raise InputError("chain", f"unknown field(s): {', '.join(sorted(unknown))}")
+    _check_chain_fields(fields)
+    _check_options(time_zone, missed_runs)
+    chain = _chain_row(conn, ref)
+    with conn.transaction():
+        if fields:
+            query = sql.SQL("UPDATE timetable.chain SET {} WHERE chain_id = %s").format(
+                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in fields))
+            conn.execute(query, [*fields.values(), chain["chain_id"]])
+        _set_options(conn, chain["chain_id"], time_zone, missed_runs)
+    return get_chain(conn, chain["chain_id"])
+
+
+def _check_task(values: dict[str, Any]) -> None:
+    if "kind" in values and str(values["kind"]).upper() not in KINDS:
+        raise InputError("kind", f"{values['kind']!r} is not one of {', '.join(KINDS)}")
+    if "command" in values and not (values["command"] or "").strip():
+        raise InputError("command", "must not be empty")
+    if values.get("timeout") is not None and int(values["timeout"]) < 0:
+        raise InputError("timeout", "must be 0 (none) or a positive number of milliseconds")
+
+
+def _check_parameters(parameters: list[Any] | None, kind: str) -> None:
+    for i, p in enumerate(parameters or []):
+        if p is not None and kind == "SQL" and not isinstance(p, list):
+            raise InputError(f"parameters[{i}]", "an SQL task's parameter row must be a JSON array (bound to $1..$n)")
+        if p is not None and kind == "PROGRAM" and not (isinstance(p, list) and all(isinstance(a, str) for a in p)):
+            raise InputError(f"parameters[{i}]", "a PROGRAM task's parameter row must be a JSON array of strings")
+
+
+def add_task(conn: psycopg.Connection, chain_ref: int | str, command: str, *, kind: str = "SQL",
+             parameters: list[Any] | None = None, **fields: Any) -> int:
+    unknown = set(fields) - set(TASK_COLUMNS)
+    if unknown:
+        raise InputError("task", f"unknown field(s): {', '.join(sorted(unknown))}")
+    values = {"command": command, "kind": kind.upper(), **fields}
+    _check_task(values)
+    _check_parameters(parameters, values["kind"])
+    chain = _chain_row(conn, chain_ref)
+    with conn.transaction():
+        if values.get("task_order") is None:
+            values["task_order"] = conn.execute(
+                "SELECT coalesce(max(task_order), 0) + 10 FROM timetable.task WHERE chain_id = %s",
+                (chain["chain_id"],)).fetchone()[0]
+        values["chain_id"] = chain["chain_id"]
+        query = sql.SQL("INSERT INTO timetable.task ({}) VALUES ({}) RETURNING task_id").format(
+            sql.SQL(", ").join(map(sql.Identifier, values)), sql.SQL(", ").join(sql.Placeholder() * len(values)))
+        tid = conn.execute(query, list(values.values())).fetchone()[0]
+        _replace_parameters(conn, tid, parameters)
+    return tid
+
+
+def _replace_parameters(conn, task_id: int, parameters: list[Any] | None) -> None:
+    if parameters is None:
+        return
+    conn.execute("DELETE FROM timetable.parameter WHERE task_id = %s", (task_id,))
+    for i, p in enumerate(parameters, 1):
+        conn.execute("INSERT INTO timetable.parameter (task_id, order_id, value) VALUES (%s, %s, %s)",
+                     (task_id, i, None if p is None else json.dumps(p)))
+
+
+def update_task(conn: psycopg.Connection, task_id: int, *, parameters: list[Any] | None = None,
+                **fields: Any) -> None:
+    unknown = set(fields) - set(TASK_COLUMNS)
+    if unknown:
+        raise InputError("task", f"unknown field(s): {', '.join(sorted(unknown))}")
+    _check_task(fields)
+    row = conn.execute("SELECT kind::text FROM timetable.task WHERE task_id = %s", (task_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"task {task_id} does not exist")
+    _check_parameters(parameters, str(fields.get("kind", row[0])).upper())
+    with conn.transaction():
+        if fields:
+            query = sql.SQL("UPDATE timetable.task SET {} WHERE task_id = %s").format(
+                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in fields))
+            conn.execute(query, [*fields.values(), task_id])
+        _replace_parameters(conn, task_id, parameters)
+
+
+def delete_task(conn: psycopg.Connection, task_id: int) -> None:
+    if not conn.execute("SELECT timetable.delete_task(%s)", (task_id,)).fetchone()[0]:
+        raise NotFoundError(f"task {task_id} does not exist")
+
+
+def move_task(conn: psycopg.Connection, task_id: int, direction: str) -> bool:
+    if direction not in ("up", "down"):
+        raise InputError("direction", "must be up or down")
+    if conn.execute("SELECT 1 FROM timetable.task WHERE task_id = %s", (task_id,)).fetchone() is None:
+        raise NotFoundError(f"task {task_id} does not exist")
+    return conn.execute(f"SELECT timetable.move_task_{direction}(%s)", (task_id,)).fetchone()[0]
+
+
+def live_engines(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT s.client_name FROM timetable.active_session s "
+                        "WHERE timetable._backend_alive(s.server_pid, NULL) ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+def run_chain(conn: psycopg.Connection, ref: int | str, *, worker: str | None = None,
+              delay_seconds: float = 0) -> dict[str, Any]:
+    """Run now (or after a delay) through ``notify_chain_start`` to the right engine."""
+    if delay_seconds < 0:
+        raise InputError("--delay", "must be 0 or more seconds")
+    chain = _chain_row(conn, ref)
+    engines = live_engines(conn)
+    target = worker or chain["client_name"] or (engines[0] if engines else None)
+    if target is None:
+        raise InputError("worker", "no engine is running for this database: start `pgtt-tui worker` first")
+    if chain["client_name"] and target != chain["client_name"]:
+        raise InputError("worker", f"chain {chain['chain_name']!r} runs only on engine {chain['client_name']!r}")
+    if target not in engines:
+        raise InputError("worker", f"engine {target!r} is not running (running: {', '.join(engines) or 'none'})")
+    conn.execute("SELECT timetable.notify_chain_start(%s, %s, %s)",
+                 (chain["chain_id"], target, timedelta(seconds=delay_seconds) if delay_seconds else None))
+    return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "worker": target,
+            "delay_seconds": delay_seconds}
+
+
+def stop_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+    """STOP every running instance, on whichever engines run it."""
+    chain = _chain_row(conn, ref)
+    engines = [r[0] for r in conn.execute(
+        "SELECT DISTINCT client_name FROM timetable.chain_run WHERE chain_id = %s AND status IN ('running', 'claimed')",
+        (chain["chain_id"],)).fetchall()]
+    for name in engines:
+        conn.execute("SELECT timetable.notify_chain_stop(%s, %s)", (chain["chain_id"], name))
+    return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "engines": engines}
+
+
+def set_live(conn: psycopg.Connection, ref: int | str, live: bool) -> dict[str, Any]:
+    chain = _chain_row(conn, ref)
+    conn.execute("UPDATE timetable.chain SET live = %s WHERE chain_id = %s", (live, chain["chain_id"]))
+    return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "live": live}
+
+
+def pause_chain(conn, ref):
+    return set_live(conn, ref, False)
+
+
+def resume_chain(conn, ref):
+    return set_live(conn, ref, True)
+
+
+def delete_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+    chain = _chain_row(conn, ref)
+    conn.execute("DELETE FROM timetable.chain WHERE chain_id = %s", (chain["chain_id"],))
+    return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "deleted": True}
+
+
+def chain_history(conn: psycopg.Connection, ref: int | str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent runs, newest first, each with its task executions (output, return codes)."""
+    chain = _chain_row(conn, ref)
+    with conn.cursor(row_factory=dict_row) as cur:
+        runs = cur.execute("SELECT run_id, due_at, trigger, client_name, claimed_at, started_at, finished_at, status, "
+                           "reason, txid FROM timetable.chain_run WHERE chain_id = %s ORDER BY run_id DESC LIMIT %s",
+                           (chain["chain_id"], limit)).fetchall()
+        for run in runs:
+            run["tasks"] = cur.execute(
+                "SELECT task_id, last_run, finished, returncode, output, params, ignore_error FROM "
+                "timetable.execution_log WHERE chain_id = %s AND txid = %s AND client_name = %s ORDER BY last_run",
+                (chain["chain_id"], run["txid"], run["client_name"])).fetchall() if run["txid"] else []
+    return runs
+
+
+def recent_log(conn: psycopg.Connection, *, limit: int = 100, level: str | None = None,
+               chain_id: int | None = None, text: str | None = None) -> list[dict[str, Any]]:
+    if level is not None and level.upper() not in ("DEBUG", "NOTICE", "INFO", "ERROR", "PANIC", "USER"):
+        raise InputError("level", f"{level!r} is not a log level")
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT ts, pid, log_level::text AS level, client_name, message, message_data FROM timetable.log "
+            "WHERE (%(lvl)s::text IS NULL OR log_level::text = %(lvl)s) "
+            "AND (%(cid)s::bigint IS NULL OR (message_data->>'chain')::bigint = %(cid)s) "
+            "AND (%(t)s::text IS NULL OR message ILIKE %(t)s) ORDER BY ts DESC LIMIT %(n)s",
+            {"lvl": level.upper() if level else None, "cid": chain_id, "t": f"%{text}%" if text else None,
+             "n": limit}).fetchall()
