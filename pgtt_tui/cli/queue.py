@@ -215,3 +215,9 @@ def ticker_cmd(
 
 def register(root: typer.Typer) -> None:
     root.command("ticker")(ticker_cmd)
+
+
+# --- pgq triggers (issue 8): `queue capture` / `queue captures`, in pgtt_tui/cli/queue_capture.py ---
+from pgtt_tui.cli import queue_capture as _queue_capture  # noqa: E402
+
+_queue_capture.register(app)
