@@ -515,7 +515,7 @@ def dump_lost_events(location: str, queue: str, node: str, from_tick: int, path:
                     break
                 for ev in cur.execute("SELECT * FROM pgq.get_batch_events(%s)", (batch["batch_id"],)).fetchall():
                     ev = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in ev.items()}
-                    ev["tick_id"] = batch["tick_id"]
+                    ev["tick_id"] = batch["cur_tick_id"]
                     events.append(ev)
                 cur.execute("SELECT pgq.finish_batch(%s)", (batch["batch_id"],))
         tmp = path.with_name(path.name + ".part")
