@@ -48,6 +48,7 @@ from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable.dblog import DbWriter
 from engine.timetable.executor import ChainExecutor
 from engine.timetable.options import TimetableOptions
+from engine.timetable.runstats import RunTimings
 
 CHANGED_CHANNEL = "pgtt_timetable_changed"
 _US = timedelta(microseconds=1)
@@ -120,6 +121,7 @@ class RunHandle:
     trigger: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    due_at: datetime | None = None  # the firing's due time, for the start-lag metric (tasks engineer)
 
 
 class Scheduler:
@@ -134,6 +136,7 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.running: dict[int, RunHandle] = {}
         self.stats = {"claimed": 0, "succeeded": 0, "failed": 0, "skipped": 0, "missed": 0}
+        self.timing = RunTimings()  # durations and start lag for /metrics (tasks engineer)
         self.last_loop_at: datetime | None = None
         self.ready = False
         self.error = ""
@@ -359,7 +362,7 @@ class Scheduler:
                                                        c_trig, c_old, c_new, c_ver))).fetchall()
         for run_id, chain_id, _due in claimed:
             self.stats["claimed"] += 1
-            self._launch(run_id, chain_id, kinds.get(chain_id, "cron"))
+            self._launch(run_id, chain_id, kinds.get(chain_id, "cron")).due_at = _due  # lag metric
         return len(rows) >= n
 
     # --- runs ----------------------------------------------------------------------------
@@ -382,7 +385,11 @@ class Scheduler:
                                            (handle.run_id, "stopped before it started", self.clock.now()))
                 else:
                     begun = True
+                    t0 = asyncio.get_running_loop().time()  # timings for /metrics (tasks engineer)
+                    if handle.due_at is not None:
+                        self.timing.lag.observe((self.clock.now() - handle.due_at).total_seconds())
                     outcome = await self.executor.execute(handle.run_id, handle.chain_id, handle.stop)
+                    self.timing.duration.observe(asyncio.get_running_loop().time() - t0)
                     outcome_status = outcome.status
                     if handle.trigger == "after" and outcome_status in ("skipped", "gone"):
                         # no finish_run for this run: let the dirty pass re-arm the @after chain

@@ -45,6 +45,8 @@ class TimetableService:
         for key, value in s.stats.items():
             out.append(Metric(f"pgtt_timetable_runs_{key}_total", float(value), labels, "counter",
                               f"chain runs {key} by this engine"))
+        if hasattr(s, "timing"):  # run durations and start lag (timetable tasks engineer)
+            out.extend(s.timing.metrics(labels))
         return out
 
 
@@ -53,4 +55,7 @@ def build_services(options) -> list[TimetableService]:
     from engine.worker import default_client_name  # noqa: PLC0415
 
     values = dict(options.for_module("timetable"))
-    return [TimetableService(TimetableOptions.from_mapping(options.client_name or default_client_name(), values))]
+    from engine.timetable.retention import build_services as retention  # noqa: PLC0415 - log retention (tasks eng.)
+
+    return [TimetableService(TimetableOptions.from_mapping(options.client_name or default_client_name(), values)),
+            *retention(options)]
