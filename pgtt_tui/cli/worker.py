@@ -65,30 +65,6 @@ def worker(
         "--log-max-rows", min=0, help="timetable: keep at most this many rows in each of timetable.log and "
         "execution_log (0: no limit)")] = 0,
     # ---- end timetable files/programs/REST/retention ---------------------------------------------
-    # ---- timetable: files, programs, REST, log retention (timetable tasks engineer) -------------
-    files: Annotated[list[str] | None, typer.Option(
-        "--file", "-f", help="timetable: run this SQL script or import this YAML chain file at start-up "
-        "(repeatable, in order)")] = None,
-    validate_files: Annotated[bool, typer.Option(
-        "--validate", help="timetable: only validate the --file YAML chain files, then exit")] = False,
-    replace_chains: Annotated[bool, typer.Option(
-        "--replace", help="timetable: --file YAML chains replace chains with the same name")] = False,
-    no_program_tasks: Annotated[bool, typer.Option(
-        "--no-program-tasks", envvar="PGTT_NOPROGRAMTASKS", help="timetable: start no programs at all "
-        "(PROGRAM tasks and the CopyToProgram / CopyFromProgram builtins fail)")] = False,
-    rest_port: Annotated[int, typer.Option(
-        "--rest-port", envvar="PGTT_RESTPORT", min=0, max=65535, help="HTTP endpoint port for /liveness, "
-        "/readiness, /startchain, /stopchain, /metrics (0: off)")] = 0,
-    rest_host: Annotated[str, typer.Option(
-        "--rest-host", help="address the HTTP endpoint binds to (0.0.0.0 exposes it, without authentication)")
-    ] = "127.0.0.1",
-    log_retention_days: Annotated[float, typer.Option(
-        "--log-retention-days", min=0, help="timetable: delete timetable.log / execution_log rows older than "
-        "this many days (0: keep)")] = 0,
-    log_max_rows: Annotated[int, typer.Option(
-        "--log-max-rows", min=0, help="timetable: keep at most this many rows in each of timetable.log and "
-        "execution_log (0: no limit)")] = 0,
-    # ---- end timetable files/programs/REST/retention ---------------------------------------------
     # ---- schedule (pgpro_scheduler job manager) ------------------------------------------------
     schedule_nodename: Annotated[str, typer.Option(
         "--schedule-nodename", help="schedule: run jobs of this node (default: the schedule.nodename setting, "
@@ -150,25 +126,6 @@ def worker(
             "root_ticker": cascade_root_ticker}
         if "cascade" not in wanted:
             wanted.append("cascade")
-    # ---- timetable: files, programs, REST, log retention (timetable tasks engineer) -------------
-    if no_program_tasks:
-        from engine.timetable import programs  # noqa: PLC0415
-
-        programs.set_programs_allowed(False)
-        module_options.setdefault("timetable", {})["no_program_tasks"] = True
-    if files:
-        from engine.timetable import chainfile  # noqa: PLC0415
-
-        with connect(settings) as conn:
-            for entry in chainfile.load_files(conn, list(files), validate_only=validate_files,
-                                              replace=replace_chains):
-                logging.getLogger("pgtt.worker").info("--file %s: %s", entry["file"], entry["action"])
-        if validate_files:
-            raise typer.Exit(0)
-    module_options["http"] = {"rest_port": rest_port, "rest_host": rest_host}
-    module_options["timetable_retention"] = {"log_retention_days": log_retention_days or None,
-                                             "log_max_rows": log_max_rows or None}
-    # ---- end timetable files/programs/REST/retention ---------------------------------------------
     # ---- timetable: files, programs, REST, log retention (timetable tasks engineer) -------------
     if no_program_tasks:
         from engine.timetable import programs  # noqa: PLC0415
