@@ -262,3 +262,15 @@ def test_cli_import_export(dsn, tmp_path):
     assert res.exit_code == 0 and "parameter-examples" in res.stdout and "hunter2" not in res.stdout
     with psycopg.connect(dsn, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM timetable.chain").fetchone()[0] == 2
+
+
+def test_root_cli_has_chain_import_export(dsn, tmp_path):
+    from pgtt_tui.cli import app
+
+    path = _write(tmp_path, "chains:\n  - {name: via-root, schedule: '*/5 * * * *', live: true, "
+                            "tasks: [{command: SELECT 1}]}\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["chain", "import", str(path), "--dsn", dsn])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["chain", "export", "via-root", "--dsn", dsn])
+    assert res.exit_code == 0 and yaml.safe_load(res.stdout)["chains"][0]["schedule"] == "*/5 * * * *"

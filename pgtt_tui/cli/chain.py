@@ -99,3 +99,9 @@ def delete(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: Jso
         raise typer.Exit(1)
     with _conn(ctx, dsn, "delete", write=True) as conn:
         emit(api.delete_chain(conn, chain), want_json(ctx, as_json))
+
+
+# chain import / export (pg_timetable YAML files): pgtt_tui/cli/chain_io.py (timetable tasks engineer)
+from pgtt_tui.cli import chain_io  # noqa: E402
+
+chain_io.register(app)
