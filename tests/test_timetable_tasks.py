@@ -552,6 +552,9 @@ async def test_engine_runs_program_and_builtin_tasks(dsn, tmp_path):
     assert rows[2][3] == 'NoOp task called with value: {"x": 1}'
     assert rows[4][3] == "bad" and rows[4][4] == '["-c", "import sys; print(\'bad\'); sys.exit(9)"]'
     assert "integer number of seconds" in rows[5][3]
+    # the Log builtin's text reaches timetable.log at INFO
+    assert q1(dsn, "SELECT count(*) FROM timetable.log WHERE log_level = 'INFO' AND message = %s",
+              ('{"Status": "WARNING"}',)) == 1
 
 
 async def test_engine_program_timeout_and_no_program_tasks(dsn, tmp_path):

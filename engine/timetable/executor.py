@@ -244,7 +244,8 @@ class ChainExecutor:
                         chain_deadline: float | None, stop: asyncio.Event) -> tuple[bool, str | None]:
         kind = get_kind(task.kind)
         ctx = TaskContext(task=task, chain_id=chain_id, run_id=run_id, client_name=self.options.client_name,
-                          settings=self.settings, chain_conn=conn, log=self.log, options=self.options)
+                          settings=self.settings, chain_conn=conn, log=self.log, options=self.options,
+                          extra={"writer": self.writer})  # the Log builtin writes timetable.log (tasks engineer)
         local = kind is not None and kind.in_chain_transaction(task)
         savepoint = local and task.ignore_error
         task_deadline = self._deadline(task.timeout or self.options.task_timeout_ms)
