@@ -1,7 +1,8 @@
 """A host App for the queue / cascade / plan screens in tests (issue 7).
 
 It is the console's own PgttApp (status bar, refresh, read-only, connections), started on
-one given screen instead of the five standard views, with a fixed clock for snapshots.
+one given screen (a mode named "main") instead of the overview, with a pinned header
+(no host:port of the test server) and, for snapshots, a fixed clock.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from textual.app import App
 from textual.screen import Screen
 
 from engine.db import ConnSettings
 from pgtt_tui.app import PgttApp
-from pgtt_tui.dbaccess import Db
+from pgtt_tui.dbaccess import ServerInfo
 
 FIXED_NOW = datetime(2026, 11, 21, 3, 0, 0, tzinfo=timezone.utc)
 APP_CSS = str(Path(__file__).resolve().parent.parent / "pgtt_tui" / "app.tcss")
+PINNED = ServerInfo(where="db.example:5432/prod", role="postgres", version="18.1")
 
 
 class HostApp(PgttApp):
@@ -26,29 +27,6 @@ class HostApp(PgttApp):
 
     def __init__(self, settings: ConnSettings, make_screen: Callable[[], Screen], *, read_only: bool = False,
                  refresh: float = 0.5, clock: Callable[[], datetime] | None = None) -> None:
-        if read_only:
-            from dataclasses import replace
-
-            settings = replace(settings, read_only=True)
-        self.settings = settings
-        self.read_only = settings.read_only
-        self.refresh_s = refresh
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
-        self.tz = timezone.utc
-        self.log_lines = 1000
-        self.demo = False
-        self.profile = ""
-        self.start_view = "main"
-        self.db = Db(settings)
-        self.paused = False
-        self.server = None
-        self.last_ok = None
-        self.lost_since = None
-        self.lost_error = ""
-        self.last_action = None
-        self._wanted_theme = None
-        self.MODES = {"main": make_screen}
-        App.__init__(self)
-
-    def _load_server_info(self) -> None:  # keep the status bar deterministic (no host:port)
-        return None
+        super().__init__(settings, refresh=refresh, read_only=read_only, clock=clock, tz=timezone.utc,
+                         start_view="main", server=PINNED)
+        self.add_mode("main", make_screen)
