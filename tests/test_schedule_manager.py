@@ -4,6 +4,7 @@ restart safety, exactly-once with several engines.  FakeClock: no sleeping for s
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -362,3 +363,23 @@ async def test_end_date_stops_a_running_job(sdb):
         assert st == "error" and "end_date" in msg
     finally:
         await m.close()
+
+
+async def test_a_job_that_leaves_its_role_is_rolled_back(sdb):
+    dsn, conn = sdb
+    clock = FakeClock(T0)
+    role = f"jobrole_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE ROLE "{role}"')
+    conn.execute("SELECT schedule.create_job(jsonb_build_object('cron', '* * * * *', 'run_as', %s::text, "
+                 "'commands', 'insert into t values (''x''); reset role'))", (role,))
+    m = manager(dsn, clock)
+    try:
+        await cycle(m, clock)
+        await cycle(m, clock, advance=60)
+        st, msg = conn.execute("SELECT status, message FROM schedule.get_log()").fetchone()
+        assert st == "error" and "changed its role" in msg
+        assert rows(conn, "SELECT count(*) FROM t") == [(0,)]
+    finally:
+        await m.close()
+        conn.execute(f'DROP OWNED BY "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')

@@ -195,31 +195,37 @@ SELECT (SELECT count(*) FROM schedule.cron_run WHERE state = 'planned' AND node 
 """
 
 CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s)"
-COUNT_CRON_RUNNING = "SELECT count(*) FROM schedule.cron_run WHERE state = 'working' AND node = %(node)s"
+ASSERT_ROLE = "SELECT schedule._assert_role(%s)"
 COUNT_AT_RUNNING = "SELECT count(*) FROM schedule.at_job WHERE status = 'processing' AND node = %(node)s"
 
-NEXT_CRON_CANDIDATE = """
-SELECT r.run_id, r.cron, r.scheduled_at, c.commands, c.same_transaction, c.onrollback, c.next_time_statement,
-       c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version,
-       (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') AS running
-  FROM schedule.cron_run r JOIN schedule.cron c ON c.id = r.cron
- WHERE r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
-   AND (r.deadline IS NULL OR r.deadline >= %(now)s)
- ORDER BY r.scheduled_at, r.run_id
- LIMIT 1
-"""
-
 SKIP_INSTANCES = """
-UPDATE schedule.cron_run SET state = 'error', finished = %(now)s,
-       message = 'max instances limit reached (' || %(limit)s || ' running): this firing was skipped'
- WHERE run_id = %(run_id)s
+UPDATE schedule.cron_run r SET state = 'error', finished = %(now)s,
+       message = 'max instances limit reached (' || c.max_instances || ' running): this firing was skipped'
+  FROM schedule.cron c
+ WHERE c.id = r.cron AND r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
+   AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') >= c.max_instances
 """
 
+# one statement (after the advisory lock): below the cluster-wide limit, take the oldest due run
 CLAIM_CRON = """
-UPDATE schedule.cron_run
+WITH cand AS (
+    SELECT r.run_id
+      FROM schedule.cron_run r JOIN schedule.cron c ON c.id = r.cron
+     WHERE r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
+       AND (r.deadline IS NULL OR r.deadline >= %(now)s)
+       AND (SELECT count(*) FROM schedule.cron_run w WHERE w.state = 'working' AND w.node = %(node)s) < %(limit)s
+       AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') < c.max_instances
+     ORDER BY r.scheduled_at, r.run_id
+     LIMIT 1)
+UPDATE schedule.cron_run r
    SET state = 'working', started = %(now)s, pid = pg_backend_pid(), engine = %(engine)s,
        backend_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
- WHERE run_id = %(run_id)s
+  FROM cand, schedule.cron c
+ WHERE r.run_id = cand.run_id AND c.id = r.cron
+RETURNING r.run_id, r.cron, r.scheduled_at, c.commands, c.same_transaction, c.onrollback, c.next_time_statement,
+          c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version,
+          set_config('schedule.job_id', r.cron::text, false) AS _id, set_config('schedule.job_kind', 'cron', false)
+          AS _kind, set_config('schedule.transaction_state', 'running', false) AS _state
 """
 
 CLAIM_AT = """
@@ -231,7 +237,10 @@ UPDATE schedule.at_job
               WHERE status = 'submitted' AND node = %(node)s AND NOT canceled AND run_after <= %(now)s
               ORDER BY run_after, submit_time, id
               LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING id, query, params, executor, max_duration, attempt, resubmit_limit
+RETURNING id, query, params, executor, max_duration, attempt, resubmit_limit,
+          set_config('schedule.job_id', id::text, false) AS _id, set_config('schedule.job_kind', 'at', false) AS _kind,
+          set_config('schedule.transaction_state', 'running', false) AS _state,
+          set_config('schedule.resubmit_after', '', false) AS _resubmit
 """
 
 FINISH_CRON = """
@@ -311,7 +320,7 @@ class Stats:
 
 
 class _RoleChanged(Exception):
-    pass
+    """(kept for the exception tuples; the role check is schedule._assert_role in SQL)"""
 
 
 class _Killed(Exception):
@@ -452,6 +461,7 @@ class DatabaseManager:
         args = {"now": now, "node": self.node}
         async with conn.transaction():
             a = await conn.execute(EXPIRE_CRON, args)
+            await conn.execute(SKIP_INSTANCES, args)
             b = await conn.execute(EXPIRE_AT, args)
             await conn.execute(FAIL_DEPENDENTS, args)
             await conn.execute(READY_DEPENDENTS, args)
@@ -621,6 +631,15 @@ class DatabaseManager:
         return (await cur.fetchone())[0]
 
     # --- executors ------------------------------------------------------------------------
+    async def prewarm(self, kind: str, n: int) -> None:
+        """Open idle executor connections ahead of a firing (connecting costs more than running)."""
+        want = min(n, self.max_workers if kind == "cron" else self.max_parallel_workers)
+        missing = want - len(self._idle[kind]) - len(self._tasks[kind])
+        if missing > 0:
+            role = "cron executor" if kind == "cron" else "at executor"
+            conns = await asyncio.gather(*(self._connect(role) for _ in range(missing)))
+            self._idle[kind].extend(conns)
+
     async def _executor_loop(self, kind: str) -> None:
         conn = self._idle[kind].pop() if self._idle[kind] else None
         try:
@@ -640,9 +659,9 @@ class DatabaseManager:
                     await self._run_at(conn, job)
                 await conn.execute("DISCARD ALL")
                 await self._session_setup(conn)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        except Exception as exc:  # noqa: BLE001 - an executor must not die silently; the run is recovered
             self.stats.last_error = _message(exc)
-            self.log.warning("schedule executor lost its connection: %s", _message(exc))
+            self.log.warning("schedule executor failed: %s", _message(exc))
             if conn is not None:
                 await conn.close()
             conn = None
@@ -655,25 +674,13 @@ class DatabaseManager:
                     await conn.close()
 
     async def _claim_cron(self, conn: psycopg.AsyncConnection, now: datetime) -> dict | None:
-        args = {"node": self.node, "now": now, "engine": self.engine_name}
+        args = {"node": self.node, "now": now, "engine": self.engine_name, "limit": self.max_workers}
         conn.row_factory = dict_row
         try:
-            async with conn.transaction():
+            async with conn.pipeline(), conn.transaction():  # one round trip: lock, claim, commit
                 await conn.execute(CLAIM_LOCK, (CRON_CLAIM_KEY,))
-                cur = await conn.execute(COUNT_CRON_RUNNING, args)
-                if (await cur.fetchone())["count"] >= self.max_workers:
-                    return None
-                while True:
-                    cur = await conn.execute(NEXT_CRON_CANDIDATE, args)
-                    job = await cur.fetchone()
-                    if job is None:
-                        return None
-                    if job["running"] >= job["max_instances"]:
-                        await conn.execute(SKIP_INSTANCES, {**args, "run_id": job["run_id"],
-                                                            "limit": job["max_instances"]})
-                        continue
-                    await conn.execute(CLAIM_CRON, {**args, "run_id": job["run_id"]})
-                    return job
+                cur = await conn.execute(CLAIM_CRON, args)
+            return await cur.fetchone()
         finally:
             conn.row_factory = psycopg.rows.tuple_row
 
@@ -710,27 +717,31 @@ class DatabaseManager:
                 return
 
     async def _user_sql(self, run: _Running, role: str, statements: list[str], params: list | None = None) -> None:
+        """Inside the caller's transaction: SET LOCAL ROLE, the job's SQL, the role check,
+        RESET ROLE (the last two pipelined)."""
         conn = run.conn
-        await conn.execute(_sql_role(role))
-        for stmt in statements:
-            run.in_user_sql = True
-            try:
-                if params is not None:
-                    async with psycopg.AsyncRawCursor(conn) as cur:
-                        await cur.execute(stmt, params, prepare=False)
-                else:
+        run.in_user_sql = True
+        try:
+            if params is not None:
+                await conn.execute(_sql_role(role))
+                async with psycopg.AsyncRawCursor(conn) as cur:
+                    await cur.execute(statements[0], params, prepare=False)
+                await conn.execute(ASSERT_ROLE, (role,))
+                await conn.execute("RESET ROLE")
+            else:
+                # the job's text goes alone (simple protocol: several statements are allowed)
+                await conn.execute(_sql_role(role))
+                for stmt in statements:
                     await conn.execute(stmt)
-            finally:
-                run.in_user_sql = False
-        cur = await conn.execute("SELECT current_user")
-        if (await cur.fetchone())[0] != role:
-            raise _RoleChanged(f"the job changed its role (SET ROLE / RESET ROLE); it must run as {role!r}")
-        await conn.execute("RESET ROLE")
+                async with conn.pipeline():
+                    await conn.execute(ASSERT_ROLE, (role,))
+                    await conn.execute("RESET ROLE")
+        finally:
+            run.in_user_sql = False
 
     async def _run_cron(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         self.stats.cron_started += 1
         run = _Running(conn)
-        await conn.execute(JOB_CONTEXT, {"id": str(job["cron"]), "kind": "cron"})
         watchdog = asyncio.create_task(self._watchdog(run, job["max_run_time"], job["end_date"]))
         commands: list[str] = job["commands"]
         errors: list[str] = []
@@ -756,8 +767,9 @@ class DatabaseManager:
                         break
         finally:
             watchdog.cancel()
-        state = "success" if ok else "failure"
-        await conn.execute("SELECT set_config('schedule.transaction_state', %s, false)", (state,))
+        if job["next_time_statement"] or (not ok and job["onrollback"]):
+            await conn.execute("SELECT set_config('schedule.transaction_state', %s, false)",
+                               ("success" if ok else "failure",))
         if not ok and job["onrollback"]:
             try:
                 async with conn.transaction():
@@ -803,7 +815,6 @@ class DatabaseManager:
     async def _run_at(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         self.stats.at_started += 1
         run = _Running(conn)
-        await conn.execute(JOB_CONTEXT, {"id": str(job["id"]), "kind": "at"})
         watchdog = asyncio.create_task(self._watchdog(run, job["max_duration"], None))
         try:
             async with conn.transaction():
@@ -852,6 +863,8 @@ class DatabaseManager:
                 until = now + timedelta(seconds=self.poll_seconds)
                 if wake is not None and wake < until:
                     until = max(wake, now)
+                if wake is not None and wake - now < timedelta(seconds=5):
+                    await self.prewarm("cron", self.max_workers)
                 await self._wait(stopping, until)
         finally:
             await self.close()

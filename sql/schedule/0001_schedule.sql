@@ -1444,6 +1444,17 @@ BEGIN
     END IF;
 END $$;
 
+-- Used by the engine before it commits a job's transaction: the job must not have left
+-- its run_as role (SET ROLE / RESET ROLE inside the job).
+CREATE FUNCTION schedule._assert_role(p_role text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+BEGIN
+    IF current_user::text <> p_role THEN
+        RAISE EXCEPTION 'the job changed its role to "%" (SET ROLE / RESET ROLE); it must run as "%"',
+            current_user, p_role USING ERRCODE = '42501';
+    END IF;
+END $$;
+
 CREATE FUNCTION schedule.version() RETURNS text
 LANGUAGE sql IMMUTABLE AS $$ SELECT 'pgtt-tui schedule 1 (pgpro_scheduler 2.x compatible API)'::text $$;
 
@@ -1468,6 +1479,7 @@ GRANT EXECUTE ON FUNCTION
     schedule.enable(), schedule.disable(), schedule.is_enabled(), schedule.start(), schedule.stop(),
     schedule.status(), schedule.version(),
     schedule._caller(), schedule._is_superuser(text), schedule._only_superuser(text),
-    schedule._all_job_status(), schedule._all_job_status_su(), schedule._cron_problem(text)
+    schedule._all_job_status(), schedule._all_job_status_su(), schedule._cron_problem(text),
+    schedule._assert_role(text)
 TO PUBLIC;
 GRANT SELECT ON schedule.job_status, schedule.all_job_status TO PUBLIC;
