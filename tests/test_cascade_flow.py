@@ -61,7 +61,15 @@ def check_exactly_once(c, producer, dumped=frozenset()):
     return got
 
 
+T0 = [0.0]
+
+
+def mark(what):
+    print(f"{time.monotonic() - T0[0]:7.2f}s {what}", flush=True)
+
+
 def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp_path):
+    T0[0] = time.monotonic()
     servers = make_servers(3, synchronous_commit="on")
     a, b, c, workers = build_cascade(servers, tmp_path)
     producer = Producer(a)
@@ -73,6 +81,7 @@ def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp
         assert st.root == "A" and st.nodes["B"].provider == "A" and st.nodes["C"].provider == "B"
 
         # switchover A -> B, the producer follows the root
+        mark('switchover A -> B, the producer follows the root')
         t0 = time.monotonic()
         plan = ops.plan_takeover(a, QUEUE, "A", "B")
         run_plan(plan)
@@ -84,6 +93,7 @@ def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp
         wait_until(lambda: max(producer.acked) > n_mark + 30, what="inserts at the new root")
 
         # and back B -> A
+        mark('and back B -> A')
         run_plan(ops.plan_takeover(b, QUEUE, "B", "A"))
         producer.root_dsn = a
         st = collect_status(a, QUEUE)
@@ -92,6 +102,7 @@ def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp
         wait_until(lambda: max(producer.acked) > n_mark + 30, what="inserts at A again")
 
         # change provider C: B -> A -> B
+        mark('change provider C: B -> A -> B')
         run_plan(ops.plan_change_provider(a, QUEUE, "C", "A"))
         assert collect_status(a, QUEUE).nodes["C"].provider == "A"
         n_mark = max(producer.acked)
@@ -102,6 +113,7 @@ def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp
         wait_leaf_has(c, producer, upto=n_mark)
 
         # failover: SIGKILL the root server (and its worker host)
+        mark('failover: SIGKILL the root server (and its worker host)')
         time.sleep(0.5)
         workers["A"].kill()
         servers[0].kill()
@@ -115,20 +127,23 @@ def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp
         wait_until(lambda: max(producer.acked) > n_mark + 30, what="inserts at the failover root")
 
         # resurrect the old root
+        mark('resurrect the old root')
         servers[0].start()
+        workers["A"].start()  # the old root's host is back, with its worker
         dump = tmp_path / "lost.json"
         plan = ops.plan_resurrect(a, QUEUE, "A", dump)
         run_plan(plan)
-        workers["A"].start()
         st = collect_status(b, QUEUE)
         assert st.nodes["A"].node_type == "branch" and st.nodes["A"].provider == "B" and not st.nodes["A"].dead
         time.sleep(1.0)
     finally:
         producer.stop()
     try:
+        mark('final')
         top = final_tick(b)
         wait_until(lambda: (completed(c) or 0) >= top, timeout=60, what="the leaf to reach the final tick")
         wait_until(lambda: (completed(a) or 0) >= top, timeout=60, what="the resurrected node to catch up")
+        mark('checks')
         data = json.loads(dump.read_text())
         dumped = {int(e["ev_data"]) for e in data["events"] if e["ev_type"] == "data"}
         got = check_exactly_once(c, producer, dumped)

@@ -538,7 +538,7 @@ def dump_lost_events(location: str, queue: str, node: str, from_tick: int, path:
 
 
 def plan_resurrect(dsn_of_member: str, queue: str, old_name: str, dump_file: str | Path,
-                   wait_timeout: float = 60.0) -> Plan:
+                   wait_timeout: float = 15.0) -> Plan:
     """Bring a dead old root back as a branch of the new root.
 
     ``dsn_of_member`` is any node that can reach the others (usually the old node itself).
