@@ -96,12 +96,13 @@ class PlanScreen(BaseView):
     ]
 
     DEFAULT_CSS = """
-    PlanScreen #plan-title { height: auto; max-height: 2; padding: 0 1; text-style: bold; }
+    PlanScreen #plan-title { height: 1; padding: 0 1; text-style: bold; text-wrap: nowrap; text-overflow: ellipsis; }
     PlanScreen #plan-main { height: 1fr; }
     PlanScreen #steps-panel { width: 34; }
+    PlanScreen #steps { overflow-x: hidden; }
     PlanScreen #detail-panel { width: 1fr; }
     PlanScreen #step-detail { height: auto; padding: 0 1; }
-    PlanScreen #output-panel { height: 8; }
+    PlanScreen #output-panel { height: 7; }
     PlanScreen #plan-output { height: 1fr; background: $surface; }
     PlanScreen #plan-hint { height: 1; padding: 0 1; background: $boost; }
     PlanScreen.-readonly #plan-hint { background: $warning 30%; }
@@ -133,15 +134,15 @@ class PlanScreen(BaseView):
         with Horizontal(id="plan-main"):
             with Vertical(classes="panel", id="steps-panel") as panel:
                 panel.border_title = f"Steps ({len(self.plan.steps)})"
-                table = VimTable(id="steps")
-                table.add_columns("", "#", "step")
+                table = VimTable(id="steps", show_header=False)
+                table.add_columns("state", "#", "step")
                 yield table
             with VerticalScroll(classes="panel", id="detail-panel") as panel:
                 panel.border_title = "Step"
                 yield Static("", id="step-detail")
         with Vertical(classes="panel", id="output-panel") as panel:
             panel.border_title = "Output"
-            yield RichLog(id="plan-output", markup=True, wrap=True, highlight=False, max_lines=2000)
+            yield RichLog(id="plan-output", markup=True, wrap=True, highlight=False, max_lines=2000, min_width=20)
         yield Static("", id="plan-hint")
 
     def on_mount(self) -> None:
@@ -172,7 +173,7 @@ class PlanScreen(BaseView):
         for i, step in enumerate(self.plan.steps):
             glyph, word = STEP_STATES[self._state_of(i)]
             flag = "⚠ " if step.irreversible else ""
-            rows.append((str(i), (f"{glyph} {word}", str(i + 1), clip(f"{flag}{step.title} @{step.node.name}", 40))))
+            rows.append((str(i), (f"{glyph}{word}", str(i + 1), clip(f"{flag}{step.title}", 19))))
         self.query_one("#steps", VimTable).sync_rows(rows)
 
     def step_text(self, i: int) -> str:
@@ -283,8 +284,8 @@ class PlanScreen(BaseView):
         text = ev.message
         kind = ev.kind
         if kind == EventKind.STEP_STARTED:
-            self._out(f"[b]▶ step {ev.step + 1}: {escape(text)}[/b] on {escape(ev.node or '')}",
-                      f"▶ step {ev.step + 1}: {text} on {ev.node}")
+            self._out(f"[b]▶ step {ev.step + 1} \\[{escape(ev.node or '')}]: {escape(text)}[/b]",
+                      f"▶ step {ev.step + 1} [{ev.node}]: {text}")
         elif kind == EventKind.CHECK_OK:
             detail = f" ({ev.data.get('detail')})" if ev.data.get("detail") else ""
             self._out(f"  [$success]✓[/] check {escape(text + detail)}", f"  ✓ check {text}{detail}")
