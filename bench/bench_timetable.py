@@ -1,0 +1,272 @@
+"""timetable engine benchmarks (issue 3): throughput, start latency, cost of finding due chains.
+
+One throw-away PostgreSQL server (the embedded 18, or ``--bindir`` e.g. PostgreSQL 15),
+fsync off as in the tests; the engine runs in this process (engine.timetable.Scheduler).
+
+(a) throughput: N trivial one-task SQL chains (``SELECT 1``, a local task in the chain
+    transaction) all due at the same minute, run by the engine; against a baseline in the
+    same run that issues the same statements plus the execution_log insert directly with
+    psycopg (BEGIN; SELECT 1; COMMIT; INSERT INTO timetable.execution_log …), once with as
+    many connections as the engine has cron workers and once on a single connection.
+    Target: engine / baseline ≥ 0.5.
+(b) latency: 1,000 chains due in the same second (a 6-field cron naming that second), real
+    clock; per chain the delay from the due time to the task start (execution_log.last_run).
+    Target: p99 < 100 ms.
+(c) scale: 100,000 chains defined; database time of the scheduler's per-tick queries
+    (DUE_SQL, NEXT_WAKE_SQL, DIRTY_SQL from engine/timetable/scheduler.py) by
+    EXPLAIN (ANALYZE, BUFFERS), with 0, 10, 100 and 1,000 chains due, and the same with
+    10,000 chains defined. Target: < 10 ms, growing with chains due, not defined.
+
+    python bench/bench_timetable.py [--bindir /usr/lib/postgresql/15/bin] [--n 2000] [--skip a,b,c]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine import schema  # noqa: E402
+from engine.clock import FakeClock, SystemClock  # noqa: E402
+from engine.db import ConnSettings  # noqa: E402
+from engine.embedded import Cluster, default_bindir  # noqa: E402
+from engine.timetable import scheduler as sched_mod  # noqa: E402
+from engine.timetable.options import TimetableOptions  # noqa: E402
+from engine.timetable.scheduler import Scheduler  # noqa: E402
+
+CLIENT = "bench"
+
+
+class StepClock(FakeClock):
+    """Fake time moved by the benchmark; sleepers wake when it passes their target."""
+
+    def __init__(self, start: datetime):
+        super().__init__(start)
+        self._events: set[asyncio.Event] = set()
+
+    def set(self, t: datetime) -> None:
+        super().set(t)
+        for ev in list(self._events):
+            ev.set()
+
+    async def sleep_until(self, t: datetime) -> None:
+        while self.now() < t:
+            ev = asyncio.Event()
+            self._events.add(ev)
+            try:
+                await ev.wait()
+            finally:
+                self._events.discard(ev)
+
+
+def fresh_db(cluster: Cluster, name: str) -> str:
+    with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {name}")
+    dsn = cluster.dsn(name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        schema.install(conn, ["pgtt", "timetable"])
+    return dsn
+
+
+def add_chains(dsn: str, n: int, run_at_sql: str, command: str = "SELECT 1") -> None:
+    """n live one-task chains; run_at_sql is an SQL expression of g (1..n)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"""
+            WITH c AS (
+                INSERT INTO timetable.chain (chain_name, run_at, live)
+                SELECT 'c' || g, {run_at_sql}, true FROM generate_series(1, %s) g
+                RETURNING chain_id)
+            INSERT INTO timetable.task (chain_id, task_order, kind, command)
+            SELECT chain_id, 10, 'SQL', %s FROM c""", (n, command))
+        conn.execute("ANALYZE")
+
+
+async def start_engine(dsn: str, clock, **opts) -> tuple[Scheduler, asyncio.Event, asyncio.Task]:
+    options = TimetableOptions(client_name=CLIENT, **opts).validate()
+    sched = Scheduler(ConnSettings(dsn=dsn, application_name="bench engine"), options, clock)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(sched.run(stopping))
+    while not sched.ready:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    return sched, stopping, task
+
+
+async def wait_for(dsn: str, query: str, target: int, timeout: float = 600) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (await (await conn.execute(query)).fetchone())[0] >= target:
+                return
+            await asyncio.sleep(0.01)
+    raise TimeoutError(query)
+
+
+# ---- (a) throughput --------------------------------------------------------------------------------
+
+async def engine_throughput(cluster: Cluster, n: int, workers: int) -> float:
+    dsn = fresh_db(cluster, "tt_a")
+    add_chains(dsn, n, "'* * * * *'")
+    clock = StepClock(datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc))
+    sched, stopping, task = await start_engine(dsn, clock, cron_workers=workers, poll_seconds=0.5)
+    await wait_for(dsn, "SELECT count(*) FROM timetable.chain_state WHERE next_due_at IS NOT NULL", n)
+    t0 = time.perf_counter()
+    clock.set(datetime(2030, 1, 1, 0, 1, 0, tzinfo=timezone.utc))
+    await wait_for(dsn, "SELECT count(*) FROM timetable.chain_run WHERE status = 'succeeded'", n)
+    elapsed = time.perf_counter() - t0
+    stopping.set()
+    await task
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        runs, logs = conn.execute("SELECT (SELECT count(*) FROM timetable.chain_run), "
+                                  "(SELECT count(*) FROM timetable.execution_log)").fetchone()
+    assert runs == n and logs == n, (runs, logs)
+    return n / elapsed
+
+
+async def baseline_throughput(cluster: Cluster, n: int, conns: int) -> float:
+    dsn = fresh_db(cluster, "tt_base")
+    insert = ("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, "
+              "ignore_error, kind, command, output, client_name, params) "
+              "VALUES (%s, %s, %s, %s, clock_timestamp(), 1, 0, false, 'SQL', 'SELECT 1', %s, 'bench', NULL)")
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            while not queue.empty():
+                i = queue.get_nowait()
+                started = datetime.now(timezone.utc)
+                await conn.execute("BEGIN")
+                cur = await conn.execute("SELECT 1")
+                tag = cur.statusmessage
+                await conn.execute("COMMIT")
+                await conn.execute(insert, (i, i, i, started, tag))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return n / (time.perf_counter() - t0)
+
+
+# ---- (b) latency -------------------------------------------------------------------------------------
+
+async def latency(cluster: Cluster, n: int, workers: int) -> dict[str, float]:
+    dsn = fresh_db(cluster, "tt_b")
+    due = (datetime.now(timezone.utc) + timedelta(seconds=20)).replace(microsecond=0)
+    cron = f"{due.second} {due.minute} {due.hour} {due.day} {due.month} *"
+    add_chains(dsn, n, f"'{cron}'")
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the cron text is in UTC
+        conn.execute("INSERT INTO timetable.chain_option (chain_id, time_zone) SELECT chain_id, 'UTC' "
+                     "FROM timetable.chain")
+    sched, stopping, task = await start_engine(dsn, SystemClock(), cron_workers=workers)
+    await wait_for(dsn, "SELECT count(*) FROM timetable.chain_state WHERE next_due_at IS NOT NULL", n)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        nexts = conn.execute("SELECT DISTINCT next_due_at FROM timetable.chain_state").fetchall()
+    assert nexts == [(due,)], (nexts, due)
+    if datetime.now(timezone.utc) >= due:
+        raise RuntimeError("set-up took longer than 20 s; the firing passed")
+    await wait_for(dsn, "SELECT count(*) FROM timetable.execution_log", n, timeout=300)
+    stopping.set()
+    await task
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        lags = [r[0] for r in conn.execute(
+            "SELECT extract(epoch FROM e.last_run - r.due_at) * 1000 FROM timetable.execution_log e "
+            "JOIN timetable.chain_run r ON r.chain_id = e.chain_id ORDER BY 1").fetchall()]
+    lags = [float(x) for x in lags]
+    q = statistics.quantiles(lags, n=100)
+    return {"p50": statistics.median(lags), "p99": q[98], "max": max(lags), "min": min(lags)}
+
+
+# ---- (c) scale of the due query ------------------------------------------------------------------------
+
+def explain_ms(conn: psycopg.Connection, query: str, params) -> float:
+    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params).fetchone()[0][0]
+    return float(plan["Execution Time"]) + float(plan.get("Planning Time", 0.0))
+
+
+async def scale(cluster: Cluster, defined: int) -> list[tuple[int, float, float, float]]:
+    dsn = fresh_db(cluster, f"tt_c{defined}")
+    t0 = time.perf_counter()
+    # spread over the day: one chain per (minute, hour) slot, round-robin
+    add_chains(dsn, defined, "((g %% 60)::text || ' ' || ((g / 60) %% 24)::text || ' * * *')")
+    print(f"  ({defined} chains inserted in {time.perf_counter() - t0:.1f} s)", flush=True)
+    clock = StepClock(datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc))
+    t0 = time.perf_counter()
+    sched, stopping, task = await start_engine(dsn, clock, poll_seconds=3600)
+    await wait_for(dsn, "SELECT count(*) FROM timetable.chain_state WHERE next_due_at IS NOT NULL", defined)
+    print(f"  (next due times of {defined} chains computed in {time.perf_counter() - t0:.1f} s)", flush=True)
+    stopping.set()
+    await task
+    out = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE timetable.chain_state")
+        nexts = [r[0] for r in conn.execute("SELECT next_due_at FROM timetable.chain_state "
+                                            "ORDER BY next_due_at").fetchall()]
+        for due in (0, 10, 100, 1000):
+            now = nexts[0] - timedelta(seconds=1) if due == 0 else nexts[due - 1]
+            # ties: count what is really due at this 'now'
+            really = sum(1 for t in nexts if t <= now)
+            params = {"me": CLIENT, "now": now, "n": 1000}
+            runs = []
+            for _ in range(7):
+                runs.append((explain_ms(conn, sched_mod.DUE_SQL, params),
+                             explain_ms(conn, sched_mod.NEXT_WAKE_SQL, {"me": CLIENT}),
+                             explain_ms(conn, sched_mod.DIRTY_SQL, (1000,))))
+            med = [statistics.median(col) for col in zip(*runs)]
+            out.append((really, *med))
+    return out
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bindir", default=None)
+    ap.add_argument("--n", type=int, default=2000, help="chains for the throughput test")
+    ap.add_argument("--workers", type=int, default=16, help="engine cron workers")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c")
+    args = ap.parse_args()
+    skip = set(args.skip.split(",")) if args.skip else set()
+    base = Path(tempfile.mkdtemp(prefix="pgtt-bench-"))
+    base.chmod(0o755)  # the server may run as another OS user (root cannot run PostgreSQL)
+    cluster = Cluster(base=base / "pg", bindir=Path(args.bindir) if args.bindir else default_bindir(), fast=True,
+                      settings={"max_connections": "200"})
+    cluster.init()
+    cluster.start()
+    try:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as c:
+            print(f"server: {c.execute('SHOW server_version').fetchone()[0]}", flush=True)
+        if "a" not in skip:
+            print(f"(a) throughput, {args.n} one-task chains, {args.workers} cron workers", flush=True)
+            eng = await engine_throughput(cluster, args.n, args.workers)
+            base_par = await baseline_throughput(cluster, args.n, args.workers)
+            base_one = await baseline_throughput(cluster, args.n, 1)
+            print(f"  engine                      {eng:9.0f} chains/s")
+            print(f"  baseline, {args.workers:2d} connections    {base_par:9.0f} runs/s   ratio {eng / base_par:.2f}")
+            print(f"  baseline, 1 connection      {base_one:9.0f} runs/s   ratio {eng / base_one:.2f}", flush=True)
+        if "b" not in skip:
+            print("(b) latency, 1000 chains due in the same second (real clock)", flush=True)
+            res = await latency(cluster, 1000, args.workers)
+            print("  due -> task start: p50 {p50:.1f} ms  p99 {p99:.1f} ms  min {min:.1f} ms  max {max:.1f} ms"
+                  .format(**res), flush=True)
+        if "c" not in skip:
+            for defined in (10_000, 100_000):
+                print(f"(c) per-tick query time with {defined} chains defined (median of 7, ms)", flush=True)
+                for due, due_ms, wake_ms, dirty_ms in await scale(cluster, defined):
+                    print(f"  due {due:5d}: DUE_SQL {due_ms:7.3f}  NEXT_WAKE_SQL {wake_ms:6.3f}  "
+                          f"DIRTY_SQL {dirty_ms:6.3f}  total {due_ms + wake_ms + dirty_ms:7.3f}", flush=True)
+    finally:
+        cluster.stop(mode="immediate")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
