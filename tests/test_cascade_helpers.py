@@ -74,6 +74,11 @@ class WorkerProc:
         self.proc = subprocess.Popen(args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
                                      cwd=str(REPO))
 
+    def ensure_running(self) -> None:
+        """Like systemd's Restart=always: the worker CLI exits if its server is down at start-up."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
