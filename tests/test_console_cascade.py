@@ -3,14 +3,15 @@
 One cascade A (root) → B (branch) → C (leaf, stores events in a sink table), real workers
 (the ``pgtt-tui worker`` CLI), a producer inserting at the root all along.  Entirely with
 keys: a switchover A → B, a change of provider stopped half-way (the nodes are where the
-screen says), a failover to A after SIGKILL of B's server.  At the end every event the
+screen says), a failover to A after SIGKILL of B's server, and B resurrected as a branch once its
+server is back.  At the end every event the
 producer got a commit for is at the leaf exactly once (by ev_id)."""
 
 from __future__ import annotations
 
 import json
+import time
 
-import psycopg
 import pytest
 
 from console_host import HostApp
@@ -159,6 +160,7 @@ async def test_switchover_cancel_and_failover_with_keys(make_servers, tmp_path):
 
             # --- failover: B's server dies; A takes over ----------------------------------------
             producer.root_dsn = a  # A is a branch now: inserts are refused (not acknowledged)
+            time.sleep(0.3)  # let an insert already under way at B commit first
             top = final_tick(b)
             wait_until(lambda: (completed(a) or 0) >= top and (completed(c) or 0) >= top, timeout=60,
                        what="A and C to have everything B had")
@@ -178,6 +180,26 @@ async def test_switchover_cancel_and_failover_with_keys(make_servers, tmp_path):
             await wait_for(pilot, lambda: cascade.status.root == "A", what="the tree to show A as root")
             mark = max(producer.acked)
             wait_until(lambda: max(producer.acked) > mark + 20, what="inserts at the new root A")
+
+            # --- resurrect: B's server is back; it rejoins as a branch of A -------------------
+            servers[1].start()
+            workers["B"].start()
+            await wait_for(pilot, lambda: cascade.status.nodes["B"].reachable, what="B answering again")
+            await select_node(pilot, tree, "B")
+            await pilot.press("e")
+            await pilot.press("enter")  # the proposed dump file in journal_dir
+            await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=20, what="the resurrect plan")
+            plan = app.screen
+            assert plan.plan.title.startswith("resurrect B")
+            await run_all_steps(pilot, app, plan)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is cascade)
+            st = collect_status(c, QUEUE)
+            assert st.nodes["B"].node_type == "branch" and st.nodes["B"].provider == "A" and not st.nodes["B"].dead
+            dumps = list(tmp_path.glob("resurrect-B-*.json"))
+            assert len(dumps) == 1
+            lost = [e for e in json.loads(dumps[0].read_text())["events"] if e["ev_type"] == "data"]
+            assert lost == []  # A had everything B had: nothing was cut off
     finally:
         producer.stop()
         for w in workers.values():

@@ -478,6 +478,10 @@ class PlanScreen(BaseView):
 
         self.app.push_screen(ConfirmScreen("Leave a half-run plan", body), done)
 
+    def on_unmount(self) -> None:
+        if self.running is None:
+            self.runner.close()  # the app quit with the plan open: do not leave connections behind
+
     def _close(self) -> None:
         self.runner.close()
         self.dismiss(self.finished)
