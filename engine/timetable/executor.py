@@ -127,7 +127,7 @@ class ChainExecutor:
         txid = 0
         outcome = RunOutcome("failed", "engine error")
         run_at = None
-        started = False
+        started: bool | None = None  # None: unknown (start_run may have committed)
         try:
             async with self.pool.connection() as conn:
                 # PG 14+: a backend notices within a second that a killed engine is gone, so its
@@ -137,6 +137,8 @@ class ChainExecutor:
                 state = (await (await conn.execute(check + "timetable.start_run(%s, %s, %s)",
                                                    (run_id, self.clock.now(),
                                                     self.options.default_max_instances))).fetchone())[1]
+                if state in ("skipped", "gone"):
+                    started = False
                 if state == "skipped":
                     self.writer.message("INFO", "Cannot proceed: max_instances reached; run skipped",
                                         {"chain": chain_id, "run": run_id})
@@ -173,7 +175,7 @@ class ChainExecutor:
             outcome = RunOutcome("failed", f"database error: {redact(str(exc).strip())}")
             return outcome
         finally:
-            if started:
+            if started is not False:  # finish_run only touches a run still claimed/running
                 await asyncio.shield(self._finish(run_id, chain_id, outcome, txid, run_at))
 
     async def _finish(self, run_id: int, chain_id: int, outcome: RunOutcome, txid: int, run_at: str | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from engine.errors import InputError
@@ -24,6 +24,8 @@ class TimetableOptions:
     missed_grace_seconds: float = 10.0  # a firing later than this is "missed" (policy applies)
     claim_batch: int = 1000
     no_program_tasks: bool = False  # --no-program-tasks (enforced by the PROGRAM/BUILTIN kinds)
+    #: options of other timetable pieces (files, REST, retention ...), passed through untouched
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TimetableOptions":
         if not self.client_name:
@@ -41,8 +43,7 @@ class TimetableOptions:
 
     @classmethod
     def from_mapping(cls, client_name: str, values: dict[str, Any]) -> "TimetableOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise InputError("timetable options", f"unknown option(s): {', '.join(sorted(unknown))}")
-        return cls(client_name=client_name, **{k: v for k, v in values.items() if k != "client_name"}).validate()
+        known = {f.name for f in fields(cls)} - {"extra", "client_name"}
+        mine = {k: v for k, v in values.items() if k in known}
+        extra = {k: v for k, v in values.items() if k not in known and k != "client_name"}
+        return cls(client_name=client_name, extra=extra, **mine).validate()

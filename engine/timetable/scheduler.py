@@ -121,6 +121,7 @@ class RunHandle:
     trigger: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    begun: bool = False
     due_at: datetime | None = None  # the firing's due time, for the start-lag metric (tasks engineer)
 
 
@@ -143,6 +144,7 @@ class Scheduler:
         self._cron_sem = asyncio.Semaphore(options.cron_workers)
         self._interval_sem = asyncio.Semaphore(options.interval_workers)
         self._bg: set[asyncio.Task] = set()
+        self._starved = False
         self.writer: DbWriter | None = None
         self.pool = None
 
@@ -217,9 +219,13 @@ class Scheduler:
 
     async def _shutdown_runs(self, graceful: bool) -> None:
         handles = list(self.running.values())
+        for h in handles:  # claimed but still queued for a worker slot: release, do not drain
+            if not h.begun and h.task is not None:
+                h.task.cancel()
         if graceful and handles:
-            tasks = [h.task for h in handles if h.task is not None]
-            await asyncio.wait(tasks, timeout=30)
+            tasks = [h.task for h in handles if h.task is not None and h.begun]
+            if tasks:
+                await asyncio.wait(tasks, timeout=30)
         for h in list(self.running.values()):
             if h.task is not None and not h.task.done():
                 h.task.cancel()
@@ -300,8 +306,17 @@ class Scheduler:
                 self.writer.message("ERROR", f"bad schedule: {exc}", {"chain": chain_id})
             return None
 
+    def _capacity(self) -> int:
+        """How many firings to claim now: a little more than our free worker slots, so that
+        when several engines share the work, each takes what it can run right away."""
+        slots = 2 * (self.options.cron_workers + self.options.interval_workers)
+        return min(self.options.claim_batch, slots - len(self.running))
+
     async def _claim_due(self, ctl: psycopg.AsyncConnection, now: datetime) -> bool:
-        n = self.options.claim_batch
+        n = self._capacity()
+        if n <= 0:
+            self._starved = True  # a finishing run wakes the loop again
+            return False
         rows = await (await ctl.execute(DUE_SQL, {"me": self.options.client_name, "now": now, "n": n})).fetchall()
         if not rows:
             return False
@@ -384,7 +399,7 @@ class Scheduler:
                         await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
                                            (handle.run_id, "stopped before it started", self.clock.now()))
                 else:
-                    begun = True
+                    begun = handle.begun = True
                     t0 = asyncio.get_running_loop().time()  # timings for /metrics (tasks engineer)
                     if handle.due_at is not None:
                         self.timing.lag.observe((self.clock.now() - handle.due_at).total_seconds())
@@ -406,7 +421,8 @@ class Scheduler:
             self.stats["failed"] += 1
         finally:
             self.running.pop(handle.run_id, None)
-            if handle.trigger == "after":
+            if handle.trigger == "after" or self._starved:
+                self._starved = False
                 self.wake.set()
 
     async def _release_claim(self, run_id: int) -> None:
