@@ -172,3 +172,18 @@ def test_snapshot_queue_view(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_the_console_app_opens_queues_and_cascade_views(qdsn):
+    """The real PgttApp: view 6 is Queues, view 7 is Cascade (not a cascade node here)."""
+    from pgtt_tui.app import PgttApp
+    from pgtt_tui.screens.cascade import CascadeScreen
+
+    app = PgttApp(ConnSettings(dsn=qdsn), start_view="queues", refresh=0.5)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, QueuesScreen))
+        await wait_for(pilot, lambda: app.screen.query_one("#queues", VimTable).row_count == 2)
+        await pilot.press("7")
+        await wait_for(pilot, lambda: isinstance(app.screen, CascadeScreen))
+        await wait_for(pilot, lambda: app.screen.last_data is not None)
+        assert app.screen.last_data.status is None and "not a cascade node" in app.screen.last_data.note
