@@ -150,16 +150,20 @@ BEGIN
 END
 $$;
 
--- Build the per-table, per-trigger cache entry. Fields (separated by chr(30)):
+-- Build the per-table, per-trigger cache entry: two parts separated by chr(29), each a list of
+-- fields separated by chr(30). Part 1 (read on every row):
 --  1 fingerprint  2 trigger arguments  3 queue  4 flags  5 schema.table
 --  6 unknown-magic-column error ('' if none)  7..10 ev_type for INSERT, UPDATE, DELETE, TRUNCATE
---  11..13 encoder SQL for INSERT, UPDATE, DELETE  14 jsontriga fast path: regexp that quotes
---  numeric values  15 key columns (table order) for the fast UPDATE check  16 truncate error
+--  11 jsontriga fast path: regexp that quotes numeric values  12 key columns (table order) for the
+--  fast UPDATE check  13 truncate error  14 fingerprint mode (r: the primary key is the replica
+--  identity index, read from the relcache; i: look it up in pg_index).
+-- Part 2 (read only when a row needs it): the encoder SQL for INSERT, UPDATE, DELETE.
 -- Flags: S skip, B backup, D deny, K has a key, F/G jsontriga fast path for INSERT+DELETE/UPDATE.
-CREATE FUNCTION pgq._trg_build(kind text, relid oid, args text[], fp text) RETURNS text
+CREATE FUNCTION pgq._trg_build(kind text, relid oid, args text[]) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     sep constant text := chr(30);
+    args_text constant text := args::text;  -- as the trigger sees TG_ARGV (lower bound 0)
     queue text;
     arg text;
     o_skip boolean := false;
@@ -216,6 +220,8 @@ DECLARE
     trunc_err text := '';
     f integer;
     out_sql text;
+    fp text;
+    fp_mode text;
 BEGIN
     args := array(SELECT unnest(args));  -- TG_ARGV counts from 0
     queue := args[1];
@@ -255,10 +261,21 @@ BEGIN
         trunc_err := 'Custom expressions do not make sense for truncater trigger';
     END IF;
 
-    SELECT n.nspname, c.relname INTO nsp, rel
+    SELECT n.nspname, c.relname, CASE WHEN c.relreplident = 'd' THEN 'r' ELSE 'i' END INTO nsp, rel, fp_mode
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = relid;
     fqname := nsp || '.' || rel;
+    -- the same expressions as in the trigger body
+    IF fp_mode = 'r' THEN
+        fp := array(SELECT a.xmin FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = relid AND a.attnum > 0 ORDER BY a.attnum)::text
+              || coalesce(pg_catalog.pg_get_replica_identity_index(relid)::oid::text, '-');
+    ELSE
+        fp := array(SELECT a.xmin FROM pg_catalog.pg_attribute a
+                     WHERE a.attrelid = relid AND a.attnum > 0 ORDER BY a.attnum)::text
+              || coalesce((SELECT i.indexrelid::text FROM pg_catalog.pg_index i
+                            WHERE i.indrelid = relid AND i.indisprimary), '-');
+    END IF;
 
     -- primary key: the primary key index's own attributes, in index order
     SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO pk_detected
@@ -496,7 +513,7 @@ BEGIN
     IF fast_upd THEN flags := flags || 'G'; END IF;
 
     out_sql := concat_ws(sep,
-        fp, args::text, queue, flags, fqname, magic_err,
+        fp, args_text, queue, flags, fqname, magic_err,
         CASE kind WHEN 'j' THEN format('{"op":"INSERT","table":[%s,%s],"pkey":[%s]}', to_json(nsp), to_json(rel), pk_json)
                   WHEN 'u' THEN 'I:' || pk_type ELSE 'I' END,
         CASE kind WHEN 'j' THEN format('{"op":"UPDATE","table":[%s,%s],"pkey":[%s]}', to_json(nsp), to_json(rel), pk_json)
@@ -505,11 +522,10 @@ BEGIN
                   WHEN 'u' THEN 'D:' || pk_type ELSE 'D' END,
         CASE kind WHEN 'j' THEN format('{"op":"TRUNCATE","table":[%s,%s],"pkey":[%s]}', to_json(nsp), to_json(rel), pk_json)
                   ELSE 'R' END,
-        q_ins, q_upd, q_del,
         CASE WHEN cardinality(numfix) = 0 THEN ''
              ELSE '([{,]' || '(?:' || array_to_string(numfix, '|') || '):)([^",}]+)' END,
-        key_cols::text, trunc_err);
-    RETURN out_sql;
+        key_cols::text, trunc_err, fp_mode);
+    RETURN out_sql || chr(29) || concat_ws(sep, q_ins, q_upd, q_del);
 END
 $$;
 
@@ -521,6 +537,7 @@ CREATE OR REPLACE FUNCTION pgq.%NAME%() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
     c text[];
+    sqls text[];
     s text;
     fp text;
     k text;
@@ -556,28 +573,39 @@ BEGIN
         RAISE EXCEPTION 'pgq trigger must have destination queue as argument';
     END IF;
 
+    -- the session cache (see the top of sql/pgq/0004_triggers.sql), checked against the catalogs
     k := 'pgq_trg.%KIND%' || TG_RELID || '_' || to_hex(hashtext(TG_NAME));
-    fp := array(SELECT a.xmin FROM pg_catalog.pg_attribute a
-                 WHERE a.attrelid IN (TG_RELID, coalesce((SELECT i.indexrelid FROM pg_catalog.pg_index i
-                                                           WHERE i.indrelid = TG_RELID AND i.indisprimary), 0))
-                   AND a.attnum > 0
-                 ORDER BY a.attrelid, a.attnum)::text;
     s := current_setting(k, true);
     IF s <> '' THEN
         c := string_to_array(s, chr(30));
+        IF c[14] = 'r' THEN
+            fp := array(SELECT a.xmin FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = TG_RELID AND a.attnum > 0 ORDER BY a.attnum)::text
+                  || coalesce(pg_catalog.pg_get_replica_identity_index(TG_RELID)::oid::text, '-');
+        ELSE
+            fp := array(SELECT a.xmin FROM pg_catalog.pg_attribute a
+                         WHERE a.attrelid = TG_RELID AND a.attnum > 0 ORDER BY a.attnum)::text
+                  || coalesce((SELECT i.indexrelid::text FROM pg_catalog.pg_index i
+                                WHERE i.indrelid = TG_RELID AND i.indisprimary), '-');
+        END IF;
+        IF c[1] <> fp OR c[2] <> TG_ARGV::text THEN
+            c := NULL;
+        END IF;
     END IF;
-    IF c IS NULL OR c[1] <> fp OR c[2] <> TG_ARGV::text THEN
-        s := pgq._trg_build('%KIND%', TG_RELID, TG_ARGV, fp);
-        c := string_to_array(s, chr(30));
-        IF strpos(TG_ARGV::text, chr(30)) = 0 THEN
-            PERFORM set_config(k, s, false);
+    IF c IS NULL THEN
+        s := pgq._trg_build('%KIND%', TG_RELID, TG_ARGV);
+        c := string_to_array(split_part(s, chr(29), 1), chr(30));
+        sqls := string_to_array(split_part(s, chr(29), 2), chr(30));
+        IF strpos(TG_ARGV::text, chr(30)) = 0 AND strpos(TG_ARGV::text, chr(29)) = 0 THEN
+            PERFORM set_config(k, split_part(s, chr(29), 1), false);
+            PERFORM set_config(k || 's', split_part(s, chr(29), 2), false);
         END IF;
     END IF;
     flags := c[4];
 
     IF op = 'TRUNCATE' THEN
-        IF c[16] <> '' THEN
-            RAISE EXCEPTION '%', c[16];
+        IF c[13] <> '' THEN
+            RAISE EXCEPTION '%', c[13];
         END IF;
     ELSIF op <> 'INSERT' AND strpos(flags, 'K') = 0 THEN
         RAISE EXCEPTION 'Update/Delete on table without pkey';
@@ -606,10 +634,10 @@ BEGIN
     IF strpos(flags, CASE WHEN op = 'UPDATE' THEN 'G' ELSE 'F' END) > 0 THEN
         -- jsontriga, plain built-in column types: row_to_json() renders them as PgQ does
         IF op = 'UPDATE' THEN
-            IF c[15] <> '{}' THEN
+            IF c[12] <> '{}' THEN
                 nj := to_jsonb(NEW);
                 oj := to_jsonb(OLD);
-                FOREACH kc IN ARRAY c[15]::text[] LOOP
+                FOREACH kc IN ARRAY c[12]::text[] LOOP
                     IF (nj -> kc) IS DISTINCT FROM (oj -> kc) THEN
                         RAISE EXCEPTION 'primary key update not allowed';
                     END IF;
@@ -624,19 +652,22 @@ BEGIN
         ELSE
             ev_data := row_to_json(OLD)::text;
         END IF;
-        IF c[14] <> '' THEN
-            ev_data := regexp_replace(ev_data, c[14], '\1"\2"', 'g');
+        IF c[11] <> '' THEN
+            ev_data := regexp_replace(ev_data, c[11], '\1"\2"', 'g');
             IF e2 IS NOT NULL THEN
-                e2 := regexp_replace(e2, c[14], '\1"\2"', 'g');
+                e2 := regexp_replace(e2, c[11], '\1"\2"', 'g');
             END IF;
         END IF;
     ELSE
+        IF sqls IS NULL THEN
+            sqls := string_to_array(current_setting(k || 's'), chr(30));
+        END IF;
         IF op = 'INSERT' THEN
-            EXECUTE c[11] INTO r USING NEW;
+            EXECUTE sqls[1] INTO r USING NEW;
         ELSIF op = 'UPDATE' THEN
-            EXECUTE c[12] INTO r USING NEW, OLD;
+            EXECUTE sqls[2] INTO r USING NEW, OLD;
         ELSE
-            EXECUTE c[13] INTO r USING OLD;
+            EXECUTE sqls[3] INTO r USING OLD;
         END IF;
         IF r.chk <> 'ok' THEN
             IF r.chk = 'pk' THEN
