@@ -69,9 +69,13 @@ def mark(what):
 
 
 def test_cascade_switchover_change_provider_failover_resurrect(make_servers, tmp_path):
+    scenario(make_servers(3, synchronous_commit="on"), tmp_path)
+
+
+def scenario(servers, tmp_path, real_extensions=False):
+    """The whole walk; also run on the real pgq / pgq_node extensions (test_cascade_real_ext)."""
     T0[0] = time.monotonic()
-    servers = make_servers(3, synchronous_commit="on")
-    a, b, c, workers = build_cascade(servers, tmp_path)
+    a, b, c, workers = build_cascade(servers, tmp_path, real_extensions)
     producer = Producer(a)
     producer.start()
     try:

@@ -423,9 +423,6 @@ declare
     v_ok boolean;
     q record;
 begin
-    if i_step not in (1, 2, 3) then
-        raise exception 'incorrect step number';
-    end if;
     select node_type, worker_name into v_type, v_worker
       from pgq_node.node_info where queue_name = i_queue_name for update;
     if not found then
@@ -444,6 +441,10 @@ begin
     if i_step = 1 then
         update pgq.queue set queue_disable_insert = true, queue_external_ticker = true
          where queue_name = i_queue_name;
+        if not found then
+            select 404, 'Huh, no queue?: ' || i_queue_name into ret_code, ret_note;
+            return;
+        end if;
         select 200, 'Step 1: Writing disabled for: ' || i_queue_name into ret_code, ret_note;
     elsif i_step = 2 then
         set local session_replication_role = 'replica';
@@ -452,13 +453,15 @@ begin
         last_tick := nextval(q.queue_tick_seq::regclass);
         perform pgq.ticker(i_queue_name, last_tick, now(), nextval(q.queue_event_seq::regclass));
         select 200, 'Step 2: Inserted last tick: ' || i_queue_name into ret_code, ret_note;
-    else
+    elsif i_step = 3 then
         last_tick := pgq_node._queue_top(i_queue_name);
         update pgq_node.node_info set node_type = 'branch' where queue_name = i_queue_name;
         update pgq_node.local_state
            set provider_node = i_new_provider, last_tick_id = last_tick, uptodate = false
          where queue_name = i_queue_name and consumer_name = v_worker;
         select 200, 'Step 3: Demoted root to branch: ' || i_queue_name into ret_code, ret_note;
+    else
+        raise exception 'incorrect step number';
     end if;
     return;
 end;
