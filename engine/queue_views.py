@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 
 from engine.pgq import api as pgq_api
+from engine.pgq import capture
 
 Q_CASCADE_QUEUES = """
 SELECT queue_name FROM pgq_node.node_info ORDER BY queue_name
@@ -24,26 +25,29 @@ Q_HAS_PGQ = "SELECT to_regclass('pgq.queue') IS NOT NULL"
 
 @dataclass
 class QueuesSnapshot:
-    """Every queue of this database with its consumers (``consumers[queue_name]``)."""
+    """Every queue of this database with its consumers (``consumers[queue_name]``) and the
+    tables whose capture triggers feed it (``feeders[queue_name]``)."""
 
     queues: list[pgq_api.QueueInfo]
     consumers: dict[str, list[pgq_api.ConsumerInfo]] = field(default_factory=dict)
     installed: bool = True
+    feeders: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"installed": self.installed, "queues": [q.as_dict() for q in self.queues],
-                "consumers": {k: [c.as_dict() for c in v] for k, v in self.consumers.items()}}
+                "consumers": {k: [c.as_dict() for c in v] for k, v in self.consumers.items()},
+                "feeders": self.feeders}
 
 
 def queues_snapshot(conn: psycopg.Connection) -> QueuesSnapshot:
-    """All queues and all consumers in two statements (cheap enough for a 1 s poll)."""
+    """All queues, consumers and capture triggers in three statements (cheap enough for a 1 s poll)."""
     if not conn.execute(Q_HAS_PGQ).fetchone()[0]:
         return QueuesSnapshot([], {}, installed=False)
     queues = pgq_api.list_queues(conn)
     by_queue: dict[str, list[pgq_api.ConsumerInfo]] = {q.queue_name: [] for q in queues}
     for c in pgq_api.consumers(conn):
         by_queue.setdefault(c.queue_name, []).append(c)
-    return QueuesSnapshot(queues, by_queue)
+    return QueuesSnapshot(queues, by_queue, feeders=capture.tables_by_queue(conn))
 
 
 def set_ticker_paused(conn: psycopg.Connection, queue: str, paused: bool) -> bool:

@@ -187,3 +187,22 @@ async def test_the_console_app_opens_queues_and_cascade_views(qdsn):
         await wait_for(pilot, lambda: isinstance(app.screen, CascadeScreen))
         await wait_for(pilot, lambda: app.screen.last_data is not None)
         assert app.screen.last_data.status is None and "not a cascade node" in app.screen.last_data.note
+
+
+async def test_consumers_panel_names_the_tables_feeding_the_queue(qdsn):
+    from engine.pgq import capture
+
+    with psycopg.connect(qdsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.orders_src (id int PRIMARY KEY, note text)")
+        capture.add_capture(conn, "public.orders_src", "orders", fmt="json")
+    app = HostApp(ConnSettings(dsn=qdsn), QueuesScreen)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        queues = screen.query_one("#queues", VimTable)
+        await wait_for(pilot, lambda: queues.row_count == 2)
+        panel = screen.query_one("#consumers-panel")
+        queues.move_cursor(row=[rk.value for rk in queues.rows].index("orders"))
+        await wait_for(pilot, lambda: "orders_src" in str(panel.border_subtitle))
+        assert str(panel.border_subtitle).startswith("fed by ")
+        queues.move_cursor(row=[rk.value for rk in queues.rows].index("audit"))
+        await wait_for(pilot, lambda: str(panel.border_subtitle) == "no capture triggers")

@@ -72,6 +72,15 @@ def consumer_cells(c: pgq_api.ConsumerInfo) -> tuple:
             "" if c.pending_events is None else str(c.pending_events))
 
 
+def feeders_text(tables: list[str], limit: int = 3) -> str:
+    """'fed by a, b, c +2' for the tables whose capture triggers write into the queue."""
+    if not tables:
+        return "no capture triggers"
+    shown = ", ".join(escape(t) for t in tables[:limit])
+    more = f" +{len(tables) - limit}" if len(tables) > limit else ""
+    return f"fed by {shown}{more}"
+
+
 class QueuesScreen(BaseView):
     VIEW = "queues"
     TITLE = "Queues"
@@ -132,10 +141,12 @@ class QueuesScreen(BaseView):
         if data is None or queue is None:
             table.sync_rows([])
             panel.border_title = "Consumers"
+            panel.border_subtitle = ""
             return
         rows = [(f"{queue}\x1f{c.consumer_name}", consumer_cells(c)) for c in data.consumers.get(queue, [])]
         table.sync_rows(rows)
         panel.border_title = f"Consumers of {escape(queue)} ({len(rows)})"
+        panel.border_subtitle = feeders_text(data.feeders.get(queue, []))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "queues":
