@@ -27,19 +27,55 @@ Per database, every pass (``DatabaseManager.step``):
    own connection and records its backend pid, which is what step 2 checks.
 
 Scheduled and one-time jobs have separate queues and limits (``max_workers`` and
-``max_parallel_workers``). A job runs on its own connection after ``SET ROLE`` to the job's
-run_as role (a quoted identifier); the engine checks, before committing, that the job did
-not switch roles, and rolls it back if it did. ``DISCARD ALL`` after every run drops what
-a job left behind (temp tables, session settings, advisory locks).
+``max_parallel_workers``).
 
-The engine's login role should be the schema owner or a superuser; if it is not a
-superuser it must be a member of every run_as role (``GRANT robot TO pgtt_engine``).
+How a job runs (the sandbox; the same for commands, onrollback and next_time_statement).
+The engine's login role is privileged (schema owner, often a superuser), and a job's session
+*is* that login, so a plain ``SET ROLE robot`` could be undone by the job (``RESET ROLE``,
+``SET ROLE postgres``, ``SET SESSION AUTHORIZATION``, ``set_config('role', …)``). Instead,
+in the job's transaction the engine
+
+1. creates a per-run function ``pg_temp.pgtt_job_<random>`` (PL/pgSQL, SECURITY DEFINER,
+   ``SET search_path = pg_catalog, pg_temp``) that runs the job's text with ``EXECUTE``, and hands it
+   to the run_as role with ``ALTER FUNCTION … OWNER TO``;
+2. ``SET LOCAL ROLE`` run_as (so ``schedule.*`` functions called by the job see run_as as
+   the caller) and calls the function with the job's SQL as an argument. Inside a
+   security-definer function PostgreSQL refuses ``SET ROLE`` / ``SET SESSION AUTHORIZATION``
+   (also via set_config, RESET, a function's SET clause) with "cannot set parameter … within
+   security-definer function", for every nested call. The search_path inside is the
+   run_as role's normal one (ALTER ROLE/DATABASE … SET search_path, else the server's);
+3. back in the engine: ``RESET ROLE``, re-pin the engine's own ``search_path`` (a job may
+   have changed it at session level), drop the function, and call
+   ``schedule._refuse_commit_hazards()``, which rolls the transaction back if it changed a
+   table with a deferrable user trigger or a deferrable constraint whose index has
+   expressions: that code would run at COMMIT, outside the sandbox. The function itself
+   refuses to return while the job left a ``WITH HOLD`` cursor open (its query would run at
+   COMMIT as the engine).
+
+The function name is random (a job cannot pre-create it) and is called with explicitly typed
+arguments. The engine's own sessions pin ``search_path = pg_catalog, pg_temp`` (a job's temp
+tables/types cannot shadow a catalog name; pg_temp is never searched for functions) and
+qualify every schedule object. ``DISCARD ALL`` after every run drops what a job left behind
+(temp objects, settings, advisory locks, prepared statements).
+
+Limits: statements that cannot run inside a function fail with PostgreSQL's own error,
+logged as the run's error (VACUUM, CREATE DATABASE, … "cannot run inside a transaction
+block"; COMMIT/ROLLBACK/SAVEPOINT "EXECUTE of transaction commands is not implemented";
+``SELECT … INTO new_table`` "EXECUTE of SELECT ... INTO is not implemented" — use CREATE
+TABLE … AS). ``params`` are bound as ``text`` ($1::int casts work). A next_time_statement
+value is assigned to a timestamptz (a text that reads as a time is accepted).
+
+Requirements for the engine's login role: a superuser, or (non-superuser) a member of every
+run_as role (``GRANT robot TO pgtt_engine``; PostgreSQL 16+: with the SET option) whose
+run_as roles have the TEMPORARY privilege on the database (the default for PUBLIC), since
+``ALTER FUNCTION … OWNER TO`` needs both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -65,7 +101,6 @@ MISSED_GRACE = timedelta(seconds=60)
 POLL_SECONDS = 1.0
 FORECAST_HORIZON = timedelta(days=1)
 FORECAST_LIMIT = 200
-TIMESTAMPTZ_OID = 1184
 
 # ---------------------------------------------------------------------------------------
 # SQL
@@ -195,7 +230,6 @@ SELECT (SELECT count(*) FROM schedule.cron_run WHERE state = 'planned' AND node 
 """
 
 CLAIM_LOCK = "SELECT pg_advisory_xact_lock(%s)"
-ASSERT_ROLE = "SELECT schedule._assert_role(%s)"
 COUNT_AT_RUNNING = "SELECT count(*) FROM schedule.at_job WHERE status = 'processing' AND node = %(node)s"
 
 SKIP_INSTANCES = """
@@ -239,9 +273,17 @@ UPDATE schedule.at_job
               LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING id, query, params, executor, max_duration, attempt, resubmit_limit,
           set_config('schedule.job_id', id::text, false) AS _id, set_config('schedule.job_kind', 'at', false) AS _kind,
-          set_config('schedule.transaction_state', 'running', false) AS _state,
-          set_config('schedule.resubmit_after', '', false) AS _resubmit
+          set_config('schedule.transaction_state', 'running', false) AS _state
 """
+
+# resubmit(): the request survives a rollback in a temporary sequence (setval is not
+# transactional); created for every one-time run (DISCARD ALL drops it), reset to -1
+RESUBMIT_SEQ = (
+    "CREATE TEMPORARY SEQUENCE IF NOT EXISTS pgtt_resubmit MINVALUE -1 START -1",
+    "GRANT UPDATE ON SEQUENCE pg_temp.pgtt_resubmit TO PUBLIC",
+    "SELECT pg_catalog.setval('pg_temp.pgtt_resubmit', -1, true)",
+)
+RESUBMIT_READ = "SELECT nullif(last_value, -1) FROM pg_temp.pgtt_resubmit"
 
 FINISH_CRON = """
 UPDATE schedule.cron_run SET state = %(state)s, finished = %(now)s, pid = NULL,
@@ -265,13 +307,8 @@ UPDATE schedule.at_job SET status = 'done', is_success = %(ok)s, error = %(error
 
 RESUBMIT_AT = """
 UPDATE schedule.at_job SET status = 'submitted', run_after = %(run_after)s, attempt = attempt + 1, pid = NULL,
-       is_success = true, error = NULL, done_time = %(now)s
+       is_success = %(ok)s, error = %(error)s, done_time = %(now)s
  WHERE id = %(id)s
-"""
-
-JOB_CONTEXT = """
-SELECT set_config('schedule.job_id', %(id)s, false), set_config('schedule.job_kind', %(kind)s, false),
-       set_config('schedule.transaction_state', 'running', false), set_config('schedule.resubmit_after', '', false)
 """
 
 FORECAST_STALE = """
@@ -283,13 +320,69 @@ SELECT c.id, c.rule, c.tz, c.start_date, c.end_date, c.def_version
 """
 
 
+# --- the job sandbox (see "How a job runs" above) ----------------------------------------
+
+ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
+PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
+REFUSE_COMMIT_HAZARDS = "SELECT schedule._refuse_commit_hazards()"
+
+# the run_as role's normal search_path, evaluated after SET LOCAL ROLE (current_user = run_as):
+# ALTER ROLE … IN DATABASE, then ALTER ROLE, then ALTER DATABASE, else the server's value
+EXECUTOR_SEARCH_PATH = """(SELECT coalesce(
+    (SELECT pg_catalog.substr(cfg, 13)
+       FROM pg_catalog.pg_db_role_setting s CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS cfg
+      WHERE s.setrole IN (0, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))
+        AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d
+                                   WHERE d.datname = pg_catalog.current_database()))
+        AND (s.setrole <> 0 OR s.setdatabase <> 0)
+        AND pg_catalog.split_part(cfg, '=', 1) = 'search_path'
+      ORDER BY CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 0 WHEN s.setrole <> 0 THEN 1 ELSE 2 END
+      LIMIT 1),
+    (SELECT g.reset_val FROM pg_catalog.pg_settings g WHERE g.name = 'search_path')))"""
+
+_SANDBOX_BODY = """
+DECLARE
+    v_sql pg_catalog.text;
+    v_result pg_catalog.timestamptz;
+    v_cursor pg_catalog.text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', p_path, true);
+    FOREACH v_sql IN ARRAY p_sql LOOP
+        EXECUTE v_sql{into}{using};
+    END LOOP;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    SELECT c.name INTO v_cursor FROM pg_catalog.pg_cursors c WHERE c.is_holdable LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a job may not leave a cursor WITH HOLD open (cursor "%%"): its query would run when the '
+                        'engine commits, outside the job''s role', v_cursor USING ERRCODE = '42501';
+    END IF;
+    RETURN v_result;
+END"""
+
+SANDBOX_ARGS = "pg_catalog.text[], pg_catalog.text[], pg_catalog.text"
+
+
+def _sandbox_function(name: str, n_params: int | None, want_value: bool) -> sql.Composed:
+    """CREATE FUNCTION for one run. The body is fixed text (the job's SQL is an argument)."""
+    using = (" USING " + ", ".join(f"p_params[{i}]" for i in range(1, n_params + 1))) if n_params else ""
+    body = _SANDBOX_BODY.replace("%%", "%").format(into=" INTO v_result" if want_value else "", using=using)
+    return sql.SQL(
+        "CREATE FUNCTION pg_temp.{}(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) "
+        "RETURNS pg_catalog.timestamptz LANGUAGE plpgsql SECURITY DEFINER "
+        "SET search_path = pg_catalog, pg_temp AS {}").format(sql.Identifier(name), sql.Literal(body))
+
+
 def _sql_role(role: str) -> sql.Composed:
     return sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role))
 
 
 def _message(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
-        return translate_db_error(exc)
+        text = translate_db_error(exc)
+        if "within security-definer function" in text and "cannot set parameter" in text:
+            # the sandbox refused SET ROLE / SET SESSION AUTHORIZATION: say why in the job's log
+            text += " (a schedule job runs as its run_as role and may not change its role or session user)"
+        return text
     return str(exc) or type(exc).__name__
 
 
@@ -317,10 +410,6 @@ class Stats:
     expired: int = 0
     last_error: str = ""
     last_step: float = 0.0
-
-
-class _RoleChanged(Exception):
-    """(kept for the exception tuples; the role check is schedule._assert_role in SQL)"""
 
 
 class _Killed(Exception):
@@ -358,6 +447,7 @@ class DatabaseManager:
         self._wake = asyncio.Event()
         self._started_once = False
         self._last_forecast = 0.0
+        self._control_dirty = False
 
     # --- connections ------------------------------------------------------------------
     async def _connect(self, role: str) -> psycopg.AsyncConnection:
@@ -368,6 +458,8 @@ class DatabaseManager:
     @staticmethod
     async def _session_setup(conn: psycopg.AsyncConnection) -> None:
         conn.prepare_threshold = None  # DISCARD ALL between jobs would drop prepared statements
+        # the engine's own SQL never resolves a name through a user schema or a job's temp objects
+        await conn.execute(PIN_SEARCH_PATH)
         if conn.info.server_version >= 140000:
             # a backend whose engine died notices it within a second instead of at the end of its query
             await conn.execute("SET client_connection_check_interval = 1000")
@@ -509,6 +601,12 @@ class DatabaseManager:
                 self.stats.planned += len(runs)
         finally:
             conn.row_factory = psycopg.rows.tuple_row
+            if self._control_dirty and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                # a recomputed next_time_statement ran here: drop whatever it left in the session
+                self._control_dirty = False
+                await conn.execute("RESET ALL")
+                await conn.execute("DISCARD TEMP")
+                await self._session_setup(conn)
 
     def _plan_job(self, job: dict, now: datetime, runs: list, plans: list) -> None:
         if job["chain_state"] == "recompute":
@@ -560,17 +658,15 @@ class DatabaseManager:
     async def _recompute_chain(self, job: dict, now: datetime, plans: list) -> None:
         """The chain's run was interrupted: evaluate next_time_statement as after a failure."""
         conn = self.control
+        self._control_dirty = True  # the statement ran in this session: cleaned after the pass
         try:
             async with conn.transaction():
-                await conn.execute("SELECT set_config('schedule.transaction_state', 'failure', true)")
-                await conn.execute(_sql_role(job["executor"]))
-                cur = await conn.execute(job["next_time_statement"])
-                row = await cur.fetchone()
-                value = None if row is None else (list(row.values())[0] if isinstance(row, dict) else row[0])
-                type_ok = bool(cur.description) and cur.description[0].type_code == TIMESTAMPTZ_OID
-                await conn.execute("RESET ROLE")
-                if not type_ok or value is None:
-                    raise ValueError("next_time_statement did not return a timestamp with time zone")
+                await conn.execute("SELECT pg_catalog.set_config('schedule.transaction_state', 'failure', true)")
+                value = await self._sandboxed(_Running(conn), job["executor"], [job["next_time_statement"]],
+                                              want_value=True)
+                if value is None:
+                    raise ValueError("next_time_statement did not return a timestamp with time zone (got no row "
+                                     "or NULL)")
         except (psycopg.Error, ValueError) as exc:
             await conn.execute(MARK_BROKEN, {"id": job["id"],
                                              "reason": f"unable to execute next time statement: {_message(exc)}"})
@@ -694,7 +790,11 @@ class DatabaseManager:
                 if (await cur.fetchone())["count"] >= self.max_parallel_workers:
                     return None
                 cur = await conn.execute(CLAIM_AT, args)
-                return await cur.fetchone()
+                job = await cur.fetchone()
+                if job is not None:
+                    for stmt in RESUBMIT_SEQ:
+                        await conn.execute(stmt)
+                return job
         finally:
             conn.row_factory = psycopg.rows.tuple_row
 
@@ -716,28 +816,33 @@ class DatabaseManager:
                     pass
                 return
 
-    async def _user_sql(self, run: _Running, role: str, statements: list[str], params: list | None = None) -> None:
-        """Inside the caller's transaction: SET LOCAL ROLE, the job's SQL, the role check,
-        RESET ROLE (the last two pipelined)."""
+    async def _sandboxed(self, run: _Running, role: str, statements: list[str], params: list | None = None,
+                         want_value: bool = False) -> datetime | None:
+        """Inside the caller's transaction: run ``statements`` as ``role`` in the sandbox
+        (module docstring, "How a job runs"); one round trip. Returns the first column of
+        the last statement's first row when ``want_value`` (next_time_statement)."""
         conn = run.conn
+        name = "pgtt_job_" + secrets.token_hex(12)
+        signature = sql.SQL("pg_temp.{}(" + SANDBOX_ARGS + ")").format(sql.Identifier(name))
+        call = sql.SQL("SELECT pg_temp.{}(%s::pg_catalog.text[], %s::pg_catalog.text[], "
+                       + EXECUTOR_SEARCH_PATH + ")").format(sql.Identifier(name))
         run.in_user_sql = True
         try:
-            if params is not None:
+            async with conn.pipeline():
+                await conn.execute(_sandbox_function(name, len(params) if params is not None else None, want_value))
+                await conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, sql.Identifier(role)))
                 await conn.execute(_sql_role(role))
-                async with psycopg.AsyncRawCursor(conn) as cur:
-                    await cur.execute(statements[0], params, prepare=False)
-                await conn.execute(ASSERT_ROLE, (role,))
+                cur = await conn.execute(call, (list(statements), params))
                 await conn.execute("RESET ROLE")
-            else:
-                # the job's text goes alone (simple protocol: several statements are allowed)
-                await conn.execute(_sql_role(role))
-                for stmt in statements:
-                    await conn.execute(stmt)
-                async with conn.pipeline():
-                    await conn.execute(ASSERT_ROLE, (role,))
-                    await conn.execute("RESET ROLE")
+                await conn.execute(PIN_SEARCH_PATH)
+                await conn.execute(sql.SQL("DROP FUNCTION {}").format(signature))
+                await conn.execute(REFUSE_COMMIT_HAZARDS)
+            row = await cur.fetchone()
         finally:
             run.in_user_sql = False
+        if not row:
+            return None
+        return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
     async def _run_cron(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         self.stats.cron_started += 1
@@ -750,18 +855,18 @@ class DatabaseManager:
             if job["same_transaction"] or len(commands) == 1:
                 try:
                     async with conn.transaction():
-                        await self._user_sql(run, job["executor"], commands)
+                        await self._sandboxed(run, job["executor"], commands)
                         await conn.execute(FINISH_CRON, {"state": "done", "now": self.clock.now(), "message": None,
                                                          "run_id": job["run_id"]})
-                except (psycopg.Error, _RoleChanged) as exc:
+                except psycopg.Error as exc:
                     ok = False
                     errors.append(await self._failure_text(run, exc, job["run_id"], 1 if len(commands) == 1 else None))
             else:
                 for i, command in enumerate(commands, 1):
                     try:
                         async with conn.transaction():
-                            await self._user_sql(run, job["executor"], [command])
-                    except (psycopg.Error, _RoleChanged) as exc:
+                            await self._sandboxed(run, job["executor"], [command])
+                    except psycopg.Error as exc:
                         ok = False
                         errors.append(await self._failure_text(run, exc, job["run_id"], i))
                         break
@@ -773,8 +878,8 @@ class DatabaseManager:
         if not ok and job["onrollback"]:
             try:
                 async with conn.transaction():
-                    await self._user_sql(_Running(conn), job["executor"], [job["onrollback"]])
-            except (psycopg.Error, _RoleChanged) as exc:
+                    await self._sandboxed(_Running(conn), job["executor"], [job["onrollback"]])
+            except psycopg.Error as exc:
                 errors.append(f"onrollback failed: {_message(exc)}")
         if not ok or not (job["same_transaction"] or len(commands) == 1):
             async with conn.transaction():
@@ -799,15 +904,11 @@ class DatabaseManager:
     async def _next_time(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         try:
             async with conn.transaction():
-                await conn.execute(_sql_role(job["executor"]))
-                cur = await conn.execute(job["next_time_statement"])
-                row = await cur.fetchone()
-                type_ok = bool(cur.description) and cur.description[0].type_code == TIMESTAMPTZ_OID
-                await conn.execute("RESET ROLE")
-            if not type_ok or row is None or row[0] is None:
-                raise ValueError("it must return a timestamp with time zone (got "
-                                 + ("no row" if row is None else "NULL" if type_ok else "another type") + ")")
-            await conn.execute(SET_CHAIN, {"next_run": row[0], "id": job["cron"], "version": job["def_version"]})
+                value = await self._sandboxed(_Running(conn), job["executor"], [job["next_time_statement"]],
+                                              want_value=True)
+            if value is None:
+                raise ValueError("it must return a timestamp with time zone (got no row or NULL)")
+            await conn.execute(SET_CHAIN, {"next_run": value, "id": job["cron"], "version": job["def_version"]})
         except (psycopg.Error, ValueError) as exc:
             await conn.execute(MARK_BROKEN, {"id": job["cron"],
                                              "reason": f"unable to execute next time statement: {_message(exc)}"})
@@ -818,36 +919,44 @@ class DatabaseManager:
         watchdog = asyncio.create_task(self._watchdog(run, job["max_duration"], None))
         try:
             async with conn.transaction():
-                await self._user_sql(run, job["executor"], [job["query"]],
-                                     list(job["params"]) if job["params"] is not None else None)
-                cur = await conn.execute("SELECT current_setting('schedule.resubmit_after', true)")
-                resubmit = (await cur.fetchone())[0]
-                cur = await conn.execute(STOP_REASON_AT, (job["id"],))
-                _, canceled = await cur.fetchone()
-                now = self.clock.now()
-                if resubmit and not canceled:
-                    if job["attempt"] + 1 < job["resubmit_limit"]:
-                        await conn.execute(RESUBMIT_AT, {"id": job["id"], "now": now,
-                                                         "run_after": now + timedelta(seconds=int(resubmit))})
-                    else:
-                        await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": now,
-                                                       "error": f"resubmit limit reached ({job['resubmit_limit']})"})
-                elif resubmit and canceled:
-                    await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": now,
-                                                   "error": "job was canceled while processing: cannot resubmit"})
-                else:
-                    await conn.execute(FINISH_AT, {"id": job["id"], "ok": True, "now": now, "error": None})
-        except (psycopg.Error, _RoleChanged) as exc:
+                await self._sandboxed(run, job["executor"], [job["query"]],
+                                      list(job["params"]) if job["params"] is not None else None)
+                # the outcome commits with the job's own changes
+                await self._finish_at(conn, job, None)
+        except psycopg.Error as exc:
             self.stats.at_failed += 1
             text = run.kill_reason
             if text is None and isinstance(exc, psycopg.errors.QueryCanceled):
                 cur = await conn.execute(STOP_REASON_AT, (job["id"],))
                 text = (await cur.fetchone())[0]
-            await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": self.clock.now(),
-                                           "error": text or _message(exc)})
+            async with conn.transaction():
+                await self._finish_at(conn, job, text or _message(exc))
         finally:
             watchdog.cancel()
         await self._notify_done()
+
+    async def _finish_at(self, conn: psycopg.AsyncConnection, job: dict, error: str | None) -> None:
+        """Record a one-time run: done, failed, or resubmitted. A resubmit() request counts
+        on success and on error (pgpro_scheduler); it survives the rollback of a failed job
+        because it is kept in a temporary sequence (setval is not transactional)."""
+        cur = await conn.execute(RESUBMIT_READ)
+        resubmit = (await cur.fetchone())[0]
+        cur = await conn.execute(STOP_REASON_AT, (job["id"],))
+        _, canceled = await cur.fetchone()
+        now = self.clock.now()
+        failed = f"{error}; " if error else ""
+        if resubmit is not None and not canceled:
+            if job["attempt"] + 1 < job["resubmit_limit"]:
+                await conn.execute(RESUBMIT_AT, {"id": job["id"], "now": now, "ok": error is None, "error": error,
+                                                 "run_after": now + timedelta(seconds=int(resubmit))})
+            else:
+                await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": now,
+                                               "error": f"{failed}resubmit limit reached ({job['resubmit_limit']})"})
+        elif resubmit is not None and canceled:
+            await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": now,
+                                           "error": f"{failed}job was canceled while processing: cannot resubmit"})
+        else:
+            await conn.execute(FINISH_AT, {"id": job["id"], "ok": error is None, "now": now, "error": error})
 
     async def _notify_done(self) -> None:
         # a finished one-time job may unblock dependants: wake the manager loop
