@@ -124,7 +124,7 @@ class Wait:
     node: NodeRef
     condition: Callable[[StepContext], CheckResult]
     timeout: float = 120.0
-    interval: float = 0.5
+    interval: float = 0.1
 
     def as_dict(self) -> dict[str, Any]:
         return {"description": self.description, "node": self.node.name, "timeout": self.timeout}
