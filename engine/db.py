@@ -118,7 +118,14 @@ def explain_connect_error(exc: BaseException, settings: ConnSettings) -> Connect
         hint = "check the service name in pg_service.conf (PGSERVICEFILE)"
     else:
         hint = "check --dsn or the PG* environment variables"
-    return ConnectError(f"cannot connect to {where}: {_first_line(exc)} — {hint}")
+    error = ConnectError(f"cannot connect to {where}: {_first_line(exc)} — {hint}")
+    # worth waiting for: the server is down, starting, shutting down or unreachable; not
+    # worth it: bad credentials, a missing database or role, a wrong service name
+    error.retryable = any(word in low for word in (
+        "connection refused", "no such file or directory", "timeout expired", "starting up",
+        "shutting down", "not yet accepting", "in recovery mode", "could not translate host",
+        "server closed the connection", "too many clients"))
+    return error
 
 
 def check_server_version(version: int) -> None:
@@ -200,6 +207,25 @@ def connect_with_retry(settings: ConnSettings, *, attempts: int | None = None, s
             sleep(delay)
     assert last is not None
     raise last
+
+
+def connect_waiting(settings: ConnSettings, wait_seconds: float, *, sleep=time.sleep,
+                    **kw: object) -> psycopg.Connection:
+    """Connect, waiting up to ``wait_seconds`` while the server is down or starting.
+
+    For services started together with their database (systemd, containers): a server
+    that is not up yet is waited for with back-off; a wrong password, database or role
+    fails at once, since waiting cannot fix it.
+    """
+    deadline = time.monotonic() + max(0.0, wait_seconds)
+    delays = backoff_delays(initial=0.2, maximum=5.0)
+    while True:
+        try:
+            return connect(settings, **kw)
+        except ConnectError as exc:
+            if not getattr(exc, "retryable", False) or time.monotonic() >= deadline:
+                raise
+            sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
 
 
 async def aconnect_with_retry(settings: ConnSettings, *, attempts: int | None = None,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -110,3 +112,46 @@ def test_version_flag():
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("pgtt-tui ")
+
+
+def test_connect_waiting_waits_for_a_server_that_comes_up(tmp_path):
+    import threading
+    import time as _time
+
+    from engine.db import connect_waiting
+    from engine.embedded import Cluster
+
+    from conftest import _test_bindir
+
+    root = Path(tempfile.mkdtemp(prefix="pgtt-wait-"))
+    root.chmod(0o755)
+    cluster = Cluster(base=root / "c", bindir=_test_bindir(), fast=True)
+    cluster.init()
+    try:
+        starter = threading.Timer(1.5, cluster.start)
+        starter.start()
+        t0 = _time.monotonic()
+        with connect_waiting(ConnSettings(dsn=cluster.dsn()), 60) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert _time.monotonic() - t0 >= 1.0  # it really waited
+        starter.join()
+    finally:
+        cluster.destroy()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_connect_waiting_does_not_wait_for_a_wrong_password(pg_cluster, conn):
+    import time as _time
+
+    from engine.db import connect_waiting
+    from engine.errors import ConnectError
+
+    conn.execute("DROP ROLE IF EXISTS pgtt_pw2")
+    conn.execute("CREATE ROLE pgtt_pw2 LOGIN PASSWORD 'right'")
+    try:
+        t0 = _time.monotonic()
+        with pytest.raises(ConnectError, match="password authentication failed"):
+            connect_waiting(ConnSettings(dsn=pg_cluster.tcp_dsn("postgres", "pgtt_pw2", "wrong")), 60)
+        assert _time.monotonic() - t0 < 10
+    finally:
+        conn.execute("DROP ROLE pgtt_pw2")

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from engine import schema
-from engine.db import connect
+from engine.db import connect, connect_waiting
 from engine.errors import InputError
 from pgtt_tui.cli.common import DsnOpt, settings_from
 
@@ -29,6 +29,9 @@ def worker(
     modules: Annotated[str, typer.Option("--modules", help="comma-separated engine services to run "
                                          "(default: every module installed in the database)")] = "",
     log_level: Annotated[str, typer.Option("--log-level", help="console log level: debug, info, warn, error")] = "info",
+    startup_wait: Annotated[float, typer.Option("--startup-wait", min=0, help="seconds to wait for the database "
+                                                "to come up at start (0: fail at once); later losses are "
+                                                "always retried")] = 60.0,
     # ---- timetable (pg_timetable-compatible options) -----------------------------------------
     cron_workers: Annotated[int, typer.Option("--cron-workers", min=1, help="timetable: cron, @reboot and "
                                               "ad-hoc chains run at once")] = 16,
@@ -104,7 +107,7 @@ def worker(
     level = {"warn": "WARNING", "notice": "INFO"}.get(log_level.lower(), log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(ctx, dsn, application_name=f"pgtt-tui worker {clientname}".strip())
-    with connect(settings) as conn:
+    with connect_waiting(settings, startup_wait) as conn:
         installed = [s.module for s in schema.status(conn) if s.state in ("up to date", "extension", "outdated")]
         wanted = [m.strip() for m in modules.split(",") if m.strip()] if modules else \
             [m for m in installed if m in SERVICE_FACTORIES]
