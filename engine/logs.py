@@ -78,14 +78,17 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
         cols = _columns(conn, "timetable", "log")
         id_col = next((c for c in ("log_id", "id") if c in cols), None)
         cursor = f"l.{id_col}" if id_col else "l.ts"
-        chain = ("coalesce(l.message_data->>'chain_name', l.message_data->>'chain', "
-                 "l.message_data->>'chain_id', '')") if "message_data" in cols else "''"
+        has_chain = "message_data" in cols and _exists(conn, "timetable.chain")
+        chain = ("coalesce(lc.chain_name, l.message_data->>'name', l.message_data->>'chain_name', "
+                 "l.message_data->>'chain', '')") if has_chain else "''"
         client = "coalesce(l.client_name, '')" if "client_name" in cols else "''"
         out.append(_Source(
             name="log", relation="timetable.log", by_id=id_col is not None, cursor=cursor, ts="l.ts",
             select=f"{cursor}, l.ts, l.log_level::text, {client}, {chain}, coalesce(l.message, ''), "
                    f"{cursor if id_col else 'l.pid'}, {'0' if id_col else 'md5(coalesce(l.message,' + chr(39) * 2 + '))'}",
-            from_="timetable.log l",
+            from_="timetable.log l" + (
+                " LEFT JOIN timetable.chain lc ON lc.chain_id = CASE WHEN jsonb_typeof(l.message_data->'chain') "
+                "= 'number' THEN (l.message_data->>'chain')::bigint END" if has_chain else ""),
             level_error="l.log_level::text IN ('ERROR', 'PANIC')",
             level_warning="l.log_level::text IN ('WARNING', 'NOTICE')",
             level_debug="l.log_level::text = 'DEBUG'",

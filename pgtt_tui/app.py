@@ -125,7 +125,7 @@ class PgttApp(App):
                  clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None,
                  theme: str | None = None, log_lines: int = 10_000, demo: bool = False,
                  start_view: str = "overview", lookup_names: Callable[..., list] | None = None,
-                 profile: str = "") -> None:
+                 profile: str = "", server: ServerInfo | None = None) -> None:
         if read_only and not settings.read_only:
             from dataclasses import replace  # noqa: PLC0415
 
@@ -141,7 +141,8 @@ class PgttApp(App):
         self.start_view = start_view
         self.db = Db(settings)
         self.paused = False
-        self.server: ServerInfo | None = None
+        self.server: ServerInfo | None = server
+        self._fixed_server = server is not None  # tests and screenshots pin what the header shows
         self.last_ok: datetime | None = None
         self.lost_since: datetime | None = None
         self.lost_error = ""
@@ -163,7 +164,8 @@ class PgttApp(App):
                 self.theme = self._wanted_theme
             except Exception:  # noqa: BLE001 - unknown theme: keep the default, say so
                 self.notify(f"unknown theme {self._wanted_theme!r}; using {self.theme}", severity="warning")
-        self.run_worker(self._load_server_info, thread=True, group="server-info", exit_on_error=False)
+        if not self._fixed_server:
+            self.run_worker(self._load_server_info, thread=True, group="server-info", exit_on_error=False)
         self.switch_mode(self.start_view)
 
     def _load_server_info(self) -> None:
@@ -180,6 +182,11 @@ class PgttApp(App):
         self.sync_status()
 
     async def on_unmount(self) -> None:
+        self.db.closed = True  # worker loops see this and end
+        for screen in self.screen_stack:
+            stop = getattr(screen, "_stop", None)
+            if stop is not None:
+                stop.set()
         self.workers.cancel_all()
         await asyncio.to_thread(self.db.close)
 

@@ -76,6 +76,9 @@ class LogsScreen(BaseView):
     def on_screen_suspend(self) -> None:
         self._stop.set()
 
+    def on_unmount(self) -> None:
+        self._stop.set()
+
     def request_poll(self) -> None:  # `r`: restart the tail now
         self._start_tail()
 
@@ -98,7 +101,7 @@ class LogsScreen(BaseView):
     def _tail_body(self, stop: threading.Event) -> None:  # worker thread: no widgets here
         db = self.papp.db
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not db.closed:
                 started = time.monotonic()
                 try:
                     if self.tail is None:

@@ -1,0 +1,308 @@
+"""The console driven with Pilot against a real database: keys in, database state and
+messages out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from engine import logs as logs_api
+from engine import overview as overview_api
+from engine.db import ConnSettings
+from engine.errors import InputError
+from pgtt_tui.app import PgttApp
+from pgtt_tui.config import parse_config
+from pgtt_tui.messages import ActionDone, ActionFailed
+from pgtt_tui.screens.modals import ConfirmScreen
+from pgtt_tui.widgets.common import Banner, StatusBar
+from pgtt_tui.widgets.logview import LogFilter, LogView
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def until(pilot, predicate, timeout: float = 10.0, step: float = 0.05, msg=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(step)
+    raise AssertionError(f"condition not reached in time {msg() if msg else ''}")
+
+
+def make_app(settings: ConnSettings, **kw) -> PgttApp:
+    kw.setdefault("refresh", 0.3)
+    kw.setdefault("tz", timezone.utc)
+    return PgttApp(settings, **kw)
+
+
+def add_chains(conn: psycopg.Connection, n: int, prefix: str = "chain") -> None:
+    conn.execute("INSERT INTO timetable.chain (chain_name, run_at, live) "
+                 "SELECT format('%s-%%s', lpad(g::text, 5, '0')), '0 4 * * *', g %% 2 = 0 "
+                 "FROM generate_series(1, %s) g" % (prefix, n))
+
+
+async def test_views_switch_and_header_shows_connection(settings, conn):
+    app = make_app(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key, name in [("2", "ChainsScreen"), ("3", "JobsScreen"), ("4", "SessionsScreen"),
+                          ("5", "LogsScreen"), ("1", "OverviewScreen")]:
+            await pilot.press(key)
+            await until(pilot, lambda n=name: type(app.screen).__name__ == n)
+        await until(pilot, lambda: app.server is not None and app.last_ok is not None)
+        bar = app.screen.query_one(StatusBar)
+        assert bar.where.endswith("/" + conn.info.dbname)
+        assert bar.version and bar.role
+        await until(pilot, lambda: app.screen.last_data is not None)
+        assert app.screen.last_data["chains"]["total"] == 0
+
+
+async def test_chain_list_pages_from_the_database_and_filters(settings, conn):
+    add_chains(conn, 450)
+    app = make_app(settings, start_view="chains")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.page is not None)
+        assert (screen.page.total, screen.page.first_index, len(screen.page.rows)) == (450, 0, 200)
+        await pilot.press("G")  # last page, keyset from the end
+        await until(pilot, lambda: screen.page.first_index == 250, msg=lambda: (screen.anchor, screen.page.first_index, screen.page.total, [n.message for n in app._notifications]))
+        assert screen.page.rows[-1]["chain_name"] == "chain-00450"
+        await pilot.press("g")
+        await until(pilot, lambda: screen.page.first_index == 0)
+        table = screen.query_one("#chains")
+        table.move_cursor(row=199)
+        await pilot.press("j")  # past the last row: the next page
+        await until(pilot, lambda: screen.page.first_index == 200)
+        assert table.cursor_row == 0 and screen.page.rows[0]["chain_name"] == "chain-00201"
+        await pilot.press("slash")
+        await pilot.press(*"00123")
+        await until(pilot, lambda: screen.page.filter == "00123" and screen.page.total == 1)
+        assert screen.page.rows[0]["chain_name"] == "chain-00123"
+        await pilot.press("escape")  # clears the filter
+        await until(pilot, lambda: screen.page.filter == "" and screen.page.total == 450)
+        await pilot.press("slash")
+        await pilot.press(*"state:paused", "enter")
+        await until(pilot, lambda: screen.page.filter == "state:paused" and screen.page.total == 225)
+
+
+def test_chain_page_keyset_and_bad_filter(conn):
+    add_chains(conn, 30, "k")
+    page = overview_api.chain_page(conn, limit=10)
+    nxt = overview_api.chain_page(conn, after=page.last_name, limit=10)
+    back = overview_api.chain_page(conn, before=nxt.first_name, limit=10)
+    assert [r["chain_name"] for r in back.rows] == [r["chain_name"] for r in page.rows]
+    assert (nxt.first_index, nxt.has_prev, nxt.has_next) == (10, True, True)
+    with pytest.raises(InputError) as err:
+        overview_api.chain_page(conn, filter="state:sleepy")
+    assert err.value.field == "filter"
+
+
+async def test_read_only_hides_write_actions_and_the_server_refuses_them(settings, conn):
+    add_chains(conn, 3)
+    app = make_app(settings, read_only=True, start_view="chains")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.page is not None and screen.page.rows)
+        assert screen.query_one(StatusBar).read_only
+        for key in ("d", "x", "p", "n"):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            assert not isinstance(app.screen, ConfirmScreen) and app.screen is screen
+        assert "delete" not in [d for _, d in screen.help_keys()]
+        # the engine's connection refuses writes too (default_transaction_read_only)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            app.db.run("action", lambda c: c.execute("UPDATE timetable.chain SET live = false"))
+    assert conn.execute("SELECT count(*) FROM timetable.chain WHERE live").fetchone()[0] == 1
+
+
+def log_rows(conn: psycopg.Connection, n: int, at: datetime, level: str = "INFO", text: str = "line") -> None:
+    conn.execute(
+        "INSERT INTO timetable.log (ts, pid, log_level, client_name, message, message_data) "
+        "SELECT %s + g * interval '1 millisecond', 1, %s::timetable.log_type, 'node-a', %s || ' ' || g, NULL "
+        "FROM generate_series(1, %s) g", (at, level, text, n))
+
+
+async def test_logs_follow_counter_filter_and_pause(settings, conn):
+    now = datetime.now(timezone.utc)
+    log_rows(conn, 50, now - timedelta(seconds=30))
+    app = make_app(settings, start_view="logs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        view = screen.query_one(LogView)
+        await until(pilot, lambda: len(view.entries) == 50)
+        assert view.follow
+        log_rows(conn, 20, now - timedelta(seconds=5), "ERROR", "boom")
+        await until(pilot, lambda: len(view.entries) == 70)
+        assert view.scroll_y == view.max_scroll_y  # stayed at the bottom
+        view.scroll_to(y=0, animate=False, immediate=True)  # the operator scrolls up
+        await until(pilot, lambda: not view.follow)
+        log_rows(conn, 5, now - timedelta(seconds=1), "INFO", "later")
+        await until(pilot, lambda: view.pending == 5)
+        assert "+5 new" in str(screen.query_one("#log-status").render())
+        await pilot.press("f")
+        await until(pilot, lambda: view.follow and view.pending == 0)
+        await pilot.press("slash")
+        await pilot.press(*"level:error boom", "enter")
+        await until(pilot, lambda: view.shown == 20)
+        await pilot.press("space")  # pause: the tail stops, and resumes from the same cursor
+        assert app.paused
+        await pilot.pause(0.4)
+        log_rows(conn, 3, now, "ERROR", "boom-after-pause")
+        await pilot.pause(0.6)
+        assert len(view.entries) == 75
+        await pilot.press("space")
+        await until(pilot, lambda: len(view.entries) == 78)
+        assert view.shown == 23
+        await pilot.press("w")
+        assert view.wrap
+
+
+def test_tail_returns_late_commits_once(conn):
+    now = datetime.now(timezone.utc)
+    log_rows(conn, 10, now - timedelta(seconds=10))
+    tail = logs_api.Tail()
+    first = tail.start(conn, 500)
+    assert len(first) == 10
+    assert tail.poll(conn) == []
+    # a row that commits late with an earlier timestamp than the newest seen one
+    log_rows(conn, 1, now - timedelta(seconds=10, milliseconds=500), "INFO", "late")
+    log_rows(conn, 2, now - timedelta(seconds=5))
+    got = tail.poll(conn)
+    assert sorted(e.message for e in got) == ["late 1", "line 1", "line 2"]
+    assert tail.poll(conn) == []
+    older = logs_api.history(conn, before=first[0], limit=100)
+    assert [e.message for e in older] == ["late 1"]
+    errors = logs_api.history(conn, level="error")
+    assert errors == []
+
+
+def test_log_filter_parsing():
+    flt = LogFilter.parse("level:error chain:night client:node-a disk full")
+    assert (flt.min_level, flt.chain, flt.client, flt.text) == ("error", "night", "node-a", "disk full")
+    assert flt.describe() == 'level≥error chain:night client:node-a "disk full"'
+
+
+async def test_sessions_cancel_a_running_job_with_confirmation(settings, conn):
+    job = conn.execute("SELECT schedule.create_job(%s::jsonb)",
+                       (json.dumps({"name": "long-job", "cron": "* * * * *", "commands": ["SELECT 1"]}),)).fetchone()[0]
+    with psycopg.connect(settings.dsn, autocommit=True) as victim:
+        pid = victim.info.backend_pid
+        conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at, state, started, pid, engine) "
+                     "VALUES (%s, 'master', now(), 'working', now() - interval '42 seconds', %s, 'node-a')", (job, pid))
+        messages = []
+        app = make_app(settings, start_view="sessions")
+        async with app.run_test(size=(100, 30), message_hook=messages.append) as pilot:
+            screen = app.screen
+            await until(pilot, lambda: screen.last_data is not None and screen.last_data["running"])
+            running = screen.query_one("#running")
+            running.focus()
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert "long-job" in app.screen.body
+            await pilot.press("y")
+            await until(pilot, lambda: any(isinstance(m, (ActionDone, ActionFailed)) for m in messages))
+            done = [m for m in messages if isinstance(m, (ActionDone, ActionFailed))][0]
+            assert isinstance(done, ActionDone), getattr(done, "error", "")
+    stop = conn.execute("SELECT stop_requested FROM schedule.cron_run WHERE cron = %s", (job,)).fetchone()[0]
+    assert stop and "stop_cron_job" in stop
+
+
+async def test_one_time_job_submitted_through_the_editor(settings, conn):
+    messages = []
+    app = make_app(settings, start_view="jobs")
+    async with app.run_test(size=(100, 36), message_hook=messages.append) as pilot:
+        await until(pilot, lambda: app.screen.last_data is not None)
+        await pilot.press("o")
+        await until(pilot, lambda: type(app.screen).__name__ == "OneTimeJobEditor")
+        editor = app.screen
+        assert editor.query_one("#save").disabled  # empty query
+        await pilot.press(*"SELECT 42")
+        await until(pilot, lambda: not editor.query_one("#save").disabled)
+        editor.query_one("#run_after").value = "not a time"
+        await pilot.pause(0.05)
+        assert "run after" in str(editor.query_one("#when-msg").render()) and editor.query_one("#save").disabled
+        editor.query_one("#run_after").value = ""
+        editor.query_one("#name").value = "answer"
+        await pilot.press("f2")
+        await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
+    row = conn.execute("SELECT query, name, status::text FROM schedule.at_job").fetchone()
+    assert row == ("SELECT 42", "answer", "submitted")
+    assert any(isinstance(m, ActionDone) and "submitted" in m.summary for m in messages)
+
+
+async def test_chain_editor_validates_as_you_type(settings):
+    app = make_app(settings, start_view="chains")
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.press("n")
+        await until(pilot, lambda: type(app.screen).__name__ == "ChainEditor")
+        editor = app.screen
+        editor.query_one("#name").value = "nightly"
+        editor.query_one("#run_at").value = "0 25 * * *"
+        await pilot.pause(0.05)
+        msg = str(editor.query_one("#run_at-msg").render())
+        assert "hour" in msg and "✗" in msg
+        editor.query_one("#run_at").value = "*/15 * * * *"
+        await pilot.pause(0.05)
+        assert str(editor.query_one("#run_at-msg").render()).count(":") >= 5  # five firings listed
+        editor.query_one("#params").text = '[1, "a"]\n{"bad json'
+        await pilot.pause(0.05)
+        assert "line 2" in str(editor.query_one("#params-msg").render())
+        assert editor.query_one("#save").disabled
+        editor.query_one("#params").text = '[1, "a"]\n[2, "b"]'
+        editor.query_one("#command").text = "SELECT $1"
+        await pilot.pause(0.05)
+        assert "2 parameter rows" in str(editor.query_one("#params-msg").render())
+        assert not editor.query_one("#save").disabled
+
+
+async def test_lost_connection_shows_banner_and_recovers(make_servers):
+    from engine import schema
+
+    (server,) = make_servers(1)
+    with psycopg.connect(server.dsn(), autocommit=True) as c:
+        schema.install(c, ["pgtt", "timetable"])
+    settings = ConnSettings(dsn=server.dsn(), application_name="pgtt-test", connect_timeout=2)
+    app = make_app(settings, refresh=0.3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.last_data is not None)
+        before = screen.last_data
+        await asyncio.to_thread(server.stop, "immediate")
+        await until(pilot, lambda: app.stale, timeout=15)
+        assert screen.query_one(Banner).has_class("-shown")
+        assert screen.query_one(StatusBar).stale and screen.last_data == before  # the last data stays, marked stale
+        await asyncio.to_thread(server.start)
+        await until(pilot, lambda: not app.stale, timeout=20)
+        assert not screen.query_one(Banner).has_class("-shown")
+
+
+def test_config_profiles_and_errors(tmp_path):
+    config = parse_config("""
+[console]
+refresh = 1.5
+profile = "prod"
+
+[profiles.prod]
+dsn = "service=prod"
+read_only = true
+
+[profiles.dev]
+dsn = "host=localhost dbname=dev"
+refresh = 5
+""")
+    prod = config.profile(None)
+    assert (prod.dsn, prod.read_only, prod.refresh) == ("service=prod", True, 1.5)
+    assert config.profile("dev").refresh == 5
+    with pytest.raises(InputError) as err:
+        config.profile("nope")
+    assert err.value.field == "--profile"
+    with pytest.raises(InputError) as err:
+        parse_config("[profiles.x]\nrefresh = 0.01\n")
+    assert err.value.field == "profiles.x.refresh"
+    with pytest.raises(InputError) as err:
+        parse_config("[profiles.x]\ncolour = 'red'\n")
+    assert err.value.field == "profiles.x.colour"
