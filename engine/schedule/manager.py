@@ -324,7 +324,7 @@ SELECT c.id, c.rule, c.tz, c.start_date, c.end_date, c.def_version
 
 ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
 PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
-REFUSE_COMMIT_HAZARDS = "SELECT schedule._refuse_commit_hazards()"
+COMMIT_HAZARDS = "SELECT key, item, changes FROM schedule._commit_hazards()"
 
 # the run_as role's normal search_path, evaluated after SET LOCAL ROLE (current_user = run_as):
 # ALTER ROLE … IN DATABASE, then ALTER ROLE, then ALTER DATABASE, else the server's value
@@ -370,6 +370,33 @@ def _sandbox_function(name: str, n_params: int | None, want_value: bool) -> sql.
         "CREATE FUNCTION pg_temp.{}(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) "
         "RETURNS pg_catalog.timestamptz LANGUAGE plpgsql SECURITY DEFINER "
         "SET search_path = pg_catalog, pg_temp AS {}").format(sql.Identifier(name), sql.Literal(body))
+
+
+class JobRefused(Exception):
+    """The engine refused to commit a job's transaction (it is rolled back and logged)."""
+
+
+def _rows(rows: list) -> list[tuple]:
+    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
+
+
+def _refuse_commit_hazards(before: list, after: list) -> None:
+    """Raise JobRefused if the job changed a table where code would run at COMMIT (outside the
+    sandbox): a deferrable user trigger, or a deferrable constraint whose index has
+    expressions. ``before``/``after``: schedule._commit_hazards() around the job, read in the
+    same transaction (statistics are not flushed in between, so the difference is exactly
+    this job's row changes); without track_counts (changes NULL) any such object refuses."""
+    seen = {key: changes for key, _, changes in _rows(before)}
+    hits = sorted(item for key, item, changes in _rows(after)
+                  if changes is None or changes > (seen.get(key) or 0))
+    if hits:
+        raise JobRefused(
+            f"the job's transaction was rolled back: it changed a table with a {'; '.join(hits)}, whose code would "
+            "run when the engine commits, outside the job's role (make the constraint NOT DEFERRABLE, or do this "
+            "work outside schedule jobs)")
+
+
+JOB_ERRORS = (psycopg.Error, JobRefused)
 
 
 def _sql_role(role: str) -> sql.Composed:
@@ -667,7 +694,7 @@ class DatabaseManager:
                 if value is None:
                     raise ValueError("next_time_statement did not return a timestamp with time zone (got no row "
                                      "or NULL)")
-        except (psycopg.Error, ValueError) as exc:
+        except (*JOB_ERRORS, ValueError) as exc:
             await conn.execute(MARK_BROKEN, {"id": job["id"],
                                              "reason": f"unable to execute next time statement: {_message(exc)}"})
             return
@@ -829,6 +856,7 @@ class DatabaseManager:
         run.in_user_sql = True
         try:
             async with conn.pipeline():
+                before = await conn.execute(COMMIT_HAZARDS)
                 await conn.execute(_sandbox_function(name, len(params) if params is not None else None, want_value))
                 await conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, sql.Identifier(role)))
                 await conn.execute(_sql_role(role))
@@ -836,8 +864,9 @@ class DatabaseManager:
                 await conn.execute("RESET ROLE")
                 await conn.execute(PIN_SEARCH_PATH)
                 await conn.execute(sql.SQL("DROP FUNCTION {}").format(signature))
-                await conn.execute(REFUSE_COMMIT_HAZARDS)
+                after = await conn.execute(COMMIT_HAZARDS)
             row = await cur.fetchone()
+            _refuse_commit_hazards(await before.fetchall(), await after.fetchall())
         finally:
             run.in_user_sql = False
         if not row:
@@ -858,7 +887,7 @@ class DatabaseManager:
                         await self._sandboxed(run, job["executor"], commands)
                         await conn.execute(FINISH_CRON, {"state": "done", "now": self.clock.now(), "message": None,
                                                          "run_id": job["run_id"]})
-                except psycopg.Error as exc:
+                except JOB_ERRORS as exc:
                     ok = False
                     errors.append(await self._failure_text(run, exc, job["run_id"], 1 if len(commands) == 1 else None))
             else:
@@ -866,7 +895,7 @@ class DatabaseManager:
                     try:
                         async with conn.transaction():
                             await self._sandboxed(run, job["executor"], [command])
-                    except psycopg.Error as exc:
+                    except JOB_ERRORS as exc:
                         ok = False
                         errors.append(await self._failure_text(run, exc, job["run_id"], i))
                         break
@@ -879,7 +908,7 @@ class DatabaseManager:
             try:
                 async with conn.transaction():
                     await self._sandboxed(_Running(conn), job["executor"], [job["onrollback"]])
-            except psycopg.Error as exc:
+            except JOB_ERRORS as exc:
                 errors.append(f"onrollback failed: {_message(exc)}")
         if not ok or not (job["same_transaction"] or len(commands) == 1):
             async with conn.transaction():
@@ -909,7 +938,7 @@ class DatabaseManager:
             if value is None:
                 raise ValueError("it must return a timestamp with time zone (got no row or NULL)")
             await conn.execute(SET_CHAIN, {"next_run": value, "id": job["cron"], "version": job["def_version"]})
-        except (psycopg.Error, ValueError) as exc:
+        except (*JOB_ERRORS, ValueError) as exc:
             await conn.execute(MARK_BROKEN, {"id": job["cron"],
                                              "reason": f"unable to execute next time statement: {_message(exc)}"})
 
@@ -923,7 +952,7 @@ class DatabaseManager:
                                       list(job["params"]) if job["params"] is not None else None)
                 # the outcome commits with the job's own changes
                 await self._finish_at(conn, job, None)
-        except psycopg.Error as exc:
+        except JOB_ERRORS as exc:
             self.stats.at_failed += 1
             text = run.kill_reason
             if text is None and isinstance(exc, psycopg.errors.QueryCanceled):

@@ -9,46 +9,42 @@
 --     as the engine's role);
 --   * the recheck of deferrable unique / exclusion constraints, which evaluates the index's
 --     expressions and predicate (user functions).
--- schedule._refuse_commit_hazards() is called by the engine just before it commits a job's
--- transaction; it raises (and the engine rolls back) if the transaction changed a table
--- where such code could run.
+-- schedule._commit_hazards() lists every such object with the number of rows changed in its
+-- table by the current transaction; the engine reads it before and after the job (in the
+-- job's transaction, so no statistics flush happens in between) and rolls the job back if
+-- the count grew, or if track_counts is off (changes = NULL) and any such object exists.
 
-CREATE FUNCTION schedule._refuse_commit_hazards() RETURNS void
+CREATE FUNCTION schedule._commit_hazards() RETURNS TABLE (key text, item text, changes bigint)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog AS $$
+#variable_conflict use_column
 DECLARE
-    -- without track_counts we cannot tell which tables changed: every table counts
-    all_tables boolean := NOT coalesce(nullif(current_setting('track_counts', true), '')::boolean, false);
-    what text;
+    counted boolean := coalesce(nullif(current_setting('track_counts', true), '')::boolean, false);
 BEGIN
-    SELECT string_agg(s.item, '; ' ORDER BY s.item) INTO what FROM (
-        SELECT format('deferrable trigger %I on table %s', t.tgname, t.tgrelid::regclass) AS item
-          FROM pg_trigger t
-          JOIN pg_proc p ON p.oid = t.tgfoid
-          JOIN pg_language l ON l.oid = p.prolang
-         WHERE t.tgdeferrable
-           AND l.lanname NOT IN ('internal', 'c')      -- foreign keys (RI_FKey_*) and C triggers are trusted
-           AND (all_tables OR pg_stat_get_xact_tuples_inserted(t.tgrelid) + pg_stat_get_xact_tuples_updated(t.tgrelid)
-                              + pg_stat_get_xact_tuples_deleted(t.tgrelid) > 0)
-        UNION ALL
-        SELECT format('deferrable constraint %I on table %s (its index has expressions or a WHERE clause)',
-                      c.conname, c.conrelid::regclass)
-          FROM pg_constraint c
-          JOIN pg_index i ON i.indexrelid = c.conindid
-         WHERE c.condeferrable AND c.contype IN ('p', 'u', 'x')
-           AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
-           AND (all_tables OR pg_stat_get_xact_tuples_inserted(c.conrelid) + pg_stat_get_xact_tuples_updated(c.conrelid)
-                              + pg_stat_get_xact_tuples_deleted(c.conrelid) > 0)
-    ) s;
-    IF what IS NOT NULL THEN
-        RAISE EXCEPTION 'the job''s transaction was rolled back: it changed a table with a %, whose code would run '
-                        'when the engine commits, outside the job''s role', what
-            USING ERRCODE = '42501',
-                  HINT = 'Deferred checks run at COMMIT; make the constraint NOT DEFERRABLE (or run this work '
-                         'outside schedule jobs).';
-    END IF;
+    RETURN QUERY
+    SELECT 't' || t.oid::text,
+           format('deferrable trigger %I on table %s', t.tgname, t.tgrelid::regclass),
+           CASE WHEN counted THEN pg_stat_get_xact_tuples_inserted(t.tgrelid)
+                                  + pg_stat_get_xact_tuples_updated(t.tgrelid)
+                                  + pg_stat_get_xact_tuples_deleted(t.tgrelid) END
+      FROM pg_trigger t
+      JOIN pg_proc p ON p.oid = t.tgfoid
+      JOIN pg_language l ON l.oid = p.prolang
+     WHERE t.tgdeferrable
+       AND l.lanname NOT IN ('internal', 'c')      -- foreign keys (RI_FKey_*) and C triggers are trusted
+    UNION ALL
+    SELECT 'c' || c.oid::text,
+           format('deferrable constraint %I on table %s (its index has expressions or a WHERE clause)',
+                  c.conname, c.conrelid::regclass),
+           CASE WHEN counted THEN pg_stat_get_xact_tuples_inserted(c.conrelid)
+                                  + pg_stat_get_xact_tuples_updated(c.conrelid)
+                                  + pg_stat_get_xact_tuples_deleted(c.conrelid) END
+      FROM pg_constraint c
+      JOIN pg_index i ON i.indexrelid = c.conindid
+     WHERE c.condeferrable AND c.contype IN ('p', 'u', 'x')
+       AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL);
 END $$;
-COMMENT ON FUNCTION schedule._refuse_commit_hazards() IS
-    'pgtt-tui engine: refuse to commit a job transaction that left code to run at COMMIT (deferred triggers/checks)';
+COMMENT ON FUNCTION schedule._commit_hazards() IS
+    'pgtt-tui engine: objects whose code would run at COMMIT (deferred triggers/checks), with this transaction''s row changes';
 
 -- resubmit(): the request must survive a job that fails after calling it (pgpro_scheduler
 -- re-queues "success or error"). A setting (set_config) would roll back with the job, so the
@@ -81,4 +77,4 @@ BEGIN
     RETURN secs::bigint;
 END $$;
 
-GRANT EXECUTE ON FUNCTION schedule._refuse_commit_hazards(), schedule.resubmit(interval) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION schedule._commit_hazards(), schedule.resubmit(interval) TO PUBLIC;
