@@ -7,12 +7,13 @@ Modules are imported lazily so a console without a module still opens.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from engine.db import ConnSettings
-from engine.errors import NotFoundError, PgttError
+from engine.errors import InputError, NotFoundError, PgttError
 
 
 def _tt():
@@ -28,58 +29,97 @@ def _sch():
 
 
 # ---- chains (engine.timetable.api) -----------------------------------------------------------
-# reads: fn(conn, ...); writes: fn(conn, settings, ...) (the engine calls guard_write)
+# reads: fn(conn, ...); writes: fn(conn, settings, ...). The timetable api does not take the
+# settings, so read-only is enforced by BaseView.act (guard_write) and by the server
+# (default_transaction_read_only) for these.
 
-def chain_detail(conn: psycopg.Connection, name: str) -> dict[str, Any]:
-    return _tt().chain_detail(conn, name)
+TASK_FIELDS = ("task_name", "run_as", "database_connection", "ignore_error", "autonomous", "timeout", "live")
+CHAIN_FIELDS = ("chain_name", "run_at", "max_instances", "timeout", "live", "self_destruct", "exclusive_execution",
+                "client_name", "on_error")
 
 
-def run_history(conn: psycopg.Connection, name: str, limit: int = 100) -> dict[str, Any]:
-    return _tt().run_history(conn, name, limit=limit)
+def chain_detail(conn: psycopg.Connection, name: str, now: datetime | None = None) -> dict[str, Any]:
+    api = _tt()
+    chain = api.get_chain(conn, name)
+    upcoming = chain.get("upcoming") or []
+    if now is not None and chain.get("live"):
+        try:
+            upcoming = api.preview_next(chain.get("run_at"), chain.get("time_zone"), now, 5)
+        except InputError:
+            upcoming = []
+    last = {"started_at": chain.get("last_started_at"), "status": chain.get("last_status")} \
+        if chain.get("last_started_at") else {}
+    return {"chain": chain, "tasks": chain["tasks"], "next_runs": upcoming, "last_run": last,
+            "running": chain.get("running") or []}
+
+
+def run_history(conn: psycopg.Connection, name: str, limit: int = 50) -> dict[str, Any]:
+    runs = _tt().chain_history(conn, name, limit=limit)
+    names = {t["task_id"]: t for t in _tt().get_chain(conn, name)["tasks"]}
+    for run in runs:
+        for step in run.get("tasks") or []:
+            task = names.get(step.get("task_id")) or {}
+            step.setdefault("task_name", task.get("task_name"))
+            step.setdefault("kind", task.get("kind"))
+    return {"runs": runs}
 
 
 def create_chain(conn: psycopg.Connection, settings: ConnSettings, values: dict[str, Any]) -> Any:
-    return _tt().create_chain(conn, settings, values)
+    """The chain and its first task, in one transaction."""
+    api = _tt()
+    fields = {k: values[k] for k in CHAIN_FIELDS if k in values and k not in ("chain_name", "run_at")}
+    task = values.get("task")
+    with conn.transaction():
+        chain_id = api.create_chain(conn, values["chain_name"], values.get("run_at"),
+                                    time_zone=values.get("time_zone"), **fields)
+        if task:
+            api.add_task(conn, chain_id, task["command"], kind=task.get("kind") or "SQL",
+                         parameters=task.get("parameters") or None)
+    return chain_id
 
 
 def update_chain(conn: psycopg.Connection, settings: ConnSettings, name: str, values: dict[str, Any]) -> Any:
-    return _tt().update_chain(conn, settings, name, values)
+    fields = {k: values[k] for k in CHAIN_FIELDS if k in values}
+    return _tt().update_chain(conn, name, time_zone=values.get("time_zone"), **fields)
 
 
 def add_task(conn: psycopg.Connection, settings: ConnSettings, chain: str, values: dict[str, Any]) -> Any:
-    return _tt().add_task(conn, settings, chain, values)
+    fields = {k: values[k] for k in TASK_FIELDS if k in values}
+    return _tt().add_task(conn, chain, values["command"], kind=values.get("kind") or "SQL",
+                          parameters=values.get("parameters"), **fields)
 
 
 def update_task(conn: psycopg.Connection, settings: ConnSettings, task_id: int, values: dict[str, Any]) -> Any:
-    return _tt().update_task(conn, settings, task_id, values)
+    fields = {k: values[k] for k in (*TASK_FIELDS, "kind", "command") if k in values}
+    return _tt().update_task(conn, task_id, parameters=values.get("parameters"), **fields)
 
 
 def delete_task(conn: psycopg.Connection, settings: ConnSettings, task_id: int) -> Any:
-    return _tt().delete_task(conn, settings, task_id)
+    return _tt().delete_task(conn, task_id)
 
 
 def move_task(conn: psycopg.Connection, settings: ConnSettings, task_id: int, direction: int) -> Any:
-    return _tt().move_task(conn, settings, task_id, direction)
+    return _tt().move_task(conn, task_id, "up" if direction < 0 else "down")
 
 
 def run_chain_now(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().run_now(conn, settings, name)
+    return _tt().run_chain(conn, name)
 
 
 def stop_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().stop_chain(conn, settings, name)
+    return _tt().stop_chain(conn, name)
 
 
 def pause_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().pause_chain(conn, settings, name)
+    return _tt().pause_chain(conn, name)
 
 
 def resume_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().resume_chain(conn, settings, name)
+    return _tt().resume_chain(conn, name)
 
 
 def delete_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().delete_chain(conn, settings, name)
+    return _tt().delete_chain(conn, name)
 
 
 # ---- schedule jobs (engine.schedule.api) ----------------------------------------------------------

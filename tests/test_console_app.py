@@ -204,9 +204,8 @@ async def test_sessions_cancel_a_running_job_with_confirmation(settings, conn):
             await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             assert "long-job" in app.screen.body
             await pilot.press("y")
-            await until(pilot, lambda: any(isinstance(m, (ActionDone, ActionFailed)) for m in messages))
-            done = [m for m in messages if isinstance(m, (ActionDone, ActionFailed))][0]
-            assert isinstance(done, ActionDone), getattr(done, "error", "")
+            await until(pilot, lambda: app.last_action is not None)
+            assert app.last_action[:2] == ("cancel_run", "ok"), app.last_action
     stop = conn.execute("SELECT stop_requested FROM schedule.cron_run WHERE cron = %s", (job,)).fetchone()[0]
     assert stop and "stop_cron_job" in stop
 
@@ -231,7 +230,7 @@ async def test_one_time_job_submitted_through_the_editor(settings, conn):
         await until(pilot, lambda: type(app.screen).__name__ == "JobsScreen")
     row = conn.execute("SELECT query, name, status::text FROM schedule.at_job").fetchone()
     assert row == ("SELECT 42", "answer", "submitted")
-    assert any(isinstance(m, ActionDone) and "submitted" in m.summary for m in messages)
+    assert app.last_action[1] == "ok" and "submitted" in app.last_action[2]
 
 
 async def test_chain_editor_validates_as_you_type(settings):
@@ -306,3 +305,55 @@ refresh = 5
     with pytest.raises(InputError) as err:
         parse_config("[profiles.x]\ncolour = 'red'\n")
     assert err.value.field == "profiles.x.colour"
+
+
+async def test_chain_created_in_the_editor_runs_and_its_log_line_arrives(settings, conn):
+    """The whole loop: editor → database; run now → the engine (in this process) → log tail;
+    pause; delete with the typed name."""
+    from engine.demo import EngineThread
+    from engine.timetable import api as tt
+
+    engine = EngineThread(settings, client_name="pilot-engine", modules=["timetable"])
+    engine.start()
+    messages = []
+    try:
+        app = make_app(settings, start_view="chains")
+        async with app.run_test(size=(110, 40), message_hook=messages.append) as pilot:
+            await until(pilot, lambda: app.screen.page is not None)
+            await pilot.press("n")
+            await until(pilot, lambda: type(app.screen).__name__ == "ChainEditor")
+            editor = app.screen
+            editor.query_one("#name").value = "e2e-chain"
+            editor.query_one("#run_at").value = "0 0 1 1 *"
+            editor.query_one("#command").text = "SELECT $1::int * 2"
+            editor.query_one("#params").text = "[21]"
+            await pilot.pause(0.05)
+            assert not editor.query_one("#save").disabled, editor.errors
+            await pilot.press("f2")
+            await until(pilot, lambda: type(app.screen).__name__ == "ChainsScreen")
+            chain = tt.get_chain(conn, "e2e-chain")
+            assert chain["run_at"] == "0 0 1 1 *" and chain["tasks"][0]["parameters"] == [[21]]
+            app.open_chain("e2e-chain")
+            await until(pilot, lambda: type(app.screen).__name__ == "ChainDetailScreen"
+                        and app.screen.detail is not None)
+            await until(pilot, lambda: tt.live_engines(conn) == ["pilot-engine"], timeout=20)
+            await pilot.press("x")
+            await until(pilot, lambda: app.last_action and app.last_action[0] == "run_now")
+            assert app.last_action[1] == "ok", app.last_action
+            await pilot.press("5")
+            await until(pilot, lambda: type(app.screen).__name__ == "LogsScreen")
+            view = app.screen.query_one(LogView)
+            await until(pilot, lambda: any(e.chain == "e2e-chain" and "rc=0" in e.message for e in view.entries),
+                        timeout=30, msg=lambda: [e.message for e in view.entries][-5:])
+            await pilot.press("2")
+            await until(pilot, lambda: type(app.screen).__name__ == "ChainDetailScreen")
+            await pilot.press("p")  # pause
+            await until(pilot, lambda: tt.get_chain(conn, "e2e-chain")["live"] is False)
+            await pilot.press("d")
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press(*"e2e-chain", "enter")
+            await until(pilot, lambda: conn.execute(
+                "SELECT count(*) FROM timetable.chain WHERE chain_name = 'e2e-chain'").fetchone()[0] == 0)
+            await until(pilot, lambda: type(app.screen).__name__ == "ChainsScreen")
+    finally:
+        await asyncio.to_thread(engine.stop)

@@ -320,7 +320,7 @@ class ChainDetailScreen(BaseView):
         self.query_one("#tasks", VimTable).focus()
 
     def fetch(self, conn) -> Any:
-        return actions.chain_detail(conn, self.chain_name)
+        return actions.chain_detail(conn, self.chain_name, now=self.papp.now())
 
     def show(self, detail: dict[str, Any]) -> None:
         self.detail = detail

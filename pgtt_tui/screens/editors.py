@@ -46,8 +46,10 @@ def preview_schedule(text: str, now: Any, tz_name: str, display_tz: Any, n: int 
     return True, "✓ next: " + ", ".join(fmt_stamp(f, display_tz)[5:16] for f in fires)
 
 
-def parse_parameters(text: str) -> tuple[list[Any] | None, str]:
-    """One JSON value per non-empty line → (values, message); values None on error."""
+def parse_parameters(text: str, kind: str = "SQL") -> tuple[list[Any] | None, str]:
+    """One JSON value per non-empty line → (values, message); values None on error.
+
+    SQL and PROGRAM tasks take a JSON array per row (bound to $1..$n / program arguments)."""
     values: list[Any] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -56,6 +58,10 @@ def parse_parameters(text: str) -> tuple[list[Any] | None, str]:
             values.append(json.loads(line))
         except json.JSONDecodeError as exc:
             return None, f"✗ parameters line {number}: not JSON: {exc.msg} (column {exc.colno})"
+        if kind in ("SQL", "PROGRAM") and not isinstance(values[-1], list):
+            return None, f"✗ parameters line {number}: a {kind} task takes a JSON array per row, e.g. [1, \"a\"]"
+        if kind == "PROGRAM" and not all(isinstance(a, str) for a in values[-1]):
+            return None, f"✗ parameters line {number}: program arguments must be strings"
     if not values:
         return [], "✓ no parameters: the task runs once"
     return values, f"✓ {len(values)} parameter row{'s' if len(values) != 1 else ''}: the task runs once per row"
@@ -187,12 +193,18 @@ class ChainEditor(_Editor):
             if not command.strip():
                 self.errors["command"] = "✗ command: the first task needs a command"
             self.set_msg("command-msg", "command" not in self.errors, self.errors.get("command", ""))
-            values, text = parse_parameters(self.query_one("#params", TextArea).text)
+            values, text = parse_parameters(self.query_one("#params", TextArea).text, self._kind())
             if values is None:
                 self.errors["parameters"] = text
             self.set_msg("params-msg", values is not None, text)
         self.query_one("#save", Button).disabled = bool(self.errors) or self.papp.read_only
         return not self.errors
+
+    def _kind(self) -> str:
+        return str(self.query_one("#kind", Select).value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.validate_all()
 
     def values(self) -> dict[str, Any]:
         get = lambda ident: self.query_one(f"#{ident}", Input).value.strip()  # noqa: E731
@@ -212,7 +224,7 @@ class ChainEditor(_Editor):
             out["task"] = {
                 "kind": self.query_one("#kind", Select).value,
                 "command": self.query_one("#command", TextArea).text.strip(),
-                "parameters": parse_parameters(self.query_one("#params", TextArea).text)[0] or [],
+                "parameters": parse_parameters(self.query_one("#params", TextArea).text, self._kind())[0] or [],
             }
         return out
 
@@ -280,12 +292,16 @@ class TaskEditor(_Editor):
     def on_text_area_changed(self, event: TextArea.Changed) -> None:
         self.validate_all()
 
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.validate_all()
+
     def validate_all(self) -> bool:
         self.errors.clear()
         if not self.query_one("#command", TextArea).text.strip():
             self.errors["command"] = "✗ command: must not be empty"
         self.set_msg("command-msg", "command" not in self.errors, self.errors.get("command", ""))
-        values, text = parse_parameters(self.query_one("#params", TextArea).text)
+        values, text = parse_parameters(self.query_one("#params", TextArea).text,
+                                        str(self.query_one("#kind", Select).value))
         if values is None:
             self.errors["parameters"] = text
         self.set_msg("params-msg", values is not None, text)
@@ -302,7 +318,8 @@ class TaskEditor(_Editor):
             "task_name": get("task_name") or None,
             "kind": self.query_one("#kind", Select).value,
             "command": self.query_one("#command", TextArea).text.strip(),
-            "parameters": parse_parameters(self.query_one("#params", TextArea).text)[0] or [],
+            "parameters": parse_parameters(self.query_one("#params", TextArea).text,
+                                           str(self.query_one("#kind", Select).value))[0] or [],
             "run_as": get("run_as") or None,
             "database_connection": get("database_connection") or None,
             "timeout": check_int(get("timeout"), "timeout")[0] or 0,
