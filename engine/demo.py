@@ -272,5 +272,6 @@ def load_history(conn: psycopg.Connection, now: datetime) -> None:
                      "start_time = %s, done_time = %s, submit_time = %s, "
                      "error = CASE WHEN name = 'doomed-once' THEN 'division by zero' END, engine = 'node-a' "
                      "WHERE name IN ('count-beats', 'doomed-once', 'after-count')", (t(5), t(5), t(10)))
+        conn.execute("UPDATE schedule.at_job SET run_after = submit_time WHERE run_after IS NOT NULL")
         conn.execute("UPDATE schedule.at_job SET submit_time = %s, run_after = %s WHERE name = 'in-ten-minutes'",
                      (t(10), now + timedelta(minutes=10)))

@@ -13,9 +13,13 @@ from pgtt_tui import actions as engine_calls
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen
 from pgtt_tui.widgets.common import FilterBar, VimTable
-from pgtt_tui.widgets.format import clip, fmt_duration, fmt_relative, fmt_time, state_text
+from pgtt_tui.widgets.format import clip, fmt_duration, fmt_relative, fmt_time
 
 KIND_LABEL = {"chain": "chain", "cron": "cron job", "at": "one-time job"}
+
+
+def running_state(kind: str) -> str:
+    return f"▶ {KIND_LABEL.get(kind, kind)}"
 
 
 class SessionsScreen(BaseView):
@@ -36,7 +40,7 @@ class SessionsScreen(BaseView):
         with Vertical(classes="panel", id="engines-panel") as panel:
             panel.border_title = "Engines"
             table = VimTable(id="engines")
-            table.add_columns("client", "state", "host:pid", "backend", "since", "heartbeat", "modules")
+            table.add_columns("client", "state", "host:pid", "since", "heartbeat", "modules")
             yield table
         with Vertical(classes="panel", id="running-panel") as panel:
             panel.border_title = "Running"
@@ -53,6 +57,7 @@ class SessionsScreen(BaseView):
         tz = self.papp.tz
         needle = self.filter_text.lower()
         rows = []
+        engines_table = self.query_one("#engines", VimTable)
         for e in data["engines"]:
             if needle and needle not in e["client_name"].lower():
                 continue
@@ -60,7 +65,7 @@ class SessionsScreen(BaseView):
             if e["stopped_at"] is not None:
                 state = "canceled"
             rows.append((str(e["engine_id"]), (
-                clip(e["client_name"], 24), state_text(state), f"{e['host']}:{e['os_pid']}", str(e["backend_pid"]),
+                clip(e["client_name"], 24), engines_table.state(state), f"{e['host']}:{e['os_pid']}",
                 fmt_time(e["started_at"], now, tz), fmt_relative(e["heartbeat_at"], now),
                 ",".join(e["modules"] or []))))
         self.query_one("#engines", VimTable).sync_rows(rows)
@@ -70,7 +75,7 @@ class SessionsScreen(BaseView):
                 continue
             elapsed = (now - r["started"]) if r["started"] else None
             run_rows.append((f"{r['kind']}:{r['run_key']}", (
-                f"▶ {KIND_LABEL.get(r['kind'], r['kind'])}", clip(r["name"], 30), clip(r["client"], 20),
+                running_state(r["kind"]), clip(r["name"], 30), clip(r["client"], 20),
                 fmt_time(r["started"], now, tz), fmt_duration(elapsed))))
         running = self.query_one("#running", VimTable)
         running.sync_rows(run_rows)
