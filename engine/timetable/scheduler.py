@@ -26,11 +26,22 @@ Design (see also sql/timetable/0001_timetable.sql):
 * **Dead engines.** Every open run records the backend that owns it; ``reap_dead_runs``
   (called every few seconds and at start) marks runs whose backend is gone as failed with
   the reason, frees their ``max_instances`` slot and ``active_chain`` row.
+* **Cost per tick** (bench/bench_timetable.py (c)): the due rows are read from
+  ``chain_state`` alone (it keeps a copy of the schedule, zone and policy, refreshed with
+  the due time), by index, ``FOR UPDATE SKIP LOCKED`` in the claim transaction, so several
+  engines take disjoint sets of due chains instead of racing for the same ones; the next
+  wake-up is one index probe per client (a partial index for ``client_name IS NULL``); the
+  claimed chains' definitions are read by primary key in the same round trip as the claim.
+  Dirty rows are looked for only after a change notification (or each fallback poll).
+* **Workers.** ``cron_workers`` + ``interval_workers`` long-lived coroutines, each with its
+  own connection, take claimed runs from two queues (no pool checkout, no task per run);
+  see engine/timetable/executor.py for the run itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -39,18 +50,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from engine.clock import Clock
-from engine.db import ConnSettings, aconnect, make_async_pool
+from psycopg import conninfo as pg_conninfo
+
+from engine.db import ConnSettings, aconnect
 from engine.errors import PgttError, SchemaError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable.dblog import DbWriter
-from engine.timetable.executor import ChainExecutor
+from engine.timetable.executor import DEFS_SQL, STOPPED, ChainDef, ChainExecutor, parse_defs
 from engine.timetable.options import TimetableOptions
 from engine.timetable.runstats import RunTimings
 
 CHANGED_CHANNEL = "pgtt_timetable_changed"
+_parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immutable values
 _US = timedelta(microseconds=1)
 
 
@@ -62,7 +76,8 @@ class ClientNameInUse(PgttError):
 
 DIRTY_SQL = """
 SELECT s.chain_id, s.version, c.run_at, coalesce(c.live, false), o.time_zone, s.last_due_at, s.last_finished_at,
-       EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = s.chain_id AND r.status IN ('claimed', 'running'))
+       EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = s.chain_id AND r.status IN ('claimed', 'running')),
+       coalesce(o.missed_runs, 'run_once')
 FROM timetable.chain_state s
 JOIN timetable.chain c ON c.chain_id = s.chain_id
 LEFT JOIN timetable.chain_option o ON o.chain_id = s.chain_id
@@ -70,27 +85,35 @@ WHERE s.dirty
 LIMIT %s
 """
 SET_NEXT_SQL = """
-UPDATE timetable.chain_state s SET next_due_at = v.next_due, dirty = false
-FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS v(chain_id, version, next_due)
+UPDATE timetable.chain_state s
+   SET next_due_at = v.next_due, dirty = false, run_at = v.run_at, time_zone = v.time_zone, missed_runs = v.policy
+FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])
+     AS v(chain_id, version, next_due, run_at, time_zone, policy)
 WHERE s.chain_id = v.chain_id AND s.version = v.version AND s.dirty
 """
+#: the due chains of this engine and of anyone (client_name NULL), oldest first; only
+#: chain_state (index scans on chain_state_due_idx / chain_state_due_anyone_idx); rows
+#: another engine is claiming right now are skipped, not waited for
 DUE_SQL = """
-SELECT s.chain_id, s.next_due_at, s.version, c.run_at, o.time_zone, coalesce(o.missed_runs, 'run_once')
-FROM (
-    (SELECT * FROM timetable.chain_state WHERE client_name = %(me)s AND next_due_at <= %(now)s
-      ORDER BY next_due_at LIMIT %(n)s)
-    UNION ALL
-    (SELECT * FROM timetable.chain_state WHERE client_name IS NULL AND next_due_at <= %(now)s
-      ORDER BY next_due_at LIMIT %(n)s)
-) s
-JOIN timetable.chain c ON c.chain_id = s.chain_id
-LEFT JOIN timetable.chain_option o ON o.chain_id = s.chain_id
-WHERE NOT s.dirty AND c.live
+WITH mine AS (
+    SELECT chain_id, next_due_at, version, run_at, time_zone, missed_runs FROM timetable.chain_state
+     WHERE client_name = %(me)s AND next_due_at <= %(now)s AND NOT dirty
+     ORDER BY next_due_at LIMIT %(n)s FOR UPDATE SKIP LOCKED
+), anyone AS (
+    SELECT chain_id, next_due_at, version, run_at, time_zone, missed_runs FROM timetable.chain_state
+     WHERE client_name IS NULL AND next_due_at <= %(now)s AND NOT dirty
+     ORDER BY next_due_at LIMIT %(n)s FOR UPDATE SKIP LOCKED
+)
+SELECT chain_id, next_due_at, version, run_at, time_zone, coalesce(missed_runs, 'run_once')
+FROM (SELECT * FROM mine UNION ALL SELECT * FROM anyone) d
+LIMIT %(n)s
 """
 NEXT_WAKE_SQL = """
 SELECT least(
-    (SELECT min(next_due_at) FROM timetable.chain_state WHERE client_name = %(me)s AND next_due_at IS NOT NULL),
-    (SELECT min(next_due_at) FROM timetable.chain_state WHERE client_name IS NULL AND next_due_at IS NOT NULL))
+    (SELECT next_due_at FROM timetable.chain_state WHERE client_name = %(me)s AND next_due_at IS NOT NULL
+      ORDER BY next_due_at LIMIT 1),
+    (SELECT next_due_at FROM timetable.chain_state WHERE client_name IS NULL AND next_due_at IS NOT NULL
+      ORDER BY next_due_at LIMIT 1))
 """
 REARM_SQL = """
 UPDATE timetable.chain_state SET dirty = true, version = version + 1 WHERE chain_id = %s AND next_due_at IS NULL
@@ -104,6 +127,9 @@ ORDER BY chain_id
 ADHOC_SQL = """
 SELECT timetable.claim_adhoc(c.chain_id, %s, %s, %s)
 FROM timetable.chain c WHERE c.chain_id = %s AND (c.client_name IS NULL OR c.client_name = %s)
+"""
+RELEASE_SQL = """
+SELECT timetable.finish_run(r, 'failed', %s, %s) FROM unnest(%s::bigint[]) AS r
 """
 
 
@@ -120,9 +146,11 @@ class RunHandle:
     chain_id: int
     trigger: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
     begun: bool = False
     due_at: datetime | None = None  # the firing's due time, for the start-lag metric (tasks engineer)
+    definition: ChainDef | None = None  # read with the claim (None: the executor reads it)
+    run_state: Any = None  # the executor's state while it runs (STOP cancels through it)
+    backend_start: datetime | None = None  # of the worker connection that runs it
 
 
 class Scheduler:
@@ -135,18 +163,23 @@ class Scheduler:
         self.session_id = session_id if session_id is not None else random.randrange(1, 2**31)
         self.default_tz: str | None = None
         self.wake = asyncio.Event()
-        self.running: dict[int, RunHandle] = {}
+        self.running: dict[int, RunHandle] = {}  # claimed by this engine: queued or running
         self.stats = {"claimed": 0, "succeeded": 0, "failed": 0, "skipped": 0, "missed": 0}
         self.timing = RunTimings()  # durations and start lag for /metrics (tasks engineer)
         self.last_loop_at: datetime | None = None
         self.ready = False
         self.error = ""
-        self._cron_sem = asyncio.Semaphore(options.cron_workers)
-        self._interval_sem = asyncio.Semaphore(options.interval_workers)
+        self._queues = {"cron": asyncio.Queue(), "interval": asyncio.Queue()}
+        self._workers: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
         self._starved = False
+        self._dirty = True  # look for dirty chain_state rows on the next pass
+        self._fatal: BaseException | None = None
+        self._aux: psycopg.AsyncConnection | None = None
+        self._aux_lock = asyncio.Lock()
+        self._worker_conninfo: dict[str, str] = {}
+        self.executor: ChainExecutor | None = None
         self.writer: DbWriter | None = None
-        self.pool = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -156,21 +189,29 @@ class Scheduler:
         listener = None
         try:
             ctl = await aconnect(self.settings)
+            self._aux = await aconnect(self.settings)
             await self._register(session)
+            if ctl.info.server_version >= 140000:
+                # a backend notices within a second that a killed engine is gone, so its run
+                # ends and the reaper can free the slot (a startup option: RESET ALL keeps it)
+                opts = pg_conninfo.conninfo_to_dict(self.settings.conninfo()).get("options") or ""
+                self._worker_conninfo = {"options": f"{opts} -c client_connection_check_interval=1000".strip()}
+            else:
+                self._worker_conninfo = {}
             self.writer = DbWriter(self.settings, self.session_id, self.options.client_name,
                                    self.options.log_database_level, self.log)
             self.writer.start()
-            self.pool = make_async_pool(self.settings, min_size=1,
-                                        max_size=self.options.cron_workers + self.options.interval_workers + 2,
-                                        name=f"timetable-{self.options.client_name}")
-            await self.pool.open(wait=True)
-            self.executor = ChainExecutor(self.settings, self.pool, self.options, self.clock, self.session_id,
+            self.executor = ChainExecutor(self.settings, self.options, self.clock, self.session_id,
                                           self.writer, self.log)
+            for kind, count in (("cron", self.options.cron_workers), ("interval", self.options.interval_workers)):
+                for i in range(count):
+                    self._workers.append(asyncio.create_task(self._worker(kind, prewarm=kind == "cron"),
+                                                             name=f"timetable-{kind}-worker-{i}"))
             listener = asyncio.create_task(self._listen(session), name="timetable-listen")
             await self._reap(ctl)
             self.writer.message("INFO", "Engine started", {"session": self.session_id,
                                                            "default_time_zone": self.default_tz})
-            await self._start_reboot_chains(ctl)
+            await self._start_reboot_chains()
             self.ready = True
             await self._loop(ctl, stopping, listener)
         finally:
@@ -179,8 +220,6 @@ class Scheduler:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
             await self._shutdown_runs(graceful=stopping.is_set())
-            if self.pool is not None:
-                await self.pool.close()
             for conn in (ctl, session):
                 if conn is not None and not conn.closed and not conn.broken:
                     try:
@@ -193,7 +232,7 @@ class Scheduler:
                     await asyncio.wait_for(self.writer.close(), timeout=5)
                 except (Exception, asyncio.TimeoutError):  # noqa: BLE001
                     pass
-            for conn in (ctl, session):
+            for conn in (ctl, session, self._aux):
                 if conn is not None:
                     await conn.close()
 
@@ -202,6 +241,11 @@ class Scheduler:
         if not found:
             raise SchemaError("module timetable is not installed in this database: run `pgtt-tui db init "
                               "--modules timetable`")
+        fast = (await (await session.execute(
+            "SELECT to_regprocedure('timetable.start_run_or_raise(bigint,timestamptz,integer,timestamptz)') IS NOT NULL"
+        )).fetchone())[0]
+        if not fast:
+            raise SchemaError("module timetable is outdated in this database: run `pgtt-tui db upgrade`")
         ok = (await (await session.execute("SELECT timetable.try_lock_client_name(%s, %s)",
                                            (self.session_id, self.options.client_name))).fetchone())[0]
         if not ok:
@@ -218,21 +262,40 @@ class Scheduler:
         await session.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANGED_CHANNEL)))
 
     async def _shutdown_runs(self, graceful: bool) -> None:
-        handles = list(self.running.values())
-        for h in handles:  # claimed but still queued for a worker slot: release, do not drain
-            if not h.begun and h.task is not None:
-                h.task.cancel()
-        if graceful and handles:
-            tasks = [h.task for h in handles if h.task is not None and h.begun]
-            if tasks:
-                await asyncio.wait(tasks, timeout=30)
-        for h in list(self.running.values()):
-            if h.task is not None and not h.task.done():
-                h.task.cancel()
-        await asyncio.gather(*[h.task for h in handles if h.task is not None], return_exceptions=True)
+        # claimed but still queued for a worker: release with a reason, do not run
+        queued: list[RunHandle] = []
+        for q in self._queues.values():
+            while not q.empty():
+                h = q.get_nowait()
+                if h is not None:
+                    queued.append(h)
+        if queued:
+            await self._release([h.run_id for h in queued], "engine stopped before the run started")
+            for h in queued:
+                self.running.pop(h.run_id, None)
+        for kind, q in self._queues.items():
+            for _ in range(sum(1 for w in self._workers if w.get_name().startswith(f"timetable-{kind}-"))):
+                q.put_nowait(None)  # each worker ends after its current run
+        if self._workers:
+            if graceful:
+                await asyncio.wait(self._workers, timeout=30)
+            for w in self._workers:
+                if not w.done():
+                    w.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            self._workers = []
         for t in list(self._bg):
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+
+    async def _release(self, run_ids: list[int], reason: str) -> None:
+        try:
+            async with self._aux_lock:
+                if self._aux is None or self._aux.closed or self._aux.broken:
+                    self._aux = await aconnect(self.settings)
+                await self._aux.execute(RELEASE_SQL, (reason, self.clock.now(), run_ids))
+        except Exception as exc:  # noqa: BLE001 - the reaper catches them once our session is gone
+            self.log.warning("cannot release claimed runs %s: %s", run_ids, exc)
 
     # --- main loop -----------------------------------------------------------------------
 
@@ -240,17 +303,24 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         next_reap = loop.time() + self.options.reap_seconds
         while not stopping.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             self.wake.clear()
             now = self.clock.now()
             self.last_loop_at = now
-            await self._recompute_dirty(ctl, now)
-            more = await self._claim_due(ctl, now)
+            if self._dirty:
+                self._dirty = False
+                await self._recompute_dirty(ctl, now)
+            more, wake_at = await self._claim_due(ctl, now)
             if loop.time() >= next_reap:
                 await self._reap(ctl)
                 next_reap = loop.time() + self.options.reap_seconds
             if more:
                 continue
-            wake_at = (await (await ctl.execute(NEXT_WAKE_SQL, {"me": self.options.client_name})).fetchone())[0]
+            if wake_at is None:
+                wake_at = (await (await ctl.execute(NEXT_WAKE_SQL, {"me": self.options.client_name})).fetchone())[0]
+            if self._dirty or self.wake.is_set():
+                continue
             waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopping.wait()), listener]
             sleeper = None
             if wake_at is not None:
@@ -258,6 +328,8 @@ class Scheduler:
                 waits.append(sleeper)
             done, _ = await asyncio.wait(waits, timeout=self.options.poll_seconds,
                                          return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                self._dirty = True  # the fallback poll: a notification may have been lost
             for w in waits:
                 if w is not listener and not w.done():
                     w.cancel()
@@ -270,12 +342,15 @@ class Scheduler:
             rows = await (await ctl.execute(DIRTY_SQL, (self.options.claim_batch,))).fetchall()
             if not rows:
                 return
-            ids, versions, nexts = [], [], []
-            for chain_id, version, run_at, live, tz, last_due, last_finished, has_open in rows:
+            ids, versions, nexts, run_ats, zones, policies = [], [], [], [], [], []
+            for chain_id, version, run_at, live, tz, last_due, last_finished, has_open, policy in rows:
                 ids.append(chain_id)
                 versions.append(version)
                 nexts.append(self._initial_due(chain_id, run_at, live, tz, last_due, last_finished, has_open, now))
-            await ctl.execute(SET_NEXT_SQL, (ids, versions, nexts))
+                run_ats.append(run_at)
+                zones.append(tz)
+                policies.append(policy)
+            await ctl.execute(SET_NEXT_SQL, (ids, versions, nexts, run_ats, zones, policies))
             if len(rows) < self.options.claim_batch:
                 return
 
@@ -286,7 +361,7 @@ class Scheduler:
         if not live:
             return None
         try:
-            sched = parse_schedule(run_at if run_at is not None else "* * * * *")
+            sched = _parse(run_at if run_at is not None else "* * * * *")
             if sched.kind == "reboot":
                 return None
             if sched.kind == "every":
@@ -309,23 +384,46 @@ class Scheduler:
     def _capacity(self) -> int:
         """How many firings to claim now: a little more than our free worker slots, so that
         when several engines share the work, each takes what it can run right away."""
-        slots = 2 * (self.options.cron_workers + self.options.interval_workers)
-        return min(self.options.claim_batch, slots - len(self.running))
+        return min(self.options.claim_batch, self._slots() - len(self.running))
 
-    async def _claim_due(self, ctl: psycopg.AsyncConnection, now: datetime) -> bool:
+    def _slots(self) -> int:
+        return 2 * (self.options.cron_workers + self.options.interval_workers)
+
+    async def _claim_due(self, ctl: psycopg.AsyncConnection, now: datetime) -> tuple[bool, datetime | None]:
+        """Claim what is due (up to our free capacity).  Returns (more may be due now, the
+        next wake-up time if it was read on the way)."""
         n = self._capacity()
         if n <= 0:
             self._starved = True  # a finishing run wakes the loop again
-            return False
-        rows = await (await ctl.execute(DUE_SQL, {"me": self.options.client_name, "now": now, "n": n})).fetchall()
-        if not rows:
-            return False
+            return False, None
+        me = self.options.client_name
+        async with ctl.pipeline():
+            await ctl.execute("BEGIN")
+            due_cur = await ctl.execute(DUE_SQL, {"me": me, "now": now, "n": n})
+        try:
+            rows = await due_cur.fetchall()
+            if not rows:
+                async with ctl.pipeline():
+                    await ctl.execute("ROLLBACK")
+                    wake_cur = await ctl.execute(NEXT_WAKE_SQL, {"me": me})
+                return False, (await wake_cur.fetchone())[0]
+            return await self._claim_rows(ctl, now, rows, n)
+        except BaseException:
+            if not ctl.closed and not ctl.broken and ctl.info.transaction_status != pq.TransactionStatus.IDLE:
+                try:
+                    await ctl.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass
+            raise
+
+    async def _claim_rows(self, ctl: psycopg.AsyncConnection, now: datetime, rows, n: int
+                          ) -> tuple[bool, datetime | None]:
         c_ids, c_due, c_trig, c_old, c_new, c_ver = [], [], [], [], [], []
         kinds: dict[int, str] = {}
         grace = timedelta(seconds=self.options.missed_grace_seconds)
         for chain_id, next_due, version, run_at, tz, policy in rows:
             try:
-                sched = parse_schedule(run_at if run_at is not None else "* * * * *")
+                sched = _parse(run_at if run_at is not None else "* * * * *")
             except ScheduleError:
                 continue
             kinds[chain_id] = sched.kind
@@ -372,79 +470,113 @@ class Scheduler:
                 c_new.append(new_next)
                 c_ver.append(version)
         if not c_ids:
-            return False
-        claimed = await (await ctl.execute(CLAIM_SQL, (self.options.client_name, self.session_id, c_ids, c_due,
-                                                       c_trig, c_old, c_new, c_ver))).fetchall()
-        for run_id, chain_id, _due in claimed:
+            await ctl.execute("ROLLBACK")
+            return len(rows) >= n, None
+        async with ctl.pipeline():
+            claim_cur = await ctl.execute(CLAIM_SQL, (self.options.client_name, self.session_id, c_ids, c_due,
+                                                      c_trig, c_old, c_new, c_ver))
+            await ctl.execute("COMMIT")
+            defs_cur = await ctl.execute(DEFS_SQL, (sorted(set(c_ids)),))
+        claimed = await claim_cur.fetchall()
+        defs = parse_defs(await defs_cur.fetchall())
+        for run_id, chain_id, due in claimed:
             self.stats["claimed"] += 1
-            self._launch(run_id, chain_id, kinds.get(chain_id, "cron")).due_at = _due  # lag metric
-        return len(rows) >= n
+            self._launch(RunHandle(run_id, chain_id, kinds.get(chain_id, "cron"), due_at=due,
+                                   definition=defs.get(chain_id)))
+        return len(rows) >= n, None
 
     # --- runs ----------------------------------------------------------------------------
 
-    def _launch(self, run_id: int, chain_id: int, trigger: str) -> RunHandle:
-        handle = RunHandle(run_id, chain_id, trigger)
-        self.running[run_id] = handle
-        handle.task = asyncio.create_task(self._run_one(handle), name=f"chain-{chain_id}-run-{run_id}")
+    def _launch(self, handle: RunHandle) -> RunHandle:
+        self.running[handle.run_id] = handle
+        kind = "interval" if handle.trigger in ("every", "after") else "cron"
+        self._queues[kind].put_nowait(handle)
         return handle
 
-    async def _run_one(self, handle: RunHandle) -> None:
-        sem = self._interval_sem if handle.trigger in ("every", "after") else self._cron_sem
-        begun = False
+    async def _worker_conn(self) -> tuple[psycopg.AsyncConnection, datetime | None]:
+        conn = await aconnect(self.settings, **self._worker_conninfo)
+        row = await (await conn.execute("SELECT backend_start FROM pg_catalog.pg_stat_activity "
+                                        "WHERE pid = pg_backend_pid()")).fetchone()
+        return conn, (row[0] if row else None)
+
+    async def _worker(self, kind: str, prewarm: bool) -> None:
+        """One worker slot: takes claimed runs from its queue and runs them on its own connection."""
+        queue = self._queues[kind]
+        conn: psycopg.AsyncConnection | None = None
+        started: datetime | None = None
         try:
-            async with sem:
-                if handle.stop.is_set():
-                    outcome_status = "failed"
-                    async with self.pool.connection() as conn:
-                        await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
-                                           (handle.run_id, "stopped before it started", self.clock.now()))
-                else:
-                    begun = handle.begun = True
-                    t0 = asyncio.get_running_loop().time()  # timings for /metrics (tasks engineer)
-                    if handle.due_at is not None:
-                        self.timing.lag.observe((self.clock.now() - handle.due_at).total_seconds())
-                    outcome = await self.executor.execute(handle.run_id, handle.chain_id, handle.stop)
-                    self.timing.duration.observe(asyncio.get_running_loop().time() - t0)
-                    outcome_status = outcome.status
-                    if handle.trigger == "after" and outcome_status in ("skipped", "gone"):
-                        # no finish_run for this run: let the dirty pass re-arm the @after chain
-                        async with self.pool.connection() as conn:
-                            await conn.execute(REARM_SQL, (handle.chain_id,))
+            if prewarm:
+                try:
+                    conn, started = await self._worker_conn()
+                except Exception as exc:  # noqa: BLE001 - tried again when a run comes
+                    self.log.warning("timetable worker cannot connect yet: %s", exc)
+            while True:
+                handle = await queue.get()
+                if handle is None:
+                    return
+                if conn is None or conn.closed or conn.broken or \
+                        conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                    if conn is not None:
+                        await conn.close()
+                    conn = None
+                    try:
+                        conn, started = await self._worker_conn()
+                    except Exception as exc:  # noqa: BLE001 - the engine restarts; the claim is released
+                        self.running.pop(handle.run_id, None)
+                        await self._release([handle.run_id], f"engine cannot connect: {exc}")
+                        self._fatal = exc
+                        self.wake.set()
+                        return
+                handle.backend_start = started
+                await self._run_one(handle, conn)
+        finally:
+            if conn is not None:
+                await conn.close()
+
+    async def _run_one(self, handle: RunHandle, conn: psycopg.AsyncConnection) -> None:
+        outcome_status = "failed"
+        try:
+            if handle.stop.is_set():
+                await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
+                                   (handle.run_id, "stopped before it started", self.clock.now()))
+            else:
+                handle.begun = True
+                t0 = asyncio.get_running_loop().time()  # timings for /metrics (tasks engineer)
+                if handle.due_at is not None:
+                    self.timing.lag.observe((self.clock.now() - handle.due_at).total_seconds())
+                outcome = await self.executor.execute(handle, conn, handle.backend_start)
+                self.timing.duration.observe(asyncio.get_running_loop().time() - t0)
+                outcome_status = outcome.status
+                if handle.trigger == "after" and outcome_status in ("skipped", "gone"):
+                    # no finish_run for this run: let the dirty pass re-arm the @after chain
+                    await conn.execute(REARM_SQL, (handle.chain_id,))
+                    self._dirty = True
             if outcome_status in self.stats:
                 self.stats[outcome_status] += 1
         except asyncio.CancelledError:
-            if not begun:  # claimed but never started: release the claim with a reason
-                await asyncio.shield(self._release_claim(handle.run_id))
             raise
         except Exception as exc:  # noqa: BLE001 - one run never takes the engine down
             self.log.error("run %s of chain %s: %s", handle.run_id, handle.chain_id, exc)
             self.stats["failed"] += 1
         finally:
             self.running.pop(handle.run_id, None)
-            if handle.trigger == "after" or self._starved:
-                self._starved = False
+            if handle.trigger == "after" or (self._starved and self._capacity() >= self._slots() // 2):
+                self._starved = False  # claim again once half the prefetch is free (bigger batches)
                 self.wake.set()
 
-    async def _release_claim(self, run_id: int) -> None:
-        try:
-            async with self.pool.connection(timeout=5) as conn:
-                await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
-                                   (run_id, "engine stopped before the run started", self.clock.now()))
-        except Exception as exc:  # noqa: BLE001 - the reaper catches it once our session is gone
-            self.log.warning("cannot release claimed run %s: %s", run_id, exc)
-
-    async def _start_reboot_chains(self, ctl: psycopg.AsyncConnection) -> None:
-        for (chain_id,) in await (await ctl.execute(REBOOT_SQL, (self.options.client_name,))).fetchall():
-            await self.start_adhoc(chain_id, "reboot", ctl)
+    async def _start_reboot_chains(self) -> None:
+        async with self._aux_lock:
+            ids = [r[0] for r in await (await self._aux.execute(REBOOT_SQL, (self.options.client_name,))).fetchall()]
+        for chain_id in ids:
+            await self.start_adhoc(chain_id, "reboot")
 
     async def start_adhoc(self, chain_id: int, trigger: str = "manual", conn=None) -> int | None:
         """Run a chain now (START / @reboot); it must be ours or have no client_name."""
         args = (trigger, self.options.client_name, self.session_id, chain_id, self.options.client_name)
-        if conn is None:
-            async with self.pool.connection() as c:
-                row = await (await c.execute(ADHOC_SQL, args)).fetchone()
-        else:
-            row = await (await conn.execute(ADHOC_SQL, args)).fetchone()
+        async with self._aux_lock:
+            if self._aux is None or self._aux.closed or self._aux.broken:
+                self._aux = await aconnect(self.settings)
+            row = await (await self._aux.execute(ADHOC_SQL, args)).fetchone()
         if row is None or row[0] is None:
             self.log.warning("START for chain %s ignored: no such chain for client %s", chain_id,
                              self.options.client_name)
@@ -453,7 +585,7 @@ class Scheduler:
                                     {"chain": chain_id})
             return None
         self.stats["claimed"] += 1
-        self._launch(row[0], chain_id, trigger)
+        self._launch(RunHandle(row[0], chain_id, trigger))
         return row[0]
 
     def stop_chain(self, chain_id: int) -> int:
@@ -462,6 +594,8 @@ class Scheduler:
         for h in list(self.running.values()):
             if h.chain_id == chain_id:
                 h.stop.set()
+                if self.executor is not None:
+                    self.executor.interrupt(h.run_state, STOPPED)
                 n += 1
         if self.writer:
             self.writer.message("INFO", f"STOP for chain {chain_id}: {n} running instance(s) stopped",
@@ -473,6 +607,7 @@ class Scheduler:
     async def _listen(self, session: psycopg.AsyncConnection) -> None:
         async for note in session.notifies():
             if note.channel == CHANGED_CHANNEL:
+                self._dirty = True
                 self.wake.set()
                 continue
             self._command(note.payload)
@@ -515,6 +650,7 @@ class Scheduler:
             if self.writer:
                 self.writer.message("ERROR", f"run marked failed: {reason}", {"chain": chain_id, "run": run_id})
         if rows:
+            self._dirty = True
             self.wake.set()
 
     # --- observability -------------------------------------------------------------------
