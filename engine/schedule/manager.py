@@ -325,9 +325,11 @@ SELECT c.id, c.rule, c.tz, c.start_date, c.end_date, c.def_version
 ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
 PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
 COMMIT_HAZARDS = "SELECT key, item, changes FROM schedule._commit_hazards()"
+SERVER_SEARCH_PATH = "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'search_path'"
 
 # the run_as role's normal search_path, evaluated after SET LOCAL ROLE (current_user = run_as):
 # ALTER ROLE … IN DATABASE, then ALTER ROLE, then ALTER DATABASE, else the server's value
+# (read once per manager: reading pg_settings costs ~1 ms)
 EXECUTOR_SEARCH_PATH = """(SELECT coalesce(
     (SELECT pg_catalog.substr(cfg, 13)
        FROM pg_catalog.pg_db_role_setting s CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS cfg
@@ -338,7 +340,7 @@ EXECUTOR_SEARCH_PATH = """(SELECT coalesce(
         AND pg_catalog.split_part(cfg, '=', 1) = 'search_path'
       ORDER BY CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 0 WHEN s.setrole <> 0 THEN 1 ELSE 2 END
       LIMIT 1),
-    (SELECT g.reset_val FROM pg_catalog.pg_settings g WHERE g.name = 'search_path')))"""
+    %s::pg_catalog.text))"""
 
 _SANDBOX_BODY = """
 DECLARE
@@ -475,6 +477,7 @@ class DatabaseManager:
         self._started_once = False
         self._last_forecast = 0.0
         self._control_dirty = False
+        self._server_path = '"$user", public'  # replaced by the server's value in open()
 
     # --- connections ------------------------------------------------------------------
     async def _connect(self, role: str) -> psycopg.AsyncConnection:
@@ -498,6 +501,8 @@ class DatabaseManager:
             if self.nodename_override is None:
                 cur = await self.control.execute("SELECT schedule.nodename()")
                 self.node = (await cur.fetchone())[0]
+            cur = await self.control.execute(SERVER_SEARCH_PATH)
+            self._server_path = (await cur.fetchone())[0]
 
     async def close(self) -> None:
         for kind in ("cron", "at"):
@@ -860,7 +865,7 @@ class DatabaseManager:
                 await conn.execute(_sandbox_function(name, len(params) if params is not None else None, want_value))
                 await conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, sql.Identifier(role)))
                 await conn.execute(_sql_role(role))
-                cur = await conn.execute(call, (list(statements), params))
+                cur = await conn.execute(call, (list(statements), params, self._server_path))
                 await conn.execute("RESET ROLE")
                 await conn.execute(PIN_SEARCH_PATH)
                 await conn.execute(sql.SQL("DROP FUNCTION {}").format(signature))
