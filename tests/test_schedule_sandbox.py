@@ -246,3 +246,23 @@ async def test_resubmit_is_honoured_when_the_job_then_fails(robot):
         assert conn.execute("SELECT count(*) FROM robot.t").fetchone()[0] == 0  # every run rolled back
     finally:
         await m.close()
+
+
+async def test_statements_that_cannot_run_in_a_function_fail_with_a_clear_error(robot):
+    dsn, conn, role, su = robot
+    cases = {
+        "VACUUM robot.t": "VACUUM cannot run inside a transaction block",
+        "COMMIT": "EXECUTE of transaction commands is not implemented",
+        "insert into t values ('x'); ROLLBACK; RESET ROLE": "EXECUTE of transaction commands is not implemented",
+        "CREATE DATABASE nope": "CREATE DATABASE cannot run inside a transaction block",
+        "DISCARD ALL": "DISCARD ALL cannot run inside a transaction block",
+    }
+    ids = {text: conn.execute("SELECT schedule.submit_job(%s, run_as := %s)", (text, role)).fetchone()[0]
+           for text in cases}
+    await run_all(dsn, FakeClock(datetime.now(timezone.utc) + timedelta(seconds=1)))
+    for text, expected in cases.items():
+        ok, error = conn.execute("SELECT is_success, error FROM schedule.all_job_status WHERE id = %s",
+                                 (ids[text],)).fetchone()
+        assert ok is False and expected in error, (text, error)
+    assert conn.execute("SELECT count(*) FROM robot.t").fetchone()[0] == 0
+    assert robot_privileges(conn, role) == (False, False, False)

@@ -45,12 +45,20 @@ in the job's transaction the engine
    security-definer function", for every nested call. The search_path inside is the
    run_as role's normal one (ALTER ROLE/DATABASE … SET search_path, else the server's);
 3. back in the engine: ``RESET ROLE``, re-pin the engine's own ``search_path`` (a job may
-   have changed it at session level), drop the function, and call
-   ``schedule._refuse_commit_hazards()``, which rolls the transaction back if it changed a
-   table with a deferrable user trigger or a deferrable constraint whose index has
-   expressions: that code would run at COMMIT, outside the sandbox. The function itself
-   refuses to return while the job left a ``WITH HOLD`` cursor open (its query would run at
-   COMMIT as the engine).
+   have changed it at session level) and drop the function. Code that would still run at
+   COMMIT, after the function returned, is refused: the function will not return while the
+   job left a ``WITH HOLD`` cursor open (its query runs at COMMIT as the current role), and
+   the engine compares ``schedule._commit_hazards()`` before and after the job (same
+   transaction: the per-transaction row counters are exact) and rolls the job back if it
+   changed a table with a deferrable user trigger (PostgreSQL 13-17 fire it at COMMIT as the
+   engine's role; 18 as the job's, but it may open a WITH HOLD cursor) or a deferrable
+   unique/exclusion constraint whose index has expressions or a predicate (evaluated at
+   COMMIT). Deferrable foreign keys are fine (PostgreSQL checks them as the table owner).
+   With ``track_counts = off`` the engine cannot see what changed and refuses every job while
+   such an object exists in the database.
+4. the engine records the outcome in the same transaction and commits.
+
+Every next_time_statement evaluation is limited by ``statement_timeout = 60s``.
 
 The function name is random (a job cannot pre-create it) and is called with explicitly typed
 arguments. The engine's own sessions pin ``search_path = pg_catalog, pg_temp`` (a job's temp
@@ -65,10 +73,12 @@ block"; COMMIT/ROLLBACK/SAVEPOINT "EXECUTE of transaction commands is not implem
 TABLE … AS). ``params`` are bound as ``text`` ($1::int casts work). A next_time_statement
 value is assigned to a timestamptz (a text that reads as a time is accepted).
 
-Requirements for the engine's login role: a superuser, or (non-superuser) a member of every
-run_as role (``GRANT robot TO pgtt_engine``; PostgreSQL 16+: with the SET option) whose
-run_as roles have the TEMPORARY privilege on the database (the default for PUBLIC), since
-``ALTER FUNCTION … OWNER TO`` needs both.
+Requirements for the engine's login role: a superuser; or a non-superuser that owns the
+schedule schema's objects, is a member of every run_as role (``GRANT robot TO pgtt_engine``;
+PostgreSQL 16+: with the SET option, the default) and has, like every run_as role, the
+TEMPORARY privilege on the database (PUBLIC has it by default): ``CREATE FUNCTION pg_temp…``
+and ``ALTER FUNCTION … OWNER TO`` need these. Otherwise the run fails with PostgreSQL's
+"must be able to SET ROLE …" / "permission denied for schema pg_temp_N".
 """
 
 from __future__ import annotations
@@ -325,6 +335,9 @@ SELECT c.id, c.rule, c.tz, c.start_date, c.end_date, c.def_version
 ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
 PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
 COMMIT_HAZARDS = "SELECT key, item, changes FROM schedule._commit_hazards()"
+# a next_time_statement has no max_run_time; it must not hang the manager (armed per statement,
+# so a SET inside the statement cannot lift it)
+NEXT_TIME_TIMEOUT = "SET LOCAL statement_timeout = '60s'"
 SERVER_SEARCH_PATH = "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'search_path'"
 
 # the run_as role's normal search_path, evaluated after SET LOCAL ROLE (current_user = run_as):
@@ -694,6 +707,7 @@ class DatabaseManager:
         try:
             async with conn.transaction():
                 await conn.execute("SELECT pg_catalog.set_config('schedule.transaction_state', 'failure', true)")
+                await conn.execute(NEXT_TIME_TIMEOUT)  # it runs on the manager's own connection
                 value = await self._sandboxed(_Running(conn), job["executor"], [job["next_time_statement"]],
                                               want_value=True)
                 if value is None:
@@ -938,6 +952,7 @@ class DatabaseManager:
     async def _next_time(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         try:
             async with conn.transaction():
+                await conn.execute(NEXT_TIME_TIMEOUT)
                 value = await self._sandboxed(_Running(conn), job["executor"], [job["next_time_statement"]],
                                               want_value=True)
             if value is None:
