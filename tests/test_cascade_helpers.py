@@ -61,15 +61,21 @@ def fast_ticks(dsn: str, queue: str = QUEUE) -> None:
 class WorkerProc:
     dsn: str
     log: Path
-    sink: bool = False
+    sink: bool | str = False  # True: the default sink table; a str: that table
     proc: subprocess.Popen | None = None
+    queues: tuple[str, ...] = (QUEUE,)
+    consumer: str | None = None  # run as this plain cascaded consumer
 
     def start(self) -> None:
         args = [sys.executable, "-m", "pgtt_tui", "worker", "--dsn", self.dsn, "--modules", "cascade",
-                "--cascade-queue", QUEUE, "--cascade-loop-delay", "0.05", "--cascade-wm-period", "0.5",
+                "--cascade-loop-delay", "0.05", "--cascade-wm-period", "0.5",
                 "--cascade-root-ticker", "--log-level", "info", "--clientname", self.log.stem]
+        for queue in self.queues:
+            args += ["--cascade-queue", queue]
         if self.sink:
-            args += ["--cascade-sink-table", SINK]
+            args += ["--cascade-sink-table", SINK if self.sink is True else self.sink]
+        if self.consumer:
+            args += ["--cascade-consumer", self.consumer]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(args, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=env,
                                      cwd=str(REPO))
@@ -100,6 +106,8 @@ class Producer:
 
     root_dsn: str
     rate: float = 200.0
+    queue: str = QUEUE
+    prefix: str = ""  # payload = prefix + number
     acked: dict[int, int] = field(default_factory=dict)  # payload -> ev_id
     uncertain: set[int] = field(default_factory=set)
     failed: int = 0
@@ -128,7 +136,8 @@ class Producer:
             self._n += 1
             n = self._n
             try:
-                ev_id = conn.execute("SELECT pgq.insert_event(%s, 'data', %s)", (QUEUE, str(n))).fetchone()[0]
+                ev_id = conn.execute("SELECT pgq.insert_event(%s, 'data', %s)",
+                                     (self.queue, f"{self.prefix}{n}")).fetchone()[0]
                 self.acked[n] = ev_id
             except psycopg.OperationalError:
                 self.uncertain.add(n)
@@ -161,20 +170,45 @@ def wait_until(fn, timeout: float = 30.0, interval: float = 0.1, what: str = "co
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def completed(dsn: str) -> int | None:
-    return q(dsn, "SELECT worker_last_tick FROM pgq_node.get_node_info(%s)", (QUEUE,))[0][0]
+def completed(dsn: str, queue: str = QUEUE) -> int | None:
+    return q(dsn, "SELECT worker_last_tick FROM pgq_node.get_node_info(%s)", (queue,))[0][0]
 
 
-def root_top(dsn: str) -> int:
-    return q(dsn, "SELECT last_tick_id FROM pgq.get_queue_info(%s)", (QUEUE,))[0][0]
+def root_top(dsn: str, queue: str = QUEUE) -> int:
+    return q(dsn, "SELECT last_tick_id FROM pgq.get_queue_info(%s)", (queue,))[0][0]
 
 
-def final_tick(root_dsn: str) -> int:
+def final_tick(root_dsn: str, queue: str = QUEUE) -> int:
     """Force a tick that covers everything committed so far at the root; returns its id."""
-    q(root_dsn, "SELECT pgq.force_tick(%s)", (QUEUE,))
-    before = root_top(root_dsn)
-    return wait_until(lambda: (t := root_top(root_dsn)) > before and t, what="a final root tick")
+    q(root_dsn, "SELECT pgq.force_tick(%s)", (queue,))
+    before = root_top(root_dsn, queue)
+    return wait_until(lambda: (t := root_top(root_dsn, queue)) > before and t, what="a final root tick")
 
 
-def sink_rows(dsn: str) -> list[tuple[int, str]]:
-    return q(dsn, f"SELECT ev_id, ev_data FROM {SINK} WHERE ev_type = 'data' ORDER BY ev_id")
+def sink_rows(dsn: str, table: str = SINK) -> list[tuple[int, str]]:
+    if not q(dsn, "SELECT to_regclass(%s) IS NOT NULL", (table,))[0][0]:
+        return []
+    return q(dsn, sql.SQL("SELECT ev_id, ev_data FROM {} WHERE ev_type = 'data' ORDER BY ev_id").format(
+        sql.Identifier(table)))
+
+
+def paused(dsn: str, queue: str = QUEUE) -> bool:
+    return q(dsn, "SELECT worker_paused FROM pgq_node.get_node_info(%s)", (queue,))[0][0]
+
+
+def assert_exactly_once(rows: list[tuple[int, str]], acked: set[str], uncertain: set[str] = frozenset(),
+                        lost: set[str] = frozenset()) -> set[str]:
+    """Every acknowledged payload exactly once (except ``lost`` ones, which must be absent),
+    no ev_id twice, nothing that nobody committed.  Returns the payloads seen."""
+    ids = [r[0] for r in rows]
+    payloads = [r[1] for r in rows]
+    assert len(ids) == len(set(ids)), "an ev_id arrived twice"
+    dup = {p for p in payloads if payloads.count(p) > 1} if len(payloads) != len(set(payloads)) else set()
+    assert not dup, f"duplicate events: {sorted(dup)[:20]}"
+    got = set(payloads)
+    assert not (got & set(lost)), f"events both delivered and lost: {sorted(got & set(lost))[:20]}"
+    missing = set(acked) - got - set(lost)
+    assert not missing, f"lost acknowledged events: {sorted(missing)[:20]}"
+    unexpected = got - set(acked) - set(uncertain)
+    assert not unexpected, f"events nobody committed: {sorted(unexpected)[:20]}"
+    return got

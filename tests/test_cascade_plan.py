@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
@@ -174,3 +175,26 @@ def test_cli_dry_run_status_and_run(two, tmp_path):
     assert [s["irreversible"] for s in steps if s["title"] == "promote n2 to root"] == [True]
     res = runner.invoke(app, ["node", "failover", "n1", "--node", "n2", "--queue", QUEUE, "--dsn", b, "--dry-run"])
     assert res.exit_code == 0 and "gravestone" in res.output and "tag n1 dead on n2" in res.output
+
+
+def test_plain_consumer_registration_cli(two):
+    a, b = two
+    _run(ops.plan_create_root(QUEUE, "n1", a))
+    _run(ops.plan_create_leaf(QUEUE, "n2", b, a))
+    runner = CliRunner()
+    res = runner.invoke(app, ["node", "register-consumer", "c1", "--queue", QUEUE, "--dsn", b, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "pgq.register_consumer('pq', 'c1')" in res.output and "on node n1" in res.output
+    res = runner.invoke(app, ["node", "register-consumer", "c1", "--queue", QUEUE, "--dsn", b, "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["ok"] is True, res.output
+    with psycopg.connect(b, autocommit=True) as conn:
+        row = conn.execute("SELECT ret_code, provider_node, completed_tick FROM pgq_node.get_consumer_state(%s, 'c1')",
+                           (QUEUE,)).fetchone()
+    assert row[0] == 100 and row[1] == "n1" and row[2] is not None
+    with pytest.raises(InputError, match="own worker"):
+        ops.plan_register_consumer(b, QUEUE, "n2_worker")
+    res = runner.invoke(app, ["node", "unregister-consumer", "c1", "--queue", QUEUE, "--dsn", b])
+    assert res.exit_code == 0, res.output
+    with psycopg.connect(a, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pgq.get_consumer_info(%s) WHERE consumer_name = 'c1'",
+                            (QUEUE,)).fetchone()[0] == 0

@@ -108,7 +108,7 @@ async def test_tree_changes_async():
 def fixed_switchover_plan() -> Plan:
     """The engine's real switchover plan for fixed nodes A (root) → B (branch) → C."""
     st = fixed_status(False)
-    return ops._plan_switchover(st, st.nodes["A"], st.nodes["B"], 120.0)
+    return ops.plan_takeover_from_status(st, "A", "B", wait_timeout=120.0)
 
 
 def row(code: int, note: str, **extra) -> Statement:
@@ -239,3 +239,53 @@ async def test_stop_cancels_a_wait_and_reports_the_nodes(empty_dsn):
         assert any("canceled by the operator" in line for line in screen.output)
         assert screen.runner.next_step == 3  # nothing after the wait ran
         assert "to go back: step 1: resume A_worker on A" in "\n".join(screen.output)
+
+
+# ---- NO_COLOR: every state is text + glyph ------------------------------------------------
+
+def every_state(second: bool) -> CascadeStatus:
+    st = fixed_status(second)
+    st.nodes["E"] = node("E", "leaf" if second else "branch", "A", 1200, dead=second)
+    st.nodes["F"] = NodeStatus(name="F", location="host=f.example dbname=app", provider=None)  # not set up
+    st.nodes["A"].children.append("E")
+    return st
+
+
+class EveryStateCascade(CascadeScreen):
+    POLLS = False
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        from pgtt_tui.screens.cascade import CascadeData
+
+        self.show(CascadeData(every_state(False), ["cq"], SNAP.dsn))
+        self.show(CascadeData(every_state(True), ["cq"], SNAP.dsn))
+
+
+async def test_no_color_tree_shows_every_state_as_text_and_glyph(monkeypatch):
+    import re
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = HostApp(SNAP, EveryStateCascade, clock=lambda: FIXED_NOW)
+    assert app.no_color
+    async with app.run_test(size=(130, 30)) as pilot:
+        await pilot.pause()
+        tree = app.screen.query_one("#topology")
+        label = {name: tree.node_of(name).label.plain for name in "ABCDEF"}
+        assert "ROOT" in label["A"] and "▶ running" in label["A"]
+        assert "branch" in label["B"] and "‖ paused" in label["B"]
+        assert "leaf" in label["C"] and "✗ error" in label["C"]
+        assert "✗ UNREACHABLE" in label["D"] and "✗ stopped answering" in label["D"]
+        assert "✗DEAD" in label["E"] and "⚠ role: branch → leaf" in label["E"] and "✗ tagged dead" in label["E"]
+        assert "? not set up" in label["F"]
+        assert "-2" in label["C"]  # ticks behind the root, as a number
+        svg = app.export_screenshot()
+        for text in ("ROOT", "paused", "UNREACHABLE", "DEAD", "not&#160;set&#160;up", "error"):
+            assert text in svg, text
+        # and nothing is told by colour: every colour on the screen is a grey
+        fills = set(re.findall(r'(?:fill|color)[:=]"?#([0-9a-fA-F]{6})', svg))
+        # the window buttons the SVG export draws around the screen, and its default foreground
+        fills -= {"ff5f57", "febc2e", "28c840", "c5c8c6"}
+        assert fills
+        coloured = sorted(f for f in fills if not f[0:2] == f[2:4] == f[4:6])
+        assert not coloured, coloured

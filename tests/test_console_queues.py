@@ -206,3 +206,29 @@ async def test_consumers_panel_names_the_tables_feeding_the_queue(qdsn):
         assert str(panel.border_subtitle).startswith("fed by ")
         queues.move_cursor(row=[rk.value for rk in queues.rows].index("audit"))
         await wait_for(pilot, lambda: str(panel.border_subtitle) == "no capture triggers")
+
+
+async def test_slash_filters_queues_and_consumers_as_you_type(qdsn):
+    app = HostApp(ConnSettings(dsn=qdsn), QueuesScreen)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        queues = screen.query_one("#queues", VimTable)
+        consumers = screen.query_one("#consumers", VimTable)
+        await wait_for(pilot, lambda: queues.row_count == 2)
+        await pilot.press("slash")
+        await pilot.press(*"aud")
+        await wait_for(pilot, lambda: set(cells(queues)) == {"audit"})
+        assert "1 of 2 match /aud" in str(screen.query_one("#queues-panel").border_title)
+        # a consumer's name finds its queue; only the matching consumers are listed
+        await pilot.press("backspace", "backspace", "backspace", *"mail")
+        await wait_for(pilot, lambda: set(cells(queues)) == {"orders"})
+        await wait_for(pilot, lambda: [r[0] for r in cells(consumers).values()] == ["mailer"])
+        # the filter stays while the view refreshes; Enter keeps it, Esc (in the bar) clears it
+        await pilot.press("enter")
+        await pilot.pause(1.2)
+        assert set(cells(queues)) == {"orders"}
+        await pilot.press("slash")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: queues.row_count == 2)
+        await wait_for(pilot, lambda: consumers.row_count == 2)
+        assert screen.filter_text == ""

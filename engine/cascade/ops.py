@@ -7,11 +7,16 @@ pgq cascade admin procedures (reference/pgq.md §b.5):
 * ``plan_create_root`` / ``plan_create_branch`` / ``plan_create_leaf``
 * ``plan_pause`` / ``plan_resume`` (set the flag, wait until the worker acknowledged)
 * ``plan_change_provider``
-* ``plan_takeover``: switchover from a live root (demote 1, 2, catch up, promote, demote 3)
+* ``plan_takeover`` (reads the topology) / ``plan_takeover_from_status`` (for a topology
+  already read): switchover from a live root (demote 1, 2, catch up, promote, demote 3);
+  takeover of a live branch (NEW takes its place, its subscribers and it move under NEW);
   or, with ``dead_root=True``, failover: tag dead, catch up from the most advanced node,
-  promote, gravestone, move the dead root's subscribers
+  move the dead root's other subscribers, promote, gravestone (refused, with what to do,
+  when a leaf got further than every branch)
 * ``plan_resurrect``: dump what the dead root had that the cascade lost, rejoin as branch
-* ``plan_tag_dead`` / ``plan_tag_alive``, ``plan_drop_node``
+* ``plan_tag(dead=True/False)``, ``plan_drop_node`` (each step verifies the node state)
+* ``plan_register_consumer`` / ``plan_unregister_consumer``: plain cascaded consumers
+  (run by ``pgtt-tui worker --cascade-consumer NAME``)
 
 Worker names default to ``<node>_worker``.  Waits take ``wait_timeout`` seconds.
 """
@@ -173,29 +178,46 @@ def _pause_steps(queue: str, node: NodeRef, worker: str, paused: bool, timeout: 
     return steps
 
 
+def provider_has_tick(node: NodeRef, tick: Ref) -> Wait:
+    """Wait until ``node``'s queue has tick ``tick`` (a provider that is still catching up)."""
+    def cond(ctx: StepContext) -> CheckResult:
+        want = ctx.value(tick.name)
+        row = ctx.one(node, SQL_QUEUE_TOP, (ctx.plan.queue,))
+        top = row["last_tick"] if row else None
+        if top is None or want is None or top < want:
+            return CheckResult.problem(f"{node.name} is at tick {top}, needs {want}")
+        return CheckResult.good(f"top tick {top}")
+    return Wait(f"wait until {node.name} has tick {tick}", node, cond)
+
+
 def _subscribe_steps(queue: str, provider: NodeRef, sub: NodeRef, worker: str, tick: Ref | None,
-                     capture_wm: str | None = None) -> list[Step]:
+                     capture_wm: str | None = None, timeout: float = 120.0) -> list[Step]:
     capture = {capture_wm: "global_watermark"} if capture_wm else {}
+    wait = None
+    if tick is not None:
+        wait = provider_has_tick(provider, tick)
+        wait.timeout = timeout
     return [Step(f"register {sub.name} as subscriber on {provider.name}", provider,
                  [Statement(SQL_REGISTER_LOCATION, (queue, sub.name, sub.location, False)),
                   Statement(SQL_REGISTER_SUBSCRIBER, (queue, sub.name, worker, tick), capture=capture)],
-                 checks=[check_node_type(provider, "root", "branch")] + ([check_has_tick(provider, tick)]
-                                                                          if tick is not None else []),
+                 checks=[check_node_type(provider, "root", "branch")], wait=wait,
                  undo=f"on {provider.name}: SELECT * FROM pgq_node.unregister_subscriber('{queue}', '{sub.name}')")]
 
 
 def _move_steps(queue: str, node: NodeRef, worker: str, new_provider: NodeRef, old_provider: NodeRef | None,
-                timeout: float, tag: str) -> list[Step]:
-    """change-provider of one node: pause, subscribe at its completed tick, switch, resume, unsubscribe."""
+                timeout: float, tag: str, keep_paused: bool = False) -> list[Step]:
+    """change-provider of one node: pause, subscribe at its completed tick (waiting until the
+    new provider has it), switch, resume (unless it was paused before), unsubscribe."""
     completed = Ref(f"completed_{tag}")
     steps = _pause_steps(queue, node, worker, True, timeout, capture_completed=completed.name)
-    steps += _subscribe_steps(queue, new_provider, node, worker, completed)
+    steps += _subscribe_steps(queue, new_provider, node, worker, completed, timeout=timeout)
     steps.append(Step(f"switch {node.name} to provider {new_provider.name}", node,
                       [Statement(SQL_CHANGE_PROVIDER, (queue, worker, new_provider.name))],
                       undo=(f"on {node.name}: change_consumer_provider back to "
                             f"{old_provider.name if old_provider else 'the old provider'}")))
-    steps += _pause_steps(queue, node, worker, False, timeout)
-    if old_provider is not None and not old_provider.dead:
+    if not keep_paused:
+        steps += _pause_steps(queue, node, worker, False, timeout)
+    if old_provider is not None and not old_provider.dead and old_provider.name != new_provider.name:
         steps.append(Step(f"unregister {node.name} from its old provider {old_provider.name}", old_provider,
                           [Statement(SQL_UNREGISTER_SUBSCRIBER, (queue, node.name))], warn_only=True))
     return steps
@@ -362,21 +384,39 @@ def plan_change_provider(dsn: str, queue: str, node_name: str, provider_name: st
 
 def plan_takeover(dsn: str, queue: str, old_name: str, new_name: str, *, dead_root: bool = False,
                   wait_timeout: float = 120.0) -> Plan:
-    st = load(dsn, queue)
+    """Takeover read from the member at ``dsn``: see :func:`plan_takeover_from_status`."""
+    return plan_takeover_from_status(load(dsn, queue), old_name, new_name, dead_root=dead_root,
+                                     wait_timeout=wait_timeout)
+
+
+def plan_takeover_from_status(st: CascadeStatus, old_name: str, new_name: str, *, dead_root: bool = False,
+                              wait_timeout: float = 120.0) -> Plan:
+    """NEW takes over from OLD, for a topology already read (``collect_status``):
+
+    * OLD is a live root: switchover (demote 1, 2, NEW catches up, promote, demote 3);
+    * OLD is a live branch: branch takeover (NEW takes OLD's place, OLD's subscribers and OLD
+      itself read from NEW);
+    * ``dead_root``: failover (tag dead, catch up from the most advanced node, move OLD's other
+      subscribers, promote, gravestone).
+    """
     old = st.node(old_name)
     new = st.node(new_name)
     if old_name == new_name:
         raise InputError("--node", "the new node must differ from the old one")
-    if new.node_type != "branch" and not (new.node_type is None and not new.reachable):
-        if new.node_type != "branch":
-            raise InputError("--node", f"{new_name} is {new.node_type or 'unknown'}: only a branch can take over")
     if not new.reachable:
         raise InputError("--node", f"{new_name} is unreachable: {new.error}")
+    if new.node_type != "branch":
+        raise InputError("--node", f"{new_name} is {new.node_type or 'unknown'}: only a branch can take over")
     if dead_root:
         return _plan_failover(st, old, new, wait_timeout)
     if not old.reachable:
         raise InputError("OLD", f"{old_name} is unreachable ({old.error}); if it is gone, use --dead-root")
+    if old.node_type == "leaf":
+        raise InputError("OLD", f"{old_name} is a leaf: nobody reads from it, there is nothing to take over "
+                                "(use change-provider or drop)")
     if old.node_type != "root":
+        if old_name in _descendants(st, new_name):
+            raise InputError("--node", f"{old_name} reads (indirectly) from {new_name}: that would be a loop")
         return _plan_takeover_branch(st, old, new, wait_timeout)
     return _plan_switchover(st, old, new, wait_timeout)
 
@@ -423,44 +463,100 @@ def _plan_switchover(st: CascadeStatus, old, new, timeout: float) -> Plan:
 
 
 def _plan_takeover_branch(st: CascadeStatus, old, new, timeout: float) -> Plan:
-    """NEW takes OLD's place (both branches): NEW reads from OLD's provider, OLD's subscribers
-    and OLD itself read from NEW."""
+    """NEW takes OLD's place (both branches), §b.5 takeover_nonroot: if NEW reads (directly or
+    not) from OLD it first moves to OLD's provider; then OLD's other subscribers and finally
+    OLD itself read from NEW.  Each move waits until NEW has the mover's completed tick."""
     q = st.queue
     steps: list[Step] = []
-    if new.provider == old.name:
-        steps += _move_steps(q, new.ref, new.worker, st.node(old.provider).ref, old.ref, timeout, "new")
-    for i, sub in enumerate(n for n in st.nodes.values() if n.provider == old.name and n.name != new.name):
-        steps += _move_steps(q, sub.ref, sub.worker, new.ref, old.ref, timeout, f"sub{i}")
-    steps += _move_steps(q, old.ref, old.worker, new.ref, st.node(old.provider).ref, timeout, "old")
-    return Plan(f"takeover: {new.name} takes the place of branch {old.name}", q, st.refs(), steps)
+    old_provider = st.node(old.provider).ref if old.provider in st.nodes else None
+    if old_provider is None:
+        raise InputError("OLD", f"{old.name} has no known provider ({old.provider})")
+    if new.provider == old.name or new.name in _descendants(st, old.name):
+        prev = st.nodes.get(new.provider)
+        steps += _move_steps(q, new.ref, new.worker, old_provider, prev.ref if prev else None, timeout, "new",
+                             keep_paused=bool(new.paused))
+    for i, sub in enumerate(x for x in sorted(st.nodes.values(), key=lambda x: x.name)
+                            if x.provider == old.name and x.name != new.name):
+        if not sub.reachable:
+            raise InputError("OLD", f"{old.name}'s subscriber {sub.name} does not answer: it cannot be moved "
+                                    "(start it, or drop it first)")
+        steps += _move_steps(q, sub.ref, sub.worker, new.ref, old.ref, timeout, f"sub{i}",
+                             keep_paused=bool(sub.paused))
+    steps += _move_steps(q, old.ref, old.worker, new.ref, old_provider, timeout, "old",
+                         keep_paused=bool(old.paused))
+    return Plan(f"takeover: {new.name} takes the place of branch {old.name}", q, st.refs(), steps,
+                notes=[f"afterwards {old.name} is a branch under {new.name} without subscribers; "
+                       f"`pgtt-tui node drop {old.name}` removes it"])
 
 
 def _plan_failover(st: CascadeStatus, old, new, timeout: float) -> Plan:
+    """Failover from a dead root, §b.5 takeover_root with --dead-root.
+
+    Order: tag OLD dead on every reachable member; NEW catches up from the most advanced
+    live subscriber of OLD (change NEW's provider to it, wait until NEW completed its tick);
+    OLD's other live subscribers move to NEW; pause NEW, promote it, gravestone at the
+    failover tick, unregister NEW from its provider, resume NEW.  Deliberate difference to
+    python-pgq: the subscribers move *after* the catch-up (python-pgq moves them first), so
+    every subscriber is registered on NEW at a tick NEW already has.
+    """
     q = st.queue
     alive = _alive(st, old.name)
     n = new.ref
+    dead_old = NodeRef(old.name, old.location, True)
     steps: list[Step] = []
+    subs = [x for x in sorted(st.nodes.values(), key=lambda x: x.name)
+            if x.provider == old.name and x.name not in (new.name, old.name)]
+    gone = [x.name for x in subs if not x.reachable or x.dead]
+    subs = [x for x in subs if x.reachable and not x.dead]
+    # who is ahead of NEW?  Only a branch (or NEW's own live provider) can serve missing batches.
+    candidates = [x for x in subs if x.node_type == "branch"]
+    if new.provider and new.provider != old.name and new.provider in st.nodes and \
+            st.nodes[new.provider].reachable and st.nodes[new.provider] not in candidates:
+        candidates.append(st.nodes[new.provider])
+    best = max(candidates, key=lambda x: x.last_tick or 0, default=None)
+    if best is not None and (best.last_tick or 0) <= (new.last_tick or 0):
+        best = None
+    reach = max(new.last_tick or 0, best.last_tick or 0 if best else 0)
+    leaves_ahead = [x for x in subs if x.node_type == "leaf" and (x.last_tick or 0) > reach]
+    if leaves_ahead:
+        who = ", ".join(f"{x.name} (tick {x.last_tick})" for x in leaves_ahead)
+        most = best.name if best else new.name
+        raise InputError("--node", (
+            f"leaf {who} got further than every branch (the most advanced branch, {most}, is at tick {reach}): "
+            f"ticks after {reach} exist only on the dead root {old.name} and on the leaf, so no branch can serve "
+            f"that leaf after a failover and the new root would reuse those tick ids for other events. "
+            f"What to do: (1) best: start {old.name}'s server again, let the branches catch up, then switch over "
+            f"(pgtt-tui node takeover {old.name} --node {new.name}) instead of failing over; (2) if {old.name} is "
+            f"gone for good: stop the leaf's worker, drop the leaf (pgtt-tui node drop {leaves_ahead[0].name}), "
+            f"fail over, create the leaf again under the new root (pgtt-tui node create-leaf ... --provider "
+            f"<{new.name}>) and reconcile the events the leaf has after tick {reach} in the application"))
     # 1. tag the old root dead everywhere we can reach (the new root first)
     for ref in sorted(alive, key=lambda r: r.name != new.name):
         steps.append(Step(f"tag {old.name} dead on {ref.name}", ref,
                           [Statement(SQL_REGISTER_LOCATION, (q, old.name, None, True))],
                           undo=f"on {ref.name}: SELECT * FROM pgq_node.register_location('{q}', '{old.name}', "
                                f"NULL, false)"))
-    # 2. catch up from the most advanced direct subscriber of the dead root
-    subs = [x for x in st.nodes.values() if x.provider == old.name and x.reachable and x.name != new.name]
-    ahead = [x for x in subs if x.node_type == "branch" and (x.last_tick or 0) > (new.last_tick or 0)]
-    leaves_ahead = [x.name for x in subs if x.node_type == "leaf" and (x.last_tick or 0) >
-                    max([new.last_tick or 0] + [a.last_tick or 0 for a in ahead])]
-    if leaves_ahead:
-        raise InputError("--node", f"leaf node(s) {', '.join(leaves_ahead)} are ahead of every branch: "
-                                   "no branch can serve them; promote a branch that is at least as far")
-    if ahead:
-        best = max(ahead, key=lambda x: x.last_tick or 0)
-        steps += _move_steps(q, n, new.worker, best.ref, None, timeout, "new")
-        wait = completed_at_least(n, best.last_tick or 0)
+    # 2. NEW's worker must run to catch up
+    if new.paused:
+        steps += _pause_steps(q, n, new.worker, False, timeout)
+    provider_after = new.provider
+    if best is not None:
+        # 3. catch up from the most advanced node
+        if best.name != new.provider:
+            prev = st.nodes.get(new.provider) if new.provider else None
+            prev_ref = dead_old if new.provider == old.name else (prev.ref if prev else None)
+            steps += _move_steps(q, n, new.worker, best.ref, prev_ref, timeout, "new")
+            provider_after = best.name
+        steps.append(Step(f"how far is {best.name} (the most advanced node)?", best.ref,
+                          [Statement("SELECT worker_last_tick AS best_tick FROM pgq_node.get_node_info(%s)", (q,),
+                                     capture={"best_tick": "best_tick"})]))
+        wait = completed_at_least(n, Ref("best_tick"))
         wait.timeout = timeout
-        steps.append(Step(f"{new.name} catches up from {best.name} (the most advanced node)", n, wait=wait))
-    # 3. promote, gravestone
+        steps.append(Step(f"{new.name} catches up from {best.name} to its tick", n, wait=wait))
+    # 4. move every other live subscriber of the dead root to the new node
+    for i, sub in enumerate(subs):
+        steps += _move_steps(q, sub.ref, sub.worker, n, dead_old, timeout, f"sub{i}", keep_paused=bool(sub.paused))
+    # 5. promote, gravestone, leave the provider
     steps += _pause_steps(q, n, new.worker, True, timeout)
     steps.append(Step(f"promote {new.name} to root", n,
                       [Statement(SQL_PROMOTE, (q,)),
@@ -470,21 +566,22 @@ def _plan_failover(st: CascadeStatus, old, new, timeout: float) -> Plan:
     steps.append(Step(f"gravestone: remember where {old.name} was cut off", n,
                       [Statement(SQL_REGISTER_SUBSCRIBER, (q, old.name, f"{old.name}.gravestone",
                                                            Ref("failover_tick")))]))
-    if new.provider and new.provider != old.name and new.provider in st.nodes and not ahead:
-        steps.append(Step(f"unregister {new.name} from its old provider {new.provider}",
-                          st.nodes[new.provider].ref, [Statement(SQL_UNREGISTER_SUBSCRIBER, (q, new.name))],
+    if provider_after and provider_after != old.name and provider_after in st.nodes:
+        steps.append(Step(f"unregister {new.name} from its former provider {provider_after}",
+                          st.nodes[provider_after].ref, [Statement(SQL_UNREGISTER_SUBSCRIBER, (q, new.name))],
                           warn_only=True))
-    if ahead:
-        steps.append(Step(f"unregister {new.name} from {ahead[0].name}", max(ahead, key=lambda x: x.last_tick).ref,
-                          [Statement(SQL_UNREGISTER_SUBSCRIBER, (q, new.name))], warn_only=True))
     steps += _pause_steps(q, n, new.worker, False, timeout)
-    # 4. move every other subscriber of the dead root to the new root
-    for i, sub in enumerate(subs):
-        steps += _move_steps(q, sub.ref, sub.worker, n, old.ref, timeout, f"sub{i}")
+    notes = [f"{old.name} is never contacted", "events the dead root had not passed on are lost "
+             f"until `pgtt-tui node resurrect {old.name}` dumps them"]
+    if best is not None:
+        notes.append(f"{new.name} (tick {new.last_tick}) first catches up from {best.name} (tick {best.last_tick})")
+    if gone:
+        notes.append(f"not moved (not answering): {', '.join(gone)}; change their provider to {new.name} "
+                     "once they are back")
+    if any(x.paused for x in subs):
+        notes.append("subscribers that were paused stay paused")
     plan = Plan(f"failover: {new.name} becomes root, {old.name} is dead", q,
-                [old.ref.__class__(old.name, old.location, True)] + alive, steps,
-                notes=[f"{old.name} is never contacted", "events the dead root had not passed on are lost "
-                       f"until `pgtt-tui node resurrect {old.name}` dumps them"])
+                [dead_old] + alive, steps, notes=notes)
 
     def fallback(ctx: StepContext) -> Any:
         row = ctx.one(n, "SELECT last_tick FROM pgq.get_consumer_info(%s, %s)", (q, f"{old.name}.gravestone"))
@@ -493,6 +590,9 @@ def _plan_failover(st: CascadeStatus, old, new, timeout: float) -> Plan:
         row = ctx.one(n, SQL_QUEUE_TOP, (q,))
         return row["last_tick"] if row else None
     plan.fallbacks["failover_tick"] = fallback
+    if best is not None:
+        plan.fallbacks["best_tick"] = lambda ctx: (ctx.one(best.ref, "SELECT worker_last_tick AS t FROM "
+                                                           "pgq_node.get_node_info(%s)", (q,)) or {}).get("t")
     return plan
 
 
@@ -603,6 +703,21 @@ def plan_resurrect(dsn_of_member: str, queue: str, old_name: str, dump_file: str
 
 # -- tag dead / alive, drop ------------------------------------------------------------------------
 
+def _verify_location(node: NodeRef, name: str, dead: bool | None) -> Check:
+    """``name`` is in ``node``'s node map with that dead flag (``dead=None``: it is gone)."""
+    def fn(ctx: StepContext) -> CheckResult:
+        row = ctx.one(node, "SELECT dead FROM pgq_node.get_queue_locations(%s) WHERE node_name = %s",
+                      (ctx.plan.queue, name))
+        if dead is None:
+            return CheckResult.problem(f"{node.name} still lists {name}") if row else CheckResult.good()
+        if row is None:
+            return CheckResult.problem(f"{node.name} does not know {name}")
+        return CheckResult.good() if row["dead"] == dead else CheckResult.problem(
+            f"{node.name} has dead = {row['dead']} for {name}")
+    what = "is gone from" if dead is None else f"is tagged {'dead' if dead else 'alive'} on"
+    return Check(f"{name} {what} {node.name}'s node map", fn)
+
+
 def plan_tag(dsn: str, queue: str, node_name: str, dead: bool) -> Plan:
     st = load(dsn, queue)
     st.node(node_name)
@@ -612,9 +727,33 @@ def plan_tag(dsn: str, queue: str, node_name: str, dead: bool) -> Plan:
     word = "dead" if dead else "alive"
     steps = [Step(f"tag {node_name} {word} on {ref.name}", ref,
                   [Statement(SQL_REGISTER_LOCATION, (queue, node_name, None, dead))],
+                  verify=_verify_location(ref, node_name, dead),
                   undo=f"tag it {'alive' if dead else 'dead'} again")
              for ref in sorted(targets, key=lambda r: st.nodes[r.name].node_type != "root")]
-    return Plan(f"tag {node_name} {word}", queue, targets, steps)
+    return Plan(f"tag {node_name} {word}", queue, targets, steps,
+                notes=["the flag only informs operators and admin plans; workers keep running"])
+
+
+def _verify_dropped(node: NodeRef) -> Check:
+    def fn(ctx: StepContext) -> CheckResult:
+        row = ctx.one(node, "SELECT ret_code, node_type FROM pgq_node.get_node_info(%s)", (ctx.plan.queue,))
+        if row and row["ret_code"] < 400:
+            return CheckResult.problem(f"{node.name} is still a {row['node_type']} node")
+        q = ctx.one(node, "SELECT 1 AS x FROM pgq.queue WHERE queue_name = %s", (ctx.plan.queue,))
+        return CheckResult.problem("the queue is still there") if q else CheckResult.good()
+    return Check(f"{node.name} has no node and no queue any more", fn)
+
+
+def _verify_forgotten(node: NodeRef, name: str) -> Check:
+    def fn(ctx: StepContext) -> CheckResult:
+        loc = ctx.one(node, "SELECT 1 AS x FROM pgq_node.get_queue_locations(%s) WHERE node_name = %s",
+                      (ctx.plan.queue, name))
+        sub = ctx.one(node, "SELECT 1 AS x FROM pgq_node.get_subscriber_info(%s) WHERE node_name = %s",
+                      (ctx.plan.queue, name))
+        if loc or sub:
+            return CheckResult.problem(f"{node.name} still has {name} as {'subscriber' if sub else 'location'}")
+        return CheckResult.good()
+    return Check(f"{node.name} has neither a location nor a subscription of {name}", fn)
 
 
 def plan_drop_node(dsn: str, queue: str, node_name: str) -> Plan:
@@ -623,7 +762,13 @@ def plan_drop_node(dsn: str, queue: str, node_name: str) -> Plan:
     if target.subscribers:
         raise InputError("NAME", f"{node_name} still has subscribers ({', '.join(target.subscribers)}): "
                                  "move them first (change-provider)")
+    if target.node_type == "root":
+        raise InputError("NAME", f"{node_name} is the root: switch over to another node first")
     others = _alive(st, node_name)
+    readers = [x.name for x in st.nodes.values() if x.provider == node_name and x.name != node_name]
+    if readers:
+        raise InputError("NAME", f"{', '.join(readers)} still read(s) from {node_name}: move them first "
+                                 "(change-provider)")
     steps: list[Step] = []
     root = next((x for x in st.nodes.values() if x.node_type == "root" and x.name != node_name), None)
     if root is not None and root.reachable:
@@ -631,8 +776,73 @@ def plan_drop_node(dsn: str, queue: str, node_name: str) -> Plan:
                           [Statement(SQL_UNREGISTER_LOCATION, (queue, node_name))], warn_only=True))
     if target.reachable:
         steps.append(Step(f"drop the node on {node_name} itself (queue and state)", target.ref,
-                          [Statement(SQL_DROP_NODE, (queue, node_name))], irreversible=True))
+                          [Statement(SQL_DROP_NODE, (queue, node_name))], irreversible=True,
+                          verify=_verify_dropped(target.ref),
+                          undo=f"none: create the node again (pgtt-tui node create-{target.node_type or 'leaf'})"))
     for ref in others:
-        steps.append(Step(f"forget {node_name} on {ref.name}", ref, [Statement(SQL_DROP_NODE, (queue, node_name))]))
+        steps.append(Step(f"forget {node_name} on {ref.name}", ref, [Statement(SQL_DROP_NODE, (queue, node_name))],
+                          verify=_verify_forgotten(ref, node_name)))
     return Plan(f"drop node {node_name}", queue, ([target.ref] if target.reachable else []) + others, steps,
                 notes=[f"stop the worker of {node_name} first"])
+
+
+# -- plain cascaded consumers ------------------------------------------------------------------------
+
+def plan_register_consumer(dsn: str, queue: str, consumer: str, provider: str | None = None) -> Plan:
+    """A plain cascaded consumer (``pgtt-tui worker --cascade-consumer NAME``) whose target is
+    the node at ``dsn``: its pgq consumer on the provider (default: the node's provider, the
+    node itself on the root) at the provider's newest tick, and its position on the target."""
+    check_name("CONSUMER", consumer)
+    st = load(dsn, queue)
+    with connect(node_settings(dsn)) as conn:
+        info = node_info(conn, queue)
+    if info is None:
+        raise NotFoundError(f"no node for queue {queue!r} at the target")
+    target = st.node(info["node_name"])
+    prov = st.node(provider or (target.name if target.node_type == "root" else target.provider))
+    if prov.node_type == "leaf":
+        raise InputError("--provider", f"{prov.name} is a leaf: it has no queue to read from")
+    if consumer == target.worker:
+        raise InputError("CONSUMER", f"{consumer} is the node's own worker")
+    tick = Ref("start_tick")
+    steps = [Step(f"register pgq consumer {consumer} on {prov.name}", prov.ref,
+                  [Statement("SELECT pgq.register_consumer(%s, %s) AS registered", (queue, consumer)),
+                   Statement("SELECT last_tick AS start_tick FROM pgq.get_consumer_info(%s, %s)", (queue, consumer),
+                             capture={"start_tick": "start_tick"})],
+                  checks=[check_node_type(prov.ref, "root", "branch")],
+                  undo=f"on {prov.name}: SELECT pgq.unregister_consumer('{queue}', '{consumer}')"),
+             Step(f"register {consumer} on the target {target.name}", target.ref,
+                  [Statement("SELECT * FROM pgq_node.register_consumer(%s, %s, %s, %s)",
+                             (queue, consumer, prov.name, tick))],
+                  undo=f"on {target.name}: SELECT * FROM pgq_node.unregister_consumer('{queue}', '{consumer}')")]
+    plan = Plan(f"register cascaded consumer {consumer} on {target.name} reading from {prov.name}", queue,
+                [target.ref] + ([prov.ref] if prov.name != target.name else []), steps,
+                notes=[f"then run it: pgtt-tui worker --dsn <{target.name}> --modules cascade --cascade-queue {queue} "
+                       f"--cascade-consumer {consumer}"])
+
+    def fallback(ctx: StepContext) -> Any:
+        row = ctx.one(prov.ref, "SELECT last_tick FROM pgq.get_consumer_info(%s, %s)", (queue, consumer))
+        return row["last_tick"] if row else None
+    plan.fallbacks["start_tick"] = fallback
+    return plan
+
+
+def plan_unregister_consumer(dsn: str, queue: str, consumer: str) -> Plan:
+    check_name("CONSUMER", consumer)
+    st = load(dsn, queue)
+    with connect(node_settings(dsn)) as conn:
+        info = node_info(conn, queue)
+        row = conn.execute("SELECT provider_node FROM pgq_node.get_consumer_state(%s, %s)",
+                           (queue, consumer)).fetchone()
+    if info is None or row is None or row[0] is None:
+        raise NotFoundError(f"{consumer} is not a cascaded consumer of queue {queue!r} at the target")
+    target = st.node(info["node_name"])
+    prov = st.node(row[0])
+    steps = [Step(f"unregister {consumer} on the target {target.name}", target.ref,
+                  [Statement("SELECT * FROM pgq_node.unregister_consumer(%s, %s)", (queue, consumer))]),
+             Step(f"unregister pgq consumer {consumer} on {prov.name}", prov.ref,
+                  [Statement("SELECT pgq.unregister_consumer(%s, %s) AS unregistered", (queue, consumer))],
+                  warn_only=True)]
+    return Plan(f"unregister cascaded consumer {consumer} from {target.name}", queue,
+                [target.ref] + ([prov.ref] if prov.name != target.name else []), steps,
+                notes=["stop its worker first"])

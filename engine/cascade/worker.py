@@ -19,6 +19,12 @@ Each loop (reference/pgq.md §b.4, seeds/004 "cascaded worker flow"):
 7. branch: create the identical tick ``pgq.ticker(q, tick_id, tick_time, event_seq)``;
 8. provider: ``set_subscriber_watermark`` every ``wm_publish_period``; ``finish_batch``.
 
+Timing: the watermark periods (``wm_publish_period``, ``global_wm_period``) are measured on
+``ctx.clock`` (a FakeClock in tests moves them without waiting), and ``last_batch_at`` is a
+clock time.  The idle pause between polls (``loop_delay``, ``provider_retry``) is real time on
+purpose: it paces round trips to the databases, it decides nothing, and a FakeClock (whose
+``sleep_until`` returns at once) would turn it into a busy loop against the servers.
+
 Crash anywhere: the target commit (7) happens before ``finish_batch``, so the replayed batch
 is recognised in step 4.  Provider errors do not stop the loop (pause requests are still
 acknowledged while a provider is dead); target errors are raised (the supervisor restarts
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from datetime import datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +44,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from engine.clock import Clock, SystemClock
 from engine.db import ConnSettings, aconnect, redact, translate_db_error
 from engine.errors import ConnectError, InputError
 
@@ -145,9 +152,12 @@ class CascadedWorker:
         self.skipped = 0
         self.repaired_ticks = 0
         self.last_error = ""
-        self.last_batch_at = 0.0
-        self._last_wm_publish = 0.0
-        self._last_global_wm = 0.0
+        self.clock: Clock = SystemClock()
+        self.last_batch_at: datetime | None = None  # clock time of the last applied batch
+        self._last_wm_publish: datetime | None = None  # clock times; None = never
+        self._last_global_wm: datetime | None = None
+        self.wm_publications = 0
+        self.global_wm_publications = 0
         self._status = "starting"
         self._settings: ConnSettings | None = None
 
@@ -172,6 +182,7 @@ class CascadedWorker:
 
     async def run(self, ctx) -> None:
         self._settings = ctx.settings
+        self.clock = getattr(ctx, "clock", None) or self.clock
         try:
             while not ctx.stopping.is_set():
                 worked = await self.step()
@@ -285,10 +296,11 @@ class CascadedWorker:
         t = self.target
         if self.root_ticker:
             await t.execute("SELECT pgq.ticker(%s)", (self.queue,))
-        now = time.monotonic()
-        if now - self._last_global_wm >= self.global_wm_period:
+        now = self.clock.now()
+        if _due(self._last_global_wm, now, self.global_wm_period):
             self._last_global_wm = now
             await t.execute("SELECT * FROM pgq_node.set_global_watermark(%s, NULL)", (self.queue,))
+            self.global_wm_publications += 1
 
     async def _local_top(self) -> int | None:
         row = await self._row(self.target, SQL_LOCAL_TOP, (self.queue,))
@@ -358,7 +370,7 @@ class CascadedWorker:
         await self.provider.execute(SQL_FINISH, (batch.batch_id,))
         self.batches += 1
         self.events += len(batch.events)
-        self.last_batch_at = time.time()
+        self.last_batch_at = self.clock.now()
         self.last_error = ""
         self._status = "running"
         st["completed_tick"] = batch.tick
@@ -389,8 +401,8 @@ class CascadedWorker:
     async def _maybe_publish_wm(self, st: dict[str, Any]) -> None:
         if self.consumer or st["node_type"] == "root" or self.provider is None:
             return
-        now = time.monotonic()
-        if now - self._last_wm_publish < self.wm_publish_period:
+        now = self.clock.now()
+        if not _due(self._last_wm_publish, now, self.wm_publish_period):
             return
         wm = st["local_watermark"] if st["node_type"] == "branch" else st.get("completed_tick")
         if wm is None:
@@ -398,6 +410,15 @@ class CascadedWorker:
         self._last_wm_publish = now
         await self.provider.execute("SELECT * FROM pgq_node.set_subscriber_watermark(%s, %s, %s)",
                                     (self.queue, st["node_name"], wm))
+        self.wm_publications += 1
+
+
+def _due(last: datetime | None, now: datetime, period: float) -> bool:
+    """True when ``period`` seconds have passed since ``last`` (or it never happened).  A clock
+    that went backwards (wall clock stepped) counts as due, so a publication is never stuck."""
+    if last is None or now < last:
+        return True
+    return (now - last).total_seconds() >= period
 
 
 def build_services(options) -> list[CascadedWorker]:

@@ -248,3 +248,24 @@ def drop(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None,
          as_json: JsonOpt = False) -> None:
     """Remove NODE from the cascade (it must have no subscribers)."""
     execute(ctx, ops.plan_drop_node(_dsn(ctx, dsn), queue, node), dry_run=dry_run, as_json=as_json)
+
+
+ConsumerArg = Annotated[str, typer.Argument(help="name of the plain cascaded consumer")]
+
+
+@app.command("register-consumer")
+def register_consumer(ctx: typer.Context, consumer: ConsumerArg, queue: QueueOpt, dsn: DsnOpt = None,
+                      provider: Annotated[str | None, typer.Option(
+                          "--provider", help="node to read from (default: the node's provider; itself on the root)")]
+                      = None, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Register a plain cascaded consumer whose target is the node at --dsn (then run it with
+    `pgtt-tui worker --cascade-queue Q --cascade-consumer NAME`)."""
+    execute(ctx, ops.plan_register_consumer(_dsn(ctx, dsn), queue, consumer, provider), dry_run=dry_run,
+            as_json=as_json)
+
+
+@app.command("unregister-consumer")
+def unregister_consumer(ctx: typer.Context, consumer: ConsumerArg, queue: QueueOpt, dsn: DsnOpt = None,
+                        dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove a plain cascaded consumer from its target node and its provider."""
+    execute(ctx, ops.plan_unregister_consumer(_dsn(ctx, dsn), queue, consumer), dry_run=dry_run, as_json=as_json)

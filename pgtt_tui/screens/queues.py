@@ -26,7 +26,7 @@ from pgtt_tui.dbaccess import ConnectionLost
 from pgtt_tui.screens.base import BaseView, describe_error
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
 from pgtt_tui.screens.prompts import PromptScreen
-from pgtt_tui.widgets.common import VimTable
+from pgtt_tui.widgets.common import FilterBar, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_duration, fmt_time
 
 PEEK_PAGE = 50
@@ -91,11 +91,13 @@ class QueuesScreen(BaseView):
         Binding("a", "register", "add consumer"),
         Binding("u", "unregister", "unregister"),
         Binding("tab", "focus_next", "next table", show=False),
+        Binding("slash", "filter", "filter"),
     ]
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self.selected_queue: str | None = None
+        self.filter_text = ""
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="panel", id="queues-panel") as panel:
@@ -108,6 +110,7 @@ class QueuesScreen(BaseView):
             table = VimTable(id="consumers")
             table.add_columns("consumer", "lag", "last seen", "tick", "batch", "pending")
             yield table
+        yield FilterBar("filter by queue or consumer name", id="filter")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -126,12 +129,38 @@ class QueuesScreen(BaseView):
             table.sync_rows([])
             self._show_consumers()
             return
-        table.sync_rows([(q.queue_name, queue_cells(q, now)) for q in data.queues])
+        shown = [q for q in data.queues if self._queue_matches(data, q.queue_name)]
+        table.sync_rows([(q.queue_name, queue_cells(q, now)) for q in shown])
         paused = sum(1 for q in data.queues if q.queue_ticker_paused)
-        panel.border_title = f"Queues ({len(data.queues)}{f', {paused} ticker paused' if paused else ''})"
-        if self.selected_queue is None or self.selected_queue not in data.consumers:
+        count = f"{len(shown)} of {len(data.queues)} match /{escape(self.filter_text)}" if self.filter_text \
+            else str(len(data.queues))
+        panel.border_title = f"Queues ({count}{f', {paused} ticker paused' if paused else ''})"
+        names = {q.queue_name for q in shown}
+        if self.selected_queue is None or self.selected_queue not in names:
             self.selected_queue = table.selected_key()
         self._show_consumers()
+
+    # ---- filter (``/``, as in the other views: FilterBar, filtered as you type) ------------
+    def _queue_matches(self, data: queue_views.QueuesSnapshot, queue: str) -> bool:
+        """A queue is listed when its name or one of its consumers' names contains the text."""
+        needle = self.filter_text.lower()
+        if not needle or needle in queue.lower():
+            return True
+        return any(needle in c.consumer_name.lower() for c in data.consumers.get(queue, []))
+
+    def _consumer_matches(self, queue: str, consumer: str) -> bool:
+        """Consumers of a queue that matched by its own name are all shown; otherwise only the
+        consumers whose name contains the text."""
+        needle = self.filter_text.lower()
+        return not needle or needle in queue.lower() or needle in consumer.lower()
+
+    def action_filter(self) -> None:
+        self.query_one(FilterBar).open()
+
+    def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
+        self.filter_text = event.value.strip()
+        if self.last_data is not None:
+            self.show(self.last_data)
 
     def _show_consumers(self) -> None:
         data: queue_views.QueuesSnapshot | None = self.last_data
@@ -143,7 +172,8 @@ class QueuesScreen(BaseView):
             panel.border_title = "Consumers"
             panel.border_subtitle = ""
             return
-        rows = [(f"{queue}\x1f{c.consumer_name}", consumer_cells(c)) for c in data.consumers.get(queue, [])]
+        rows = [(f"{queue}\x1f{c.consumer_name}", consumer_cells(c)) for c in data.consumers.get(queue, [])
+                if self._consumer_matches(queue, c.consumer_name)]
         table.sync_rows(rows)
         panel.border_title = f"Consumers of {escape(queue)} ({len(rows)})"
         panel.border_subtitle = feeders_text(data.feeders.get(queue, []))
