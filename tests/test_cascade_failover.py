@@ -112,6 +112,7 @@ def test_failover_catches_up_from_the_most_advanced_branch_and_moves_the_other_s
         dumped = {e["ev_data"] for e in data["events"] if e["ev_type"] == "data"}
         acked = {str(n) for n in producer.acked}
         uncertain = {str(n) for n in producer.uncertain}
+        print(f"acknowledged {len(acked)}, lost at A and dumped by resurrect {len(dumped)}")
         got = assert_exactly_once(sink_rows(c), acked, uncertain, lost=dumped)
         assert acked - got == dumped & acked  # what A lost is exactly what it dumped
         assert dumped <= acked | uncertain

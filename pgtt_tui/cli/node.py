@@ -202,7 +202,9 @@ def takeover(ctx: typer.Context, old: Annotated[str, typer.Argument(help="node t
              dead_root: Annotated[bool, typer.Option("--dead-root", help="OLD is a dead root: failover")] = False,
              wait_timeout: TimeoutOpt = 120.0, dry_run: DryRunOpt = False, as_json: JsonOpt = False,
              from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
-    """Switchover (live root) or, with --dead-root, failover."""
+    """NODE takes over from OLD: switchover (OLD is a live root), branch takeover (OLD is a live
+    branch: NODE takes its place, OLD's subscribers and OLD move under NODE) or, with
+    --dead-root, failover (catch up from the most advanced node, move OLD's subscribers, promote)."""
     execute(ctx, ops.plan_takeover(_dsn(ctx, dsn), queue, old, node, dead_root=dead_root, wait_timeout=wait_timeout),
             dry_run=dry_run, as_json=as_json, from_step=from_step, journal=journal)
 
