@@ -5,7 +5,7 @@ Semantics (pg_timetable's, see reference §3.2):
 1. the max_instances slot is taken cluster-wide (``timetable.start_run_or_raise``, committed
    before the chain transaction, so other engines count it), else the run is recorded as
    skipped (``timetable.start_run``);
-2. BEGIN; the chain's virtual transaction id becomes ``txid``; a transaction-level advisory
+2. BEGIN; the chain transaction's id (``txid_current()``) becomes ``txid``; a transaction-level advisory
    lock, exclusive for ``exclusive_execution`` chains and shared for all others, makes
    exclusivity hold across every engine on the database;
 3. the live tasks in ``task_order``; each task once per non-NULL parameter row, with the
@@ -62,7 +62,8 @@ _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immu
 EXCLUSIVE_LOCK_KEY = 0x70677474_00000101
 
 #: the chains (by id) and their live tasks in task order, each with its parameter rows;
-#: joined to chain by primary key (cost grows with the chains claimed, not defined)
+#: one primary-key probe per id (LATERAL ... LIMIT 1 keeps the planner from turning a big
+#: batch into a scan of all chains): cost grows with the chains claimed, not defined
 DEFS_SQL = """
 SELECT c.chain_id, c.chain_name, c.run_at, coalesce(c.timeout, 0), coalesce(c.exclusive_execution, false),
        coalesce(c.self_destruct, false), c.on_error,
@@ -74,17 +75,14 @@ SELECT c.chain_id, c.chain_name, c.run_at, coalesce(c.timeout, 0), coalesce(c.ex
                        WHERE p.task_id = t.task_id AND p.value IS NOT NULL AND p.value <> 'null'::jsonb))
                    ORDER BY t.task_order, t.task_id)
                    FROM timetable.task t WHERE t.chain_id = c.chain_id AND t.live), '[]'::json)
-FROM timetable.chain c
-WHERE c.chain_id = ANY (%s::bigint[])
+FROM unnest(%s::bigint[]) AS i(chain_id)
+CROSS JOIN LATERAL (SELECT * FROM timetable.chain x WHERE x.chain_id = i.chain_id LIMIT 1) AS c
 """
-VXID = ("(SELECT (split_part(virtualxid, '/', 1)::bigint << 32) | split_part(virtualxid, '/', 2)::bigint "
-        "FROM pg_catalog.pg_locks WHERE pid = pg_backend_pid() AND locktype = 'virtualxid' LIMIT 1)")
+#: the chain transaction's id, as txid_current() inside the chain sees it (pg_timetable
+#: records the virtual xid from pg_locks instead, which costs more than a trivial chain run
+#: and repeats across sessions; see README "Deliberate differences")
+TXID = "txid_current()"
 START_SLOW = "SELECT timetable.start_run(%s, %s, %s)"
-INSERT_ROWS = """INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode,
-                                     ignore_error, kind, command, output, client_name, params)
-SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::bigint, (r->>3)::timestamptz, (r->>4)::timestamptz, {session},
-       (r->>5)::integer, (r->>6)::boolean, (r->>7)::timetable.command_kind, r->>8, r->>9, {client}, r->>10
-FROM json_array_elements({rows}::json) AS r"""
 LOG_AND_FINISH = "SELECT timetable._log_executions(%s, %s, %s), timetable.finish_run(%s, %s, %s, %s, %s, %s)"
 #: what a task may leave behind on the worker's connection
 RESET = ("RESET ALL", "DISCARD TEMP", "UNLISTEN *")
@@ -190,7 +188,7 @@ class ChainExecutor:
     @staticmethod
     def _lit(value: Any, conn) -> str:
         if isinstance(value, str) and "\x00" not in value and \
-                conn.info.parameter_status("standard_conforming_strings") == b"on":
+                conn.info.parameter_status("standard_conforming_strings") == "on":
             return "'" + value.replace("'", "''") + "'"
         return sql.Literal(value).as_string(conn)
 
@@ -402,7 +400,7 @@ class ChainExecutor:
             else:  # started on the slow path: only BEGIN is missing
                 r.prefix = ["BEGIN"]
             lock = "pg_advisory_xact_lock" if d.exclusive else "pg_advisory_xact_lock_shared"
-            r.prefix.append(f"SELECT {lock}({EXCLUSIVE_LOCK_KEY}), {VXID}")
+            r.prefix.append(f"SELECT {lock}({EXCLUSIVE_LOCK_KEY}), {TXID}")
             r.lock_at = len(r.prefix) - 1
             chain_deadline = self._deadline(d.timeout or self.options.chain_timeout_ms)
             # the start, BEGIN and the lock go with the first task unless a lock wait must be
@@ -668,15 +666,11 @@ class ChainExecutor:
         behind by a task, so a plain INSERT)."""
         finished = self.clock.now()
         conn = r.conn
-        out = []
-        if log_rows:
-            out.append(INSERT_ROWS.format(session=int(self.session_id), client=self._client(conn),
-                                          rows=self._lit(json.dumps(log_rows), conn)))
-        out.append(f"SELECT pg_advisory_unlock_all(), timetable.finish_run({int(r.handle.run_id)}, "
-                   f"{self._lit(outcome.status, conn)}, {self._lit(outcome.reason, conn)}::text, "
-                   f"{self._ts(finished)}, {int(r.txid) if r.txid else 'NULL'}, "
-                   f"{self._ts(self._next_due(r, finished))})")
-        return out
+        rows = f"{self._lit(json.dumps(log_rows), conn)}::json" if log_rows else "NULL"
+        return [f"SELECT timetable.end_run({int(r.handle.run_id)}, {self._lit(outcome.status, conn)}, "
+                f"{self._lit(outcome.reason, conn)}::text, {self._ts(finished)}, "
+                f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))}, "
+                f"{int(self.session_id)}, {self._client(conn)}, {rows})"]
 
     async def _commit(self, r: _Run) -> RunOutcome:
         """Success: the rows, finish_run and COMMIT in one step; then self_destruct."""

@@ -105,3 +105,58 @@ BEGIN
     END IF;
     RETURN true;
 END $$;
+
+-- The end of a run on its own connection, in one call: session advisory locks a task left
+-- behind, the run's execution_log rows (JSON as for _log_executions), finish_run.
+CREATE FUNCTION timetable.end_run(p_run_id bigint, p_status text, p_reason text, p_finished timestamptz,
+                                  p_txid bigint, p_next_due timestamptz, p_session bigint, p_client text,
+                                  p_rows json)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_unlock_all();
+    IF p_rows IS NOT NULL THEN
+        INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode,
+                                             ignore_error, kind, command, output, client_name, params)
+        SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::bigint, (r->>3)::timestamptz, (r->>4)::timestamptz,
+               p_session, (r->>5)::integer, (r->>6)::boolean, (r->>7)::timetable.command_kind, r->>8, r->>9,
+               p_client, r->>10
+          FROM json_array_elements(p_rows) AS r;
+    END IF;
+    RETURN timetable.finish_run(p_run_id, p_status, p_reason, p_finished, p_txid, p_next_due);
+END $$;
+
+-- claim_firings as in 0001, except that chain_state is reached by primary key (= ANY) also
+-- when a claim is big: the planner preferred a hash join over all of chain_state for a
+-- claim of ~5 % of the chains, which costs O(chains defined) (tests/test_timetable_plans.py).
+CREATE OR REPLACE FUNCTION timetable.claim_firings(p_client text, p_session bigint,
+                                        p_chain bigint[], p_due timestamptz[], p_trigger text[],
+                                        p_old timestamptz[], p_new timestamptz[], p_version bigint[])
+RETURNS TABLE (run_id bigint, chain_id bigint, due_at timestamptz)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH input AS (
+        SELECT * FROM unnest(p_chain, p_due, p_trigger, p_old, p_new, p_version)
+               AS i(chain_id, due_at, trig, old_due, new_due, version)
+    ), per_chain AS (
+        SELECT DISTINCT ON (i.chain_id) i.chain_id, i.old_due, i.new_due, i.version,
+               max(i.due_at) OVER (PARTITION BY i.chain_id) AS last_due
+          FROM input i ORDER BY i.chain_id
+    ), won AS (
+        UPDATE timetable.chain_state s
+           SET next_due_at = p.new_due, last_due_at = coalesce(p.last_due, s.last_due_at)
+          FROM per_chain p
+         WHERE s.chain_id = ANY (p_chain)  -- by primary key, however many chains are defined
+           AND s.chain_id = p.chain_id AND s.next_due_at = p.old_due AND s.version = p.version AND NOT s.dirty
+        RETURNING s.chain_id
+    )
+    INSERT INTO timetable.chain_run AS r (chain_id, due_at, trigger, client_name, session_id, backend_pid, backend_start)
+    SELECT i.chain_id, i.due_at, i.trig, p_client, p_session, pg_backend_pid(),
+           (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid())
+      FROM input i JOIN won w ON w.chain_id = i.chain_id
+     WHERE i.due_at IS NOT NULL
+    ON CONFLICT (chain_id, due_at) WHERE due_at IS NOT NULL DO NOTHING
+    RETURNING r.run_id, r.chain_id, r.due_at;
+END $$;
+
