@@ -13,11 +13,15 @@ fsync off as in the tests; the engine runs in this process (engine.timetable.Sch
     clock; per chain the delay from the due time to the task start (execution_log.last_run).
     Target: p99 < 100 ms.
 (c) scale: 100,000 chains defined; database time of the scheduler's per-tick queries
-    (DUE_SQL, NEXT_WAKE_SQL, DIRTY_SQL from engine/timetable/scheduler.py) by
-    EXPLAIN (ANALYZE, BUFFERS), with 0, 10, 100 and 1,000 chains due, and the same with
-    10,000 chains defined. Target: < 10 ms, growing with chains due, not defined.
+    (DUE_SQL, NEXT_WAKE_SQL, DIRTY_SQL from engine/timetable/scheduler.py, and DEFS_SQL from
+    engine/timetable/executor.py, which reads the due chains' definitions in the claim's
+    round trip) by EXPLAIN (ANALYZE, BUFFERS), with 0, 10, 100 and 1,000 chains due, and the
+    same with 10,000 chains defined. Target: < 10 ms, growing with chains due, not defined.
+(d) three engines (in this process, real clock) sharing 200 chains that fire every second
+    ('* * * * * *'), for 10 s: firings claimed and runs completed per second in total
+    (the chains' due rate is 200/s).
 
-    python bench/bench_timetable.py [--bindir /usr/lib/postgresql/15/bin] [--n 2000] [--skip a,b,c]
+    python bench/bench_timetable.py [--bindir /usr/lib/postgresql/15/bin] [--n 2000] [--skip a,b,c,d]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from engine.clock import FakeClock, SystemClock  # noqa: E402
 from engine.db import ConnSettings  # noqa: E402
 from engine.embedded import Cluster, default_bindir  # noqa: E402
 from engine.timetable import scheduler as sched_mod  # noqa: E402
+from engine.timetable.executor import DEFS_SQL  # noqa: E402
 from engine.timetable.options import TimetableOptions  # noqa: E402
 from engine.timetable.scheduler import Scheduler  # noqa: E402
 
@@ -195,7 +200,7 @@ def explain_ms(conn: psycopg.Connection, query: str, params) -> float:
     return float(plan["Execution Time"]) + float(plan.get("Planning Time", 0.0))
 
 
-async def scale(cluster: Cluster, defined: int) -> list[tuple[int, float, float, float]]:
+async def scale(cluster: Cluster, defined: int) -> list[tuple[int, float, float, float, float]]:
     dsn = fresh_db(cluster, f"tt_c{defined}")
     t0 = time.perf_counter()
     # spread over the day: one chain per (minute, hour) slot, round-robin
@@ -218,14 +223,49 @@ async def scale(cluster: Cluster, defined: int) -> list[tuple[int, float, float,
             # ties: count what is really due at this 'now'
             really = sum(1 for t in nexts if t <= now)
             params = {"me": CLIENT, "now": now, "n": 1000}
+            ids = [r[0] for r in conn.execute("SELECT chain_id FROM timetable.chain_state WHERE next_due_at <= %s "
+                                              "ORDER BY next_due_at LIMIT 1000", (now,)).fetchall()]
             runs = []
             for _ in range(7):
                 runs.append((explain_ms(conn, sched_mod.DUE_SQL, params),
                              explain_ms(conn, sched_mod.NEXT_WAKE_SQL, {"me": CLIENT}),
-                             explain_ms(conn, sched_mod.DIRTY_SQL, (1000,))))
+                             explain_ms(conn, sched_mod.DIRTY_SQL, (1000,)),
+                             explain_ms(conn, DEFS_SQL, (ids,))))
             med = [statistics.median(col) for col in zip(*runs)]
             out.append((really, *med))
     return out
+
+
+# ---- (d) three engines ------------------------------------------------------------------------------
+
+async def three_engines(cluster: Cluster, chains: int, seconds: float) -> tuple[float, float]:
+    dsn = fresh_db(cluster, "tt_d")
+    add_chains(dsn, chains, "'* * * * * *'")
+    engines = []
+    for name in ("e1", "e2", "e3"):
+        options = TimetableOptions(client_name=name).validate()
+        sched = Scheduler(ConnSettings(dsn=dsn, application_name=f"bench {name}"), options, SystemClock())
+        stopping = asyncio.Event()
+        engines.append((sched, stopping, asyncio.create_task(sched.run(stopping))))
+    while not all(s.ready for s, _, _ in engines):
+        for _, _, t in engines:
+            if t.done():
+                t.result()
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(2.0)  # warm-up: connections, first firings
+    count = ("SELECT count(*) FILTER (WHERE claimed_at >= %(t0)s), "
+             "count(*) FILTER (WHERE status = 'succeeded' AND finished_at >= %(t0)s) FROM timetable.chain_run")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        t0 = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        await asyncio.sleep(seconds)
+        t1 = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        claimed, done = conn.execute(count.replace(">= %(t0)s", "BETWEEN %(t0)s AND %(t1)s"),
+                                     {"t0": t0, "t1": t1}).fetchone()
+    for _, stopping, _ in engines:
+        stopping.set()
+    await asyncio.gather(*(t for _, _, t in engines))
+    span = (t1 - t0).total_seconds()
+    return claimed / span, done / span
 
 
 async def main() -> None:
@@ -233,7 +273,7 @@ async def main() -> None:
     ap.add_argument("--bindir", default=None)
     ap.add_argument("--n", type=int, default=2000, help="chains for the throughput test")
     ap.add_argument("--workers", type=int, default=16, help="engine cron workers")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: a,b,c,d")
     args = ap.parse_args()
     skip = set(args.skip.split(",")) if args.skip else set()
     base = Path(tempfile.mkdtemp(prefix="pgtt-bench-"))
@@ -261,9 +301,14 @@ async def main() -> None:
         if "c" not in skip:
             for defined in (10_000, 100_000):
                 print(f"(c) per-tick query time with {defined} chains defined (median of 7, ms)", flush=True)
-                for due, due_ms, wake_ms, dirty_ms in await scale(cluster, defined):
+                for due, due_ms, wake_ms, dirty_ms, defs_ms in await scale(cluster, defined):
                     print(f"  due {due:5d}: DUE_SQL {due_ms:7.3f}  NEXT_WAKE_SQL {wake_ms:6.3f}  "
-                          f"DIRTY_SQL {dirty_ms:6.3f}  total {due_ms + wake_ms + dirty_ms:7.3f}", flush=True)
+                          f"DIRTY_SQL {dirty_ms:6.3f}  total {due_ms + wake_ms + dirty_ms:7.3f}  "
+                          f"(+ DEFS_SQL {defs_ms:7.3f} = {due_ms + wake_ms + dirty_ms + defs_ms:7.3f})", flush=True)
+        if "d" not in skip:
+            print("(d) three engines, 200 chains firing every second, 10 s (real clock)", flush=True)
+            claimed, done = await three_engines(cluster, 200, 10.0)
+            print(f"  firings claimed {claimed:6.1f}/s   runs completed {done:6.1f}/s   (due: 200/s)", flush=True)
     finally:
         cluster.stop(mode="immediate")
 
