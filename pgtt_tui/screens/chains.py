@@ -109,7 +109,7 @@ class ChainsScreen(BaseView):
         with Vertical(classes="panel", id="chains-panel") as panel:
             panel.border_title = "Chains"
             table = PagedTable(id="chains")
-            table.add_columns("name", "schedule", "next run", "last run", "result", "state", "client")
+            table.add_fixed(("name", 28), ("schedule", 16), ("next run", 10), ("last run", 11), ("result", 9), ("state", 9), ("client", 12))
             yield table
         yield Static("", id="chains-info", classes="info-line")
         yield FilterBar("words in the name · state:live|paused|running|failed · client:NAME", id="filter")
@@ -309,7 +309,7 @@ class ChainDetailScreen(BaseView):
         with Vertical(classes="panel", id="tasks-panel") as panel:
             panel.border_title = "Tasks (in order)"
             table = VimTable(id="tasks")
-            table.add_columns("#", "name", "kind", "command", "flags", "timeout", "params")
+            table.add_fixed(("#", 3), ("name", 18), ("kind", 8), ("command", 40), ("flags", 5), ("timeout", 8), ("params", 6))
             yield table
         with Vertical(classes="panel", id="task-params") as panel:
             panel.border_title = "Parameters of the selected task"
@@ -472,12 +472,12 @@ class RunHistoryScreen(BaseView):
         with Vertical(classes="panel", id="runs-panel") as panel:
             panel.border_title = f"Runs of {self.chain_name}"
             table = VimTable(id="runs")
-            table.add_columns("run", "started", "took", "trigger", "result", "client", "reason")
+            table.add_fixed(("run", 6), ("started", 11), ("took", 7), ("trigger", 8), ("result", 8), ("client", 12), ("reason", 40))
             yield table
         with Vertical(classes="panel", id="steps-panel") as panel:
             panel.border_title = "Tasks of the selected run"
             table = VimTable(id="steps")
-            table.add_columns("task", "kind", "rc", "took", "output")
+            table.add_fixed(("task", 18), ("kind", 8), ("rc", 8), ("took", 7), ("output", 60))
             yield table
 
     def on_mount(self) -> None:

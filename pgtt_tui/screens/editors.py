@@ -87,6 +87,12 @@ class _Editor(BaseView):
         Binding("f2", "save", "save"),
     ]
 
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        # no blinking cursors: nothing redraws twice a second over SSH (and frames are stable)
+        for widget in self.query("Input, TextArea"):
+            widget.cursor_blink = False
+
     def field(self, label: str, widget: Any) -> Horizontal:
         return Horizontal(Label(label, classes="field-label"), widget, classes="field")
 

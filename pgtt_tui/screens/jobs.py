@@ -53,16 +53,16 @@ class JobsScreen(BaseView):
         with TabbedContent(id="job-tabs", initial="cron"):
             with TabPane("Cron jobs", id="cron"):
                 table = VimTable(id="cron-table")
-                table.add_columns("id", "name", "schedule", "state", "next run", "last run", "last", "run as")
+                table.add_fixed(("id", 5), ("name", 20), ("schedule", 16), ("state", 11), ("next run", 10), ("last run", 11), ("last", 8), ("run as", 10))
                 yield table
             with TabPane("One-time jobs", id="onetime"):
                 table = VimTable(id="at-table")
-                table.add_columns("id", "name", "state", "run after", "attempt", "done", "query / error")
+                table.add_fixed(("id", 5), ("name", 16), ("state", 10), ("run after", 11), ("attempt", 7), ("done", 11), ("query / error", 40))
                 yield table
             with TabPane("Calendar", id="calendar"):
                 yield Static("", id="cal-info", classes="info-line")
                 table = VimTable(id="cal-table")
-                table.add_columns("when", "kind", "id", "name", "state", "error")
+                table.add_fixed(("when", 11), ("kind", 5), ("id", 5), ("name", 20), ("state", 10), ("error", 30))
                 yield table
         yield FilterBar("name or id", id="filter")
 

@@ -35,12 +35,12 @@ class OverviewScreen(BaseView):
             with Vertical(classes="panel", id="next-box") as box:
                 box.border_title = "Next runs"
                 table = VimTable(id="next")
-                table.add_columns("when", "in", "kind", "name")
+                table.add_fixed(("when", 11), ("in", 10), ("kind", 5), ("name", 28))
                 yield table
         with Vertical(classes="panel", id="failures-box") as box:
             box.border_title = "Recent failures"
             table = VimTable(id="failures")
-            table.add_columns("at", "kind", "name", "message")
+            table.add_fixed(("at", 11), ("kind", 7), ("name", 24), ("message", 60))
             yield table
 
     def fetch(self, conn) -> Any:

@@ -40,12 +40,12 @@ class SessionsScreen(BaseView):
         with Vertical(classes="panel", id="engines-panel") as panel:
             panel.border_title = "Engines"
             table = VimTable(id="engines")
-            table.add_columns("client", "state", "host:pid", "since", "heartbeat", "modules")
+            table.add_fixed(("client", 24), ("state", 9), ("host:pid", 20), ("since", 11), ("heartbeat", 10), ("modules", 24))
             yield table
         with Vertical(classes="panel", id="running-panel") as panel:
             panel.border_title = "Running"
             table = VimTable(id="running")
-            table.add_columns("kind", "name", "client", "started", "elapsed")
+            table.add_fixed(("kind", 16), ("name", 30), ("client", 20), ("started", 11), ("elapsed", 8))
             yield table
         yield FilterBar("filter by name or client", id="filter")
 

@@ -142,6 +142,11 @@ class VimTable(DataTable):
         kw.setdefault("zebra_stripes", False)
         super().__init__(**kw)
 
+    def add_fixed(self, *columns: tuple[str, int]) -> None:
+        """Columns with fixed widths: stable layout under live updates (and in snapshots)."""
+        for label, width in columns:
+            self.add_column(label, width=width, key=label)
+
     def state(self, state: str | None) -> Text:
         return state_cell(state, self.app.theme_variables)
 
