@@ -84,8 +84,9 @@ CROSS JOIN LATERAL (SELECT * FROM timetable.chain x WHERE x.chain_id = i.chain_i
 TXID = "txid_current()"
 START_SLOW = "SELECT timetable.start_run(%s, %s, %s)"
 LOG_AND_FINISH = "SELECT timetable._log_executions(%s, %s, %s), timetable.finish_run(%s, %s, %s, %s, %s, %s)"
-#: what a task may leave behind on the worker's connection
-RESET = ("RESET ALL", "DISCARD TEMP", "UNLISTEN *")
+#: what a task may leave behind on the worker's connection (RESET ALL leaves the role and
+#: the session authorization alone; session advisory locks go in end_run)
+RESET = ("RESET SESSION AUTHORIZATION", "RESET ROLE", "RESET ALL", "DISCARD TEMP", "UNLISTEN *")
 STOPPED = "stopped by notify_chain_stop"
 
 

@@ -1,0 +1,97 @@
+"""The executor's few-round-trip path (engine/timetable/executor.py): what it must keep.
+
+- execution_log rows of tasks run in the chain transaction: one per execution, visible to
+  later tasks of the run, kept (written after the rollback, before on_error) when the chain
+  fails, never written twice;
+- a multi-statement command still runs with the simple protocol and reports its last tag;
+- the run's txid is the chain transaction's txid_current(), the same in chain_run and in
+  every execution_log row of the run;
+- a task's leftovers (SET ROLE, session settings, LISTEN, temp tables, session advisory
+  locks) do not reach the next run on the same worker connection.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from _timetable_support import SteppingClock, q, q1, running_engine, until
+
+T0 = datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+
+
+def _chain(dsn, name, **cols):
+    cols = {"live": True, "run_at": "@reboot", **cols}
+    names = ", ".join(["chain_name", *cols])
+    return q1(dsn, f"INSERT INTO timetable.chain ({names}) VALUES ({', '.join(['%s'] * (1 + len(cols)))}) "
+                   "RETURNING chain_id", (name, *cols.values()))
+
+
+def _task(dsn, chain_id, order, command, **cols):
+    names = ", ".join(["chain_id", "task_order", "command", *cols])
+    return q1(dsn, f"INSERT INTO timetable.task ({names}) VALUES ({', '.join(['%s'] * (3 + len(cols)))}) "
+                   "RETURNING task_id", (chain_id, order, command, *cols.values()))
+
+
+async def _finished(dsn, chain_id, n=1):
+    return await until(lambda: q1(dsn, "SELECT count(*) >= %s FROM timetable.chain_run WHERE chain_id = %s AND "
+                                       "status NOT IN ('claimed', 'running')", (n, chain_id)), what="run end")
+
+
+async def test_failed_chain_keeps_its_rows_and_on_error_sees_them(make_db):
+    dsn = make_db(("timetable",))
+    q(dsn, "CREATE TABLE seen (what text, n bigint)")
+    cid = _chain(dsn, "fails",
+                 on_error="INSERT INTO seen SELECT 'on_error', count(*) FROM timetable.execution_log "
+                          "WHERE chain_id = current_setting('pg_timetable.current_chain_id')::bigint")
+    t1 = _task(dsn, cid, 1, "CREATE TEMP TABLE x (v int); INSERT INTO x VALUES (1); INSERT INTO x VALUES (2)")
+    t2 = _task(dsn, cid, 2, "INSERT INTO seen SELECT 'task 2', count(*) FROM timetable.execution_log "
+                            "WHERE chain_id = current_setting('pg_timetable.current_chain_id')::bigint")
+    t3 = _task(dsn, cid, 3, "SELECT 1/0")
+    _task(dsn, cid, 4, "INSERT INTO seen VALUES ('never', 0)")
+    async with running_engine(dsn, "fp", SteppingClock(T0)):
+        await _finished(dsn, cid)
+    status, txid = q(dsn, "SELECT status, txid FROM timetable.chain_run WHERE chain_id = %s", (cid,))[0]
+    assert status == "failed"
+    rows = q(dsn, "SELECT task_id, returncode, output, txid FROM timetable.execution_log WHERE chain_id = %s "
+                  "ORDER BY last_run", (cid,))
+    assert [(r[0], r[1]) for r in rows] == [(t1, 0), (t2, 0), (t3, -1)]  # once each, none lost
+    assert rows[0][2] == "INSERT 0 1"  # the tag of the last statement of a multi-statement command
+    assert "division by zero" in rows[2][2]
+    assert {r[3] for r in rows} == {txid} and txid > 0
+    # task 2 saw task 1's row inside the chain transaction; on_error saw all three after the
+    # rollback; the chain's own work was rolled back
+    assert q(dsn, "SELECT what, n FROM seen ORDER BY what") == [("on_error", 3)]
+
+
+async def test_rows_once_and_txid_on_success_and_nothing_leaks_between_runs(make_db):
+    dsn = make_db(("timetable",))
+    q(dsn, "CREATE TABLE seen (run int, role text, setting text, temp bool, listening bigint, locks bigint)")
+    q(dsn, "DROP ROLE IF EXISTS fp_role")
+    q(dsn, "CREATE ROLE fp_role")
+    q(dsn, "GRANT ALL ON seen TO fp_role")
+    check = ("INSERT INTO seen SELECT {n}, current_user, current_setting('work_mem'), "
+             "to_regclass('pg_temp.leftover') IS NOT NULL, (SELECT count(*) FROM pg_listening_channels()), "
+             "(SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory' "
+             "AND classid = 0 AND objid = 42)")
+    try:
+        # one cron worker: both chains run on the same worker connection, one after the other
+        first = _chain(dsn, "messy")
+        _task(dsn, first, 1, "SET ROLE fp_role; SET work_mem = '7MB'; CREATE TEMP TABLE leftover (v int); "
+                             "LISTEN somewhere; SELECT pg_advisory_lock(42); " + check.format(n=1))
+        async with running_engine(dsn, "fp", SteppingClock(T0), cron_workers=1) as sched:
+            await _finished(dsn, first)
+            second = _chain(dsn, "clean", live=False)
+            _task(dsn, second, 1, check.format(n=2))
+            await sched.start_adhoc(second)
+            await _finished(dsn, second)
+        got = q(dsn, "SELECT run, role, setting, temp, listening, locks FROM seen ORDER BY run")
+        assert got[0] == (1, "fp_role", "7MB", True, 0, 1)  # (LISTEN takes effect at commit)
+        assert got[1][1:] == ("postgres", "4MB", False, 0, 0), got
+        for cid in (first, second):
+            (status, txid), = q(dsn, "SELECT status, txid FROM timetable.chain_run WHERE chain_id = %s", (cid,))
+            assert status == "succeeded"
+            assert q(dsn, "SELECT txid FROM timetable.execution_log WHERE chain_id = %s", (cid,)) == [(txid,)]
+        assert q1(dsn, "SELECT count(*) FROM timetable.active_chain") == 0
+    finally:
+        q(dsn, "DROP OWNED BY fp_role")
+        q(dsn, "DROP ROLE fp_role")
