@@ -3,6 +3,11 @@
 Entries are queued and inserted in batches (one statement per batch), outside any chain
 transaction, so they survive a rollback.  ``await writer.execution(...)`` returns once the
 row is stored, so "the run is finished" implies "its log rows are visible".
+
+Since the executor's fast path (engine/timetable/executor.py), execution_log rows of SQL
+tasks run in the chain transaction are written by the executor on the chain's own
+connection; this writer takes the rows of tasks that run elsewhere (PROGRAM, BUILTIN,
+autonomous and remote SQL) and every ``timetable.log`` message.
 """
 
 from __future__ import annotations
