@@ -1,14 +1,26 @@
-"""``pgtt-tui demo``: a database with sample chains and jobs, and the engine in this process.
+"""``pgtt-tui demo``: sample chains, jobs and a three-node cascade, and the engine in this process.
 
-- ``prepare(dsn)``: on the embedded server (or ``dsn``), (re)create the ``pgtt_demo``
-  database, install every module, load the samples (chains and jobs that give a steady
-  flow of runs and some failures) and enable the job manager. Returns its ConnSettings.
-- ``EngineThread(settings)``: the engine supervisor with every available service, in a
-  thread with its own asyncio loop, so the console's event loop and the engine's never
-  wait on each other; ``stop()`` shuts it down cleanly.
+- ``prepare(dsn)``: on the embedded server (or ``dsn``), create (or reuse) the ``pgtt_demo``
+  database with every module, load the samples (chains and jobs that give a steady flow of
+  runs and some failures), enable the job manager and build the cascade sample
+  (``build_cascade``). Returns a :class:`DemoSetup`. Re-running reuses what exists.
+- ``build_cascade(...)``: three databases on the same server, each a node of the cascaded
+  queue ``orders``: ``main`` (the demo database itself, root) → ``mirror``
+  (``pgtt_demo_mirror``, branch) → ``reports`` (``pgtt_demo_reports``, leaf). Built with the
+  engine's own plans (``engine.cascade.ops.plan_create_*`` through ``PlanRunner``). The
+  producer is the integration of the three modules: a timetable chain ``order-feed`` inserts
+  a few rows into ``demo.orders`` every 2 seconds, and a PgQ capture trigger on that table
+  turns them into events. The chain exists on ``main`` and ``mirror`` and only inserts on the
+  node that is the root at the time, so the flow goes on after a switchover. The leaf's
+  worker stores every event in ``public.order_events`` of ``pgtt_demo_reports``.
+- ``EngineThread(settings, cascade=...)``: one engine supervisor per demo database (``main``:
+  timetable, schedule, pgq ticker, cascade worker; ``mirror``: timetable, pgq, cascade;
+  ``reports``: pgq, cascade with the sink table), all in one thread with its own asyncio
+  loop, so the console's event loop and the engine's never wait on each other; ``stop()``
+  shuts them down cleanly.
 - ``load_history(conn, now)``: a fixed, made-up history (runs, logs, engines) at fixed
   times, for deterministic screenshots and snapshot tests; no engine needed.
-- ``CASCADE_HOOK``: where the three-node cascade sample will plug in (not built yet).
+  ``FIXED_NOW`` is the time to use with it (see its comment: it lies in the future on purpose).
 """
 
 from __future__ import annotations
@@ -18,7 +30,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -30,8 +43,14 @@ from engine.db import ConnSettings, connect, resolve_settings
 log = logging.getLogger("pgtt.demo")
 
 DEMO_DB = "pgtt_demo"
-#: set by the cascade module: a function (settings) -> None that builds the three-node sample
-CASCADE_HOOK: Callable[[ConnSettings], None] | None = None
+
+#: The fixed "now" for load_history in screenshots.  It lies in the future on purpose: an
+#: engine row counts as alive only while its registering backend runs and started no later
+#: than the row says (pgtt.engine_alive, which guards against a reused pid).  A made-up
+#: history needs a made-up ``started_at``; with a "now" in the past, every live backend
+#: started after it and the sample engine would show as lost.  With this date the row is
+#: registered against the caller's live connection and is alive by the real rule.
+FIXED_NOW = datetime(2036, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 
 # name, schedule, tasks [(name, kind, command, ignore_error, autonomous)], live
 SAMPLE_CHAINS: list[tuple[str, str, list[tuple[str, str, str, bool, bool]], bool]] = [
@@ -134,8 +153,208 @@ def load_samples(conn: psycopg.Connection, extra_chains: int = 0) -> None:
         conn.execute(GENERATE_CHAINS, (extra_chains,))
 
 
+# ---- the three-node cascade ----------------------------------------------------------------------
+
+CASCADE_QUEUE = "orders"
+SINK_TABLE = "public.order_events"
+FEED_CHAIN = "order-feed"
+#: (node name, database suffix, initial role, provider, schema modules, engine services)
+CASCADE_LAYOUT: tuple[tuple[str, str, str, str | None, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("main", "", "root", None, tuple(schema.MODULES), ("timetable", "schedule", "pgq", "cascade")),
+    ("mirror", "_mirror", "branch", "main", ("pgtt", "pgq", "pgq_node", "timetable"), ("timetable", "pgq", "cascade")),
+    ("reports", "_reports", "leaf", "mirror", ("pgtt", "pgq", "pgq_node"), ("pgq", "cascade")),
+)
+#: ticks soon after events arrive (the default waits up to 3 s) and every 5 s when idle,
+#: so the tree's tick ids and the leaf move while one watches
+QUEUE_CONFIG = (("ticker_max_lag", "1 second"), ("ticker_idle_period", "5 seconds"))
+#: cascade worker options for the demo: short pauses, watermarks published every few seconds
+WORKER_OPTIONS = {"loop_delay": 0.5, "wm_publish_period": 5.0, "global_wm_period": 5.0}
+
+ORDERS_TABLE = """
+CREATE SCHEMA IF NOT EXISTS demo;
+CREATE TABLE IF NOT EXISTS demo.orders (
+    order_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer   text NOT NULL,
+    amount     numeric(10, 2) NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+# one to three orders, only where this database is the root of the cascade at the time
+FEED_INSERT = """INSERT INTO demo.orders (customer, amount)
+SELECT (ARRAY['ada', 'bob', 'cyd', 'dee', 'eve'])[1 + floor(random() * 5)::int], round((random() * 200)::numeric, 2)
+FROM generate_series(1, 1 + floor(random() * 3)::int)
+WHERE pgq_node.is_root_node('orders')"""
+FEED_TRIM = """DELETE FROM demo.orders WHERE created_at < now() - interval '1 hour'
+AND pgq_node.is_root_node('orders')"""
+FEED_TASKS = [("insert orders", "SQL", FEED_INSERT, False, False),
+              ("trim old orders", "SQL", FEED_TRIM, False, False)]
+FEED_SCHEDULE = "@every 2 seconds"
+
+
+@dataclass
+class CascadeNode:
+    name: str
+    dbname: str
+    role: str  # the role it was created with (a switchover changes the live one)
+    provider: str | None
+    settings: ConnSettings
+    location: str  # what the other nodes store in pgq_node.node_location
+    services: tuple[str, ...]
+
+    @property
+    def client_name(self) -> str:
+        return f"demo-{self.name}"
+
+
+@dataclass
+class CascadeDemo:
+    queue: str
+    nodes: list[CascadeNode]
+    sink_table: str = SINK_TABLE
+    built: list[str] = field(default_factory=list)  # what this run created (empty when reused)
+
+    def node(self, name: str) -> CascadeNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    def worker_options(self) -> list:
+        """One WorkerOptions per node: the services its supervisor runs."""
+        from engine.worker import WorkerOptions  # noqa: PLC0415
+
+        out = []
+        for n in self.nodes:
+            opts = WorkerOptions(settings=n.settings.with_app(f"pgtt-tui engine {n.client_name}"),
+                                 client_name=n.client_name, modules=list(n.services))
+            if "cascade" in n.services:
+                cascade = dict(WORKER_OPTIONS, queues=[self.queue])
+                if n.role == "leaf":
+                    cascade["sink_table"] = self.sink_table
+                opts.module_options["cascade"] = cascade
+            if "pgq" in n.services:
+                opts.module_options["pgq"] = {"ticker_period": 1.0}
+            out.append(opts)
+        return out
+
+
+@dataclass
+class DemoSetup:
+    settings: ConnSettings  # the console's database (the cascade's main node)
+    cascade: CascadeDemo | None = None
+
+
+def _node_info(conn: psycopg.Connection, queue: str) -> dict | None:
+    from engine.cascade.status import node_info  # noqa: PLC0415
+
+    return node_info(conn, queue)
+
+
+def _run_plan(plan) -> None:
+    from engine.cascade.plan import PlanError, PlanRunner  # noqa: PLC0415
+
+    with PlanRunner(plan, application_name="pgtt-tui demo") as runner:
+        outcome = runner.run()
+    if not outcome.ok:
+        raise PlanError(f"demo cascade: {plan.title}: "
+                        + (outcome.report.message() if outcome.report else "the plan stopped"), outcome.report)
+
+
+def cascade_nodes(base: ConnSettings, dbname: str = DEMO_DB,
+                  location_of: Callable[[CascadeNode], str] | None = None) -> list[CascadeNode]:
+    nodes = []
+    for name, suffix, role, provider, _modules, services in CASCADE_LAYOUT:
+        settings = demo_settings(base, dbname + suffix)
+        node = CascadeNode(name, dbname + suffix, role, provider, settings,
+                           pg_conninfo.make_conninfo(settings.dsn), services)
+        if location_of is not None:
+            node.location = location_of(node)
+        nodes.append(node)
+    return nodes
+
+
+def build_cascade(base: ConnSettings, dbname: str = DEMO_DB, *, reset: bool = False,
+                  location_of: Callable[[CascadeNode], str] | None = None) -> CascadeDemo:
+    """Create (or reuse) the three node databases and the cascade ``orders`` over them.
+
+    ``dbname`` is the main node's database (it must exist already: ``prepare`` makes it);
+    the others are ``<dbname>_mirror`` and ``<dbname>_reports``. ``location_of`` gives the
+    connection string the nodes store for each other (default: the node's DSN; the
+    screenshot script uses service names so that frames do not show socket paths).
+    Idempotent: a node that is already a member is left as it is (a switchover made in an
+    earlier run stays); only a stored location that no longer matches is updated.
+    """
+    from engine.cascade import ops  # noqa: PLC0415
+    from engine.pgq import api as pgq_api  # noqa: PLC0415
+    from engine.pgq import capture  # noqa: PLC0415
+
+    nodes = cascade_nodes(base, dbname, location_of)
+    layout = {entry[0]: entry for entry in CASCADE_LAYOUT}
+    demo = CascadeDemo(CASCADE_QUEUE, nodes)
+    for node in nodes:
+        if node.dbname != dbname:
+            create_database(base, node.dbname, reset=reset)
+        with connect(node.settings) as conn:
+            schema.install(conn, list(layout[node.name][4]))
+    locations = {n.name: n.location for n in nodes}
+    for node in nodes:
+        with connect(node.settings) as conn:
+            info = _node_info(conn, demo.queue)
+        if info is not None:
+            continue
+        if node.provider is None:
+            _run_plan(ops.plan_create_root(demo.queue, node.name, node.location))
+        else:
+            _run_plan(ops.plan_create_branch(demo.queue, node.name, node.location, locations[node.provider],
+                                             node_type=node.role))
+        demo.built.append(node.name)
+    _refresh_locations(demo)
+    for node in nodes:
+        with connect(node.settings) as conn:
+            has_queue = conn.execute("SELECT 1 FROM pgq.queue WHERE queue_name = %s", (demo.queue,)).fetchone()
+            if has_queue:
+                for param, value in QUEUE_CONFIG:
+                    pgq_api.set_queue_config(conn, demo.queue, param, value)
+            if "timetable" in node.services:
+                conn.execute(ORDERS_TABLE)
+                if not capture.list_captures(conn, demo.queue, "demo.orders"):
+                    capture.add_capture(conn, "demo.orders", demo.queue, "json")
+                _ensure_chain(conn, FEED_CHAIN, FEED_SCHEDULE, FEED_TASKS)
+    return demo
+
+
+def _refresh_locations(demo: CascadeDemo) -> None:
+    """After a restart on another port (or socket folder) the stored locations are stale:
+    re-register the current ones on every node (the root also sends them down the cascade)."""
+    for node in demo.nodes:
+        with connect(node.settings) as conn:
+            stored = dict((name, loc) for name, loc, _dead in conn.execute(
+                "SELECT node_name, node_location, dead FROM pgq_node.get_queue_locations(%s)",
+                (demo.queue,)).fetchall())
+            for other in demo.nodes:
+                if other.name in stored and stored[other.name] != other.location:
+                    log.info("demo cascade: location of %s changed; updating it on %s", other.name, node.name)
+                    conn.execute("SELECT * FROM pgq_node.register_location(%s, %s, %s, false)",
+                                 (demo.queue, other.name, other.location))
+
+
+def _ensure_chain(conn: psycopg.Connection, name: str, run_at: str,
+                  tasks: list[tuple[str, str, str, bool, bool]]) -> None:
+    if conn.execute("SELECT 1 FROM timetable.chain WHERE chain_name = %s", (name,)).fetchone():
+        return
+    with conn.transaction():
+        chain_id = conn.execute(INSERT_CHAIN, (name, run_at, True)).fetchone()[0]
+        for order, (task_name, kind, command, ignore, autonomous) in enumerate(tasks, 1):
+            conn.execute(INSERT_TASK, (chain_id, order * 10, task_name, kind, command, ignore, autonomous))
+
+
+def drop_cascade_databases(base: ConnSettings, dbname: str = DEMO_DB) -> None:
+    """Drop the mirror and reports databases (tests and the screenshot script clean up)."""
+    with connect(base) as admin:
+        for _name, suffix, *_ in CASCADE_LAYOUT:
+            if suffix:
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname + suffix)))
+
+
 def prepare(dsn: str | None = None, reset: bool = False, extra_chains: int = 0,
-            dbname: str = DEMO_DB) -> ConnSettings:
+            dbname: str = DEMO_DB, cascade: bool = True) -> DemoSetup:
     base = resolve_settings(dsn, application_name="pgtt-tui demo")
     create_database(base, dbname, reset=reset)
     settings = demo_settings(base, dbname)
@@ -143,36 +362,57 @@ def prepare(dsn: str | None = None, reset: bool = False, extra_chains: int = 0,
         schema.install(conn, list(schema.MODULES))
         load_samples(conn, extra_chains)
         conn.execute("SELECT schedule.enable()")
-    if CASCADE_HOOK is not None:
-        CASCADE_HOOK(settings)
-    return settings
+    demo = build_cascade(base, dbname, reset=reset) if cascade else None
+    return DemoSetup(settings, demo)
 
 
 class EngineThread:
-    """The engine supervisor in a daemon thread with its own event loop."""
+    """Engine supervisors in a daemon thread with their own event loop.
 
-    def __init__(self, settings: ConnSettings, client_name: str = "demo-engine", modules: list[str] | None = None):
+    Without ``cascade``: one supervisor on ``settings`` with ``modules`` (default: timetable
+    and schedule). With ``cascade``: one supervisor per node (``CascadeDemo.worker_options``),
+    as ``pgtt-tui worker --dsn NODE --modules …`` would run on each.
+    """
+
+    def __init__(self, settings: ConnSettings, client_name: str = "demo-engine", modules: list[str] | None = None,
+                 *, cascade: CascadeDemo | None = None):
         self.settings = settings
         self.client_name = client_name
         self.modules = modules
-        self.supervisor = None
+        self.cascade = cascade
+        self.supervisor = None  # the one on ``settings`` (the console's database)
+        self.supervisors: list = []
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, name="pgtt-demo-engine", daemon=True)
         self._ready = threading.Event()
 
+    def _options(self) -> list:
+        from engine.worker import SERVICE_FACTORIES, WorkerOptions  # noqa: PLC0415
+
+        if self.cascade is not None:
+            return self.cascade.worker_options()
+        modules = self.modules or [m for m in ("timetable", "schedule") if m in SERVICE_FACTORIES]
+        return [WorkerOptions(settings=self.settings.with_app(f"pgtt-tui engine {self.client_name}"),
+                              client_name=self.client_name, modules=modules)]
+
     def _main(self) -> None:
-        from engine.worker import SERVICE_FACTORIES, Supervisor, WorkerOptions, build_services  # noqa: PLC0415
+        from engine.worker import Supervisor, build_services  # noqa: PLC0415
 
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:
-            modules = self.modules or [m for m in ("timetable", "schedule") if m in SERVICE_FACTORIES]
-            options = WorkerOptions(settings=self.settings.with_app(f"pgtt-tui engine {self.client_name}"),
-                                    client_name=self.client_name, modules=modules)
-            self.supervisor = Supervisor(options, build_services(options))
+            asyncio.set_event_loop(loop)
+            self.supervisors = [Supervisor(o, build_services(o)) for o in self._options()]
+            self.supervisor = self.supervisors[0]
             self._ready.set()
-            loop.run_until_complete(self.supervisor.run())
+
+            async def run_all() -> list:
+                return await asyncio.gather(*(s.run() for s in self.supervisors), return_exceptions=True)
+
+            errors = [r for r in loop.run_until_complete(run_all()) if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
         except BaseException as exc:  # noqa: BLE001 - reported through .error, the console stays up
             self.error = exc
             log.error("demo engine stopped: %s", exc)
@@ -184,10 +424,14 @@ class EngineThread:
         self._thread.start()
         self._ready.wait(10)
 
+    def _stop_all(self) -> None:
+        for s in self.supervisors:
+            s.stop()
+
     def stop(self, timeout: float = 15.0) -> None:
-        if self.supervisor is not None and self._loop is not None and not self._loop.is_closed():
+        if self.supervisors and self._loop is not None and not self._loop.is_closed():
             try:
-                self._loop.call_soon_threadsafe(self.supervisor.stop)
+                self._loop.call_soon_threadsafe(self._stop_all)
             except RuntimeError:
                 pass
         self._thread.join(timeout)
@@ -202,6 +446,9 @@ class EngineThread:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def health(self) -> list[dict]:
+        return [s.health() for s in self.supervisors]
 
 
 # ---- a fixed history for screenshots and snapshot tests ----------------------------------------

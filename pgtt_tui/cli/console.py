@@ -2,8 +2,9 @@
 
 ``open_console`` merges the command line with the config file's profile (flags win) and
 runs the Textual app. ``demo`` starts the embedded server, creates the ``pgtt_demo``
-database with every module and sample data, runs the engine in this process (its own
-thread and event loop) and opens the console on it.
+database with every module and sample data, builds the three-node cascade sample
+(``pgtt_demo`` → ``pgtt_demo_mirror`` → ``pgtt_demo_reports``), runs the engine for all three
+in this process (its own thread and event loop) and opens the console on it.
 """
 
 from __future__ import annotations
@@ -45,21 +46,30 @@ def demo(
     ctx: typer.Context,
     no_console: Annotated[bool, typer.Option("--no-console", help="load the demo and run the engine without "
                                              "the console (Ctrl+C stops)")] = False,
-    reset: Annotated[bool, typer.Option("--reset", help="drop and re-create the pgtt_demo database first")] = False,
+    reset: Annotated[bool, typer.Option("--reset", help="drop and re-create the demo databases first")] = False,
     chains: Annotated[int, typer.Option("--chains", help="extra generated chains (to try the list with many)",
                                         min=0, max=1_000_000)] = 0,
+    no_cascade: Annotated[bool, typer.Option("--no-cascade", help="skip the three-node cascade sample "
+                                             "(pgtt_demo_mirror, pgtt_demo_reports)")] = False,
 ) -> None:
-    """Try it out: embedded PostgreSQL, sample chains and jobs, the engine, and the console."""
+    """Try it out: embedded PostgreSQL, sample chains and jobs, a three-node cascade, the engine, and the console."""
     from engine import demo as demo_mod  # noqa: PLC0415
 
     logging.basicConfig(level=logging.WARNING)
     glob = global_options(ctx)
-    settings = demo_mod.prepare(dsn=glob.dsn, reset=reset, extra_chains=chains)
-    runner = demo_mod.EngineThread(settings)
+    setup = demo_mod.prepare(dsn=glob.dsn, reset=reset, extra_chains=chains, cascade=not no_cascade)
+    settings = setup.settings
+    runner = demo_mod.EngineThread(settings, cascade=setup.cascade)
     runner.start()
     try:
         if no_console:
-            typer.echo(f"demo database ready: {settings.describe()}; engine running (Ctrl+C stops)")
+            typer.echo(f"demo database ready: {settings.describe()}")
+            if setup.cascade is not None:
+                c = setup.cascade
+                tree = " -> ".join(f"{n.name} ({n.dbname})" for n in c.nodes)
+                typer.echo(f"cascade {c.queue}: {tree}; the leaf stores events in {c.sink_table}"
+                           + ("" if c.built else " (reused)"))
+            typer.echo("engine running (Ctrl+C stops)")
             runner.join_forever()
         else:
             from pgtt_tui.app import PgttApp  # noqa: PLC0415
@@ -69,6 +79,8 @@ def demo(
             app.run()
     finally:
         runner.stop()
+        if runner.alive:
+            typer.echo("the demo engine did not stop within 15 s", err=True)
 
 
 def register(root: typer.Typer) -> None:
