@@ -170,10 +170,12 @@ QUEUE_CONFIG = (("ticker_max_lag", "1 second"), ("ticker_idle_period", "5 second
 #: cascade worker options for the demo: short pauses, watermarks published every few seconds
 WORKER_OPTIONS = {"loop_delay": 0.5, "wm_publish_period": 5.0, "global_wm_period": 5.0}
 
+# order ids of each node start apart (main 1, mirror 1000001), so that the leaf shows where
+# an order came from once a switchover moved the producer
 ORDERS_TABLE = """
 CREATE SCHEMA IF NOT EXISTS demo;
 CREATE TABLE IF NOT EXISTS demo.orders (
-    order_id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    order_id   bigint GENERATED ALWAYS AS IDENTITY (START WITH {start}) PRIMARY KEY,
     customer   text NOT NULL,
     amount     numeric(10, 2) NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
@@ -313,7 +315,8 @@ def build_cascade(base: ConnSettings, dbname: str = DEMO_DB, *, reset: bool = Fa
                 for param, value in QUEUE_CONFIG:
                     pgq_api.set_queue_config(conn, demo.queue, param, value)
             if "timetable" in node.services:
-                conn.execute(ORDERS_TABLE)
+                start = 1 + 1_000_000 * [n.name for n in nodes].index(node.name)
+                conn.execute(ORDERS_TABLE.format(start=start))
                 if not capture.list_captures(conn, demo.queue, "demo.orders"):
                     capture.add_capture(conn, "demo.orders", demo.queue, "json")
                 _ensure_chain(conn, FEED_CHAIN, FEED_SCHEDULE, FEED_TASKS)

@@ -1,7 +1,8 @@
 """``pgtt-tui demo``'s loader and engine: on fresh databases it builds the sample chains, jobs
 and the three-node cascade (main → mirror → reports) with the engine's plans; the engine
 thread (one supervisor per node) produces chain runs, job runs and events that arrive at the
-leaf; loading again reuses everything (and repairs a stale node location)."""
+leaf, also after a switchover to the mirror; loading again reuses everything (and repairs a
+stale node location)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from psycopg import sql
 
 from engine import demo
+from engine.cascade import ops
 from engine.cascade.status import collect_status
 
 pytestmark = pytest.mark.timeout(120)
@@ -106,6 +108,15 @@ def test_demo_loads_runs_and_reloads(demo_db):
                        what="an alive engine row on every node")
         assert q(mirror, "SELECT count(*) FROM timetable.chain_run")[0][0] >= 1  # runs, inserts nothing (branch)
         assert q(mirror, "SELECT count(*) FROM demo.orders")[0][0] == 0
+
+        # a switchover (what the console's cascade view runs) with the demo's engine: the
+        # producer follows the root, the leaf keeps receiving
+        demo._run_plan(ops.plan_takeover(main, "orders", "main", "mirror", wait_timeout=30))
+        st = collect_status(main, "orders")
+        assert st.root == "mirror" and (st.nodes["main"].node_type, st.nodes["main"].provider) == ("branch", "mirror")
+        wait_until(lambda: q(reports, "SELECT count(*) FROM public.order_events "
+                                      "WHERE (ev_data::json->>'order_id')::bigint > 1000000")[0][0] >= 2,
+                   what="orders from the new root at the leaf")
     finally:
         engine.stop()
     assert not engine.alive and engine.error is None
@@ -117,12 +128,14 @@ def test_demo_loads_runs_and_reloads(demo_db):
     assert {r[1] for r in rows} == {"INSERT"}
     order_ids = [int(r[2]) for r in rows]
     assert order_ids == sorted(set(order_ids))
-    assert set(order_ids) <= {r[0] for r in q(main, "SELECT order_id FROM demo.orders")}
+    assert set(order_ids) <= {r[0] for r in q(main, "SELECT order_id FROM demo.orders")
+                              + q(mirror, "SELECT order_id FROM demo.orders")}
 
-    # loading again reuses everything; a stale stored location is put right
+    # loading again reuses everything (the switchover stays); a stale stored location is put right
     before = shape(setup)
     q(main, "UPDATE pgq_node.node_location SET node_location = 'host=/nonexistent dbname=gone' "
             "WHERE node_name = 'reports'")
     again = demo.prepare(dsn=dsn, dbname=name)
     assert again.cascade.built == []
     assert shape(again) == before
+    assert collect_status(main, "orders").root == "mirror"
