@@ -29,7 +29,7 @@ from textual.app import App  # noqa: E402
 from textual.widgets import DataTable  # noqa: E402
 
 from engine import demo, schema  # noqa: E402
-from engine import overview as overview_api  # noqa: E402
+from engine.timetable import api as tt_api  # noqa: E402
 from engine.db import connect, resolve_settings  # noqa: E402
 from pgtt_tui.app import PgttApp  # noqa: E402
 from pgtt_tui.widgets.logview import LogView  # noqa: E402
@@ -99,8 +99,8 @@ async def bench_chains(settings, n: int, moves_wanted: int = 1000) -> dict:
             conn.execute("ANALYZE timetable.chain")
         t0 = time.perf_counter()
         for _ in range(20):
-            page = overview_api.chain_page(conn, limit=200)
-            overview_api.chain_page(conn, after=page.last_name, limit=200)
+            page = tt_api.chain_page(conn, limit=200)
+            tt_api.chain_page(conn, after=page.last_name, limit=200)
         query = (time.perf_counter() - t0) / 40
     app = PgttApp(settings, refresh=60, start_view="chains")
     async with app.run_test(size=(120, 36)) as pilot:

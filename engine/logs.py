@@ -5,7 +5,10 @@
   others by time; both re-read a small overlap and drop what was already returned, so a
   row that commits a little after a newer one is still shown (once).
 - ``history(conn, before, limit, ...)``: an older page, filtered in SQL (keyset on time).
-- Modules that are not installed contribute nothing (feature detection).
+- Modules that are not installed contribute nothing (feature detection); a role that may
+  not read the schedule tables follows its own jobs through the schedule SQL API
+  (get_user_log(), the job_status view); sources it may not read at all are left out and
+  named by ``denied_sources(conn)``.
 
 Entries are plain ``LogEntry`` records; the console formats and filters them.
 """
@@ -71,10 +74,21 @@ def _exists(conn: psycopg.Connection, name: str) -> bool:
     return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0])
 
 
+def denied_sources(conn: psycopg.Connection) -> dict[str, str]:
+    """Installed log sources this role may not read (part -> what is missing)."""
+    from engine.sessions import access, denied  # noqa: PLC0415
+
+    return {p: text for p, text in denied(access(conn)).items() if p == "timetable"}
+
+
 def discover_sources(conn: psycopg.Connection) -> list[_Source]:
-    """The log sources present in this database, with the cursor each one is followed by."""
+    """The log sources present in this database that this role may read, with the cursor
+    each one is followed by."""
+    from engine.sessions import access  # noqa: PLC0415
+
+    parts = access(conn)
     out: list[_Source] = []
-    if _exists(conn, "timetable.log"):
+    if parts.readable("timetable") and _exists(conn, "timetable.log"):
         cols = _columns(conn, "timetable", "log")
         id_col = next((c for c in ("log_id", "id") if c in cols), None)
         cursor = f"l.{id_col}" if id_col else "l.ts"
@@ -93,7 +107,7 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
             level_warning="l.log_level::text IN ('WARNING', 'NOTICE')",
             level_debug="l.log_level::text = 'DEBUG'",
             chain_expr=chain, client_expr=client, text_expr="coalesce(l.message, '')"))
-    if _exists(conn, "timetable.execution_log"):
+    if parts.readable("timetable") and _exists(conn, "timetable.execution_log"):
         cols = _columns(conn, "timetable", "execution_log")
         id_col = next((c for c in ("log_id", "id", "exec_id") if c in cols), None)
         cursor = f"e.{id_col}" if id_col else "e.finished"
@@ -118,7 +132,9 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
             from_=joins, where="e.finished IS NOT NULL" if not id_col else "TRUE",
             level_error="coalesce(e.returncode, 0) <> 0", chain_expr=chain,
             client_expr="coalesce(e.client_name, '')", text_expr="coalesce(e.output, '')"))
-    if _exists(conn, "schedule.cron_run"):
+    if parts["schedule"] and not parts.readable("schedule"):
+        out += _schedule_api_sources()
+    elif parts["schedule"]:
         name = "coalesce(c.name, 'job ' || r.cron)"
         out.append(_Source(
             name="job", relation="schedule.cron_run", by_id=False, cursor="r.finished", ts="r.finished",
@@ -129,7 +145,7 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
             where="r.state IN ('done', 'error')",
             level_error="r.state = 'error'", chain_expr=name, client_expr="coalesce(r.engine, r.node, '')",
             text_expr="coalesce(r.message, '')"))
-    if _exists(conn, "schedule.at_job"):
+    if parts.readable("schedule"):
         name = "coalesce(a.name, 'one-time ' || a.id)"
         out.append(_Source(
             name="at", relation="schedule.at_job", by_id=False, cursor="a.done_time", ts="a.done_time",
@@ -141,6 +157,30 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
             level_error="NOT coalesce(a.is_success, false)", chain_expr=name,
             client_expr="coalesce(a.engine, a.node, '')", text_expr="coalesce(a.error, '')"))
     return out
+
+
+def _schedule_api_sources() -> list[_Source]:
+    """The job logs through the schedule SQL API: runs of jobs that run as the caller
+    (get_user_log()) and the caller's one-time jobs (job_status)."""
+    name = "coalesce(r.name, 'job ' || r.cron)"
+    at_name = "coalesce(a.name, 'one-time ' || a.id)"
+    return [
+        _Source(name="job", relation="schedule.get_user_log()", by_id=False, cursor="r.finished", ts="r.finished",
+                select=f"r.finished, r.finished, CASE WHEN r.status = 'error' THEN 'ERROR' ELSE 'INFO' END, "
+                       f"coalesce(r.node, ''), {name}, 'cron job ' || r.status || coalesce(': ' || r.message, ''), "
+                       f"r.cron, extract(epoch FROM r.scheduled_at)",
+                from_="schedule.get_user_log() r", where="r.finished IS NOT NULL",
+                level_error="r.status = 'error'", chain_expr=name, client_expr="coalesce(r.node, '')",
+                text_expr="coalesce(r.message, '')"),
+        _Source(name="at", relation="schedule.job_status", by_id=False, cursor="a.done_time", ts="a.done_time",
+                select=f"a.done_time, a.done_time, CASE WHEN a.is_success THEN 'INFO' ELSE 'ERROR' END, "
+                       f"coalesce(a.node, ''), {at_name}, "
+                       f"'one-time job ' || CASE WHEN a.is_success THEN 'done' ELSE 'failed' END "
+                       f"|| coalesce(': ' || a.error, ''), a.id, a.attempt",
+                from_="schedule.job_status a", where="a.status = 'done' AND a.done_time IS NOT NULL",
+                level_error="NOT coalesce(a.is_success, false)", chain_expr=at_name,
+                client_expr="coalesce(a.node, '')", text_expr="coalesce(a.error, '')"),
+    ]
 
 
 def _entry(source: _Source, row: tuple) -> LogEntry:

@@ -1,8 +1,15 @@
 """Read-side: who is connected (engines) and what is running (chain runs, job runs).
 
 Used by the console's sessions view and by ``overview``. Modules that are not installed
-are simply absent from the result (feature detection with to_regclass), so the view works
+are simply absent from the result (feature detection in the catalogs), so the view works
 on a database with only some modules.
+
+Roles: the schedule tables are not granted to PUBLIC (its SQL API is SECURITY DEFINER and
+shows a role its own jobs), and the pgtt / timetable schemas need explicit grants.  So
+``access(conn)`` tells, per part, whether it is installed and whether this role may read
+its tables; a role that may not read the schedule tables gets the same answers through the
+schedule SQL API (its own jobs), and a part it may not read at all is reported in
+``denied`` (part -> what is missing) instead of failing with a permission error.
 """
 
 from __future__ import annotations
@@ -52,19 +59,78 @@ ORDER BY a.start_time
 LIMIT %(limit)s
 """
 
+# Running one-time jobs / cron runs through the schedule SQL API (roles that may not read
+# its tables): the caller's own one-time jobs and the runs of jobs that run as the caller.
+RUNNING_CRON_API_SQL = """
+SELECT 'cron' AS kind, r.cron::text || '@' || r.scheduled_at::text AS run_key, r.cron AS id,
+       coalesce(r.name, 'job ' || r.cron) AS name, r.node AS client, r.started AS started
+FROM schedule.get_active_jobs(schedule._caller()) r
+ORDER BY r.started
+LIMIT %(limit)s
+"""
+
+RUNNING_AT_API_SQL = """
+SELECT 'at' AS kind, a.id::text AS run_key, a.id AS id, coalesce(a.name, 'one-time ' || a.id) AS name,
+       a.node AS client, a.start_time AS started
+FROM schedule.job_status a
+WHERE a.status = 'processing'
+ORDER BY a.start_time
+LIMIT %(limit)s
+"""
+
+# The relations each part needs, found in the catalogs (no name lookup, so no permission
+# error): installed = the first one exists; readable = schema USAGE and SELECT on all.
+PART_RELATIONS = {
+    "pgtt": ("engine_status",),
+    "timetable": ("chain_run", "chain", "chain_state", "task", "log", "execution_log"),
+    "schedule": ("cron_run", "cron", "at_job"),
+}
+_ACCESS_SQL = """
+SELECT n.nspname, c.relname,
+       has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') AS readable
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%(schemas)s) AND c.relname = ANY(%(names)s)
+"""
 _EXISTS_SQL = "SELECT to_regclass(%s) IS NOT NULL"
 
 
+class Access(dict):
+    """installed(part) / readable(part) for pgtt, timetable, schedule; ``self[part]`` is
+    whether the part is installed (the old ``installed()`` mapping)."""
+
+    def __init__(self, found: dict[tuple[str, str], bool], role: str = "") -> None:
+        self.found = found
+        self.role = role
+        super().__init__({part: (part, names[0]) in found for part, names in PART_RELATIONS.items()})
+
+    def readable(self, part: str) -> bool:
+        names = PART_RELATIONS[part]
+        return self[part] and all(self.found.get((part, n), True) for n in names)
+
+    def denied_text(self, part: str) -> str:
+        """What the role may not read, and the grant that would let it."""
+        return (f"role {self.role or 'this role'} may not read the {part} tables (needs USAGE on schema {part} "
+                f"and SELECT on its tables)")
+
+
+def access(conn: psycopg.Connection) -> Access:
+    """Which parts are installed, and which this role may read directly."""
+    names = sorted({n for rels in PART_RELATIONS.values() for n in rels})
+    rows = conn.execute(_ACCESS_SQL, {"schemas": list(PART_RELATIONS), "names": names}).fetchall()
+    found = {(r[0], r[1]): bool(r[2]) for r in rows if r[1] in PART_RELATIONS.get(r[0], ())}
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    return Access(found, role)
+
+
 def has_relation(conn: psycopg.Connection, name: str) -> bool:
-    return bool(conn.execute(_EXISTS_SQL, (name,)).fetchone()[0])
+    schema, _, rel = name.partition(".")
+    return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE n.nspname = %s AND c.relname = %s)", (schema, rel)).fetchone()[0])
 
 
-def installed(conn: psycopg.Connection) -> dict[str, bool]:
-    """Which parts are there: pgtt (engines), timetable, schedule."""
-    row = conn.execute(
-        "SELECT to_regclass('pgtt.engine_status') IS NOT NULL, to_regclass('timetable.chain_run') IS NOT NULL,"
-        " to_regclass('schedule.cron_run') IS NOT NULL").fetchone()
-    return {"pgtt": bool(row[0]), "timetable": bool(row[1]), "schedule": bool(row[2])}
+def installed(conn: psycopg.Connection) -> Access:
+    """Which parts are there: pgtt (engines), timetable, schedule (see ``access``)."""
+    return access(conn)
 
 
 def _rows(conn: psycopg.Connection, query: str, **params: Any) -> list[dict[str, Any]]:
@@ -73,30 +139,41 @@ def _rows(conn: psycopg.Connection, query: str, **params: Any) -> list[dict[str,
         return list(cur.fetchall())
 
 
-def engines(conn: psycopg.Connection, limit: int = 200) -> list[dict[str, Any]]:
-    """Engines registered in pgtt.engine (live ones first; stopped in the last 10 minutes too)."""
-    if not has_relation(conn, "pgtt.engine_status"):
+def engines(conn: psycopg.Connection, limit: int = 200, parts: Access | None = None) -> list[dict[str, Any]]:
+    """Engines registered in pgtt.engine (live ones first; stopped in the last 10 minutes too);
+    [] when the pgtt schema is not there or not readable by this role."""
+    parts = parts or access(conn)
+    if not parts.readable("pgtt"):
         return []
     return _rows(conn, ENGINES_SQL, limit=limit)
 
 
-def running(conn: psycopg.Connection, limit: int = 500, parts: dict[str, bool] | None = None) -> list[dict[str, Any]]:
+def running(conn: psycopg.Connection, limit: int = 500, parts: Access | None = None) -> list[dict[str, Any]]:
     """Chain runs and job runs in progress, oldest first: kind (chain | cron | at), run_key,
-    id, name, client, started."""
-    parts = parts or installed(conn)
+    id, name, client, started.  Schedule runs come through its SQL API for a role that may
+    not read its tables (then: the role's own jobs)."""
+    parts = parts or access(conn)
     out: list[dict[str, Any]] = []
-    if parts.get("timetable"):
+    if parts.readable("timetable"):
         out += _rows(conn, RUNNING_CHAINS_SQL, limit=limit)
-    if parts.get("schedule"):
+    if parts.readable("schedule"):
         out += _rows(conn, RUNNING_CRON_SQL, limit=limit)
         out += _rows(conn, RUNNING_AT_SQL, limit=limit)
+    elif parts["schedule"]:
+        out += _rows(conn, RUNNING_CRON_API_SQL, limit=limit)
+        out += _rows(conn, RUNNING_AT_API_SQL, limit=limit)
     far = datetime.max.replace(tzinfo=timezone.utc)
     out.sort(key=lambda r: r["started"] or far)
     return out[:limit]
 
 
+def denied(parts: Access) -> dict[str, str]:
+    """Installed parts this role may not read at all (the schedule part always has its API)."""
+    return {p: parts.denied_text(p) for p in ("pgtt", "timetable") if parts[p] and not parts.readable(p)}
+
+
 def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
     """Everything the sessions view shows, in one call."""
-    parts = installed(conn)
-    return {"parts": parts, "engines": engines(conn) if parts["pgtt"] else [],
-            "running": running(conn, parts=parts)}
+    parts = access(conn)
+    return {"parts": parts, "engines": engines(conn, parts=parts), "running": running(conn, parts=parts),
+            "denied": denied(parts)}

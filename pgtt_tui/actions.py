@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from engine.db import ConnSettings
-from engine.errors import InputError, NotFoundError, PgttError
+from engine.errors import InputError
 
 
 def _tt():
@@ -29,13 +29,17 @@ def _sch():
 
 
 # ---- chains (engine.timetable.api) -----------------------------------------------------------
-# reads: fn(conn, ...); writes: fn(conn, settings, ...). The timetable api does not take the
-# settings, so read-only is enforced by BaseView.act (guard_write) and by the server
-# (default_transaction_read_only) for these.
+# reads: fn(conn, ...); writes: fn(conn, settings, ...): the engine refuses writes in
+# read-only mode (guard_write), as does the server (default_transaction_read_only).
 
 TASK_FIELDS = ("task_name", "run_as", "database_connection", "ignore_error", "autonomous", "timeout", "live")
 CHAIN_FIELDS = ("chain_name", "run_at", "max_instances", "timeout", "live", "self_destruct", "exclusive_execution",
                 "client_name", "on_error")
+
+
+def chain_page(conn: psycopg.Connection, **kw: Any) -> Any:
+    """One page of the chain list (the same keyset query as ``pgtt-tui chain list``)."""
+    return _tt().chain_page(conn, **kw)
 
 
 def chain_detail(conn: psycopg.Connection, name: str, now: datetime | None = None) -> dict[str, Any]:
@@ -71,65 +75,58 @@ def create_chain(conn: psycopg.Connection, settings: ConnSettings, values: dict[
     task = values.get("task")
     with conn.transaction():
         chain_id = api.create_chain(conn, values["chain_name"], values.get("run_at"),
-                                    time_zone=values.get("time_zone"), **fields)
+                                    time_zone=values.get("time_zone"), settings=settings, **fields)
         if task:
             api.add_task(conn, chain_id, task["command"], kind=task.get("kind") or "SQL",
-                         parameters=task.get("parameters") or None)
+                         parameters=task.get("parameters") or None, settings=settings)
     return chain_id
 
 
 def update_chain(conn: psycopg.Connection, settings: ConnSettings, name: str, values: dict[str, Any]) -> Any:
     fields = {k: values[k] for k in CHAIN_FIELDS if k in values}
-    return _tt().update_chain(conn, name, time_zone=values.get("time_zone"), **fields)
+    return _tt().update_chain(conn, name, time_zone=values.get("time_zone"), settings=settings, **fields)
 
 
 def add_task(conn: psycopg.Connection, settings: ConnSettings, chain: str, values: dict[str, Any]) -> Any:
     fields = {k: values[k] for k in TASK_FIELDS if k in values}
     return _tt().add_task(conn, chain, values["command"], kind=values.get("kind") or "SQL",
-                          parameters=values.get("parameters"), **fields)
+                          parameters=values.get("parameters"), settings=settings, **fields)
 
 
 def update_task(conn: psycopg.Connection, settings: ConnSettings, task_id: int, values: dict[str, Any]) -> Any:
     fields = {k: values[k] for k in (*TASK_FIELDS, "kind", "command") if k in values}
-    return _tt().update_task(conn, task_id, parameters=values.get("parameters"), **fields)
+    return _tt().update_task(conn, task_id, parameters=values.get("parameters"), settings=settings, **fields)
 
 
 def delete_task(conn: psycopg.Connection, settings: ConnSettings, task_id: int) -> Any:
-    return _tt().delete_task(conn, task_id)
+    return _tt().delete_task(conn, task_id, settings=settings)
 
 
 def move_task(conn: psycopg.Connection, settings: ConnSettings, task_id: int, direction: int) -> Any:
-    return _tt().move_task(conn, task_id, "up" if direction < 0 else "down")
+    return _tt().move_task(conn, task_id, "up" if direction < 0 else "down", settings=settings)
 
 
 def run_chain_now(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().run_chain(conn, name)
+    return _tt().run_chain(conn, name, settings=settings)
 
 
 def stop_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().stop_chain(conn, name)
+    return _tt().stop_chain(conn, name, settings=settings)
 
 
 def pause_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().pause_chain(conn, name)
+    return _tt().pause_chain(conn, name, settings=settings)
 
 
 def resume_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().resume_chain(conn, name)
+    return _tt().resume_chain(conn, name, settings=settings)
 
 
 def delete_chain(conn: psycopg.Connection, settings: ConnSettings, name: str) -> Any:
-    return _tt().delete_chain(conn, name)
+    return _tt().delete_chain(conn, name, settings=settings)
 
 
 # ---- schedule jobs (engine.schedule.api) ----------------------------------------------------------
-
-def _need(module: Any, name: str, what: str) -> Any:
-    func = getattr(module, name, None)
-    if func is None:
-        raise PgttError(f"{what} is not available: this engine has no {module.__name__}.{name}()")
-    return func
-
 
 def list_jobs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return _sch().list_jobs(conn)
@@ -139,41 +136,36 @@ def list_onetime(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return _sch().list_onetime(conn)
 
 
-def job_calendar(conn: psycopg.Connection, start: Any, end: Any) -> list[dict[str, Any]]:
-    return _sch().timetable(conn, start, end)
+def job_calendar(conn: psycopg.Connection, start: Any, end: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+    return _sch().timetable(conn, start, end, now=now)
 
 
 def job_info(conn: psycopg.Connection, job_id: Any) -> Any:
     if isinstance(job_id, str) and job_id.startswith("at:"):
-        rows = [r for r in _sch().list_onetime(conn) if r["id"] == int(job_id[3:])]
-        if not rows:
-            raise NotFoundError(f"one-time job {job_id[3:]} does not exist (or is not yours)")
-        return rows[0]
+        return _sch().show_onetime(conn, int(job_id[3:]))
     return _sch().show_job(conn, int(job_id))
 
 
 def create_job(conn: psycopg.Connection, settings: ConnSettings, values: dict[str, Any]) -> Any:
-    options = {k: v for k, v in values.items() if v is not None and k != "active"}
-    job_id = _sch().create_job(conn, settings, options)
-    if values.get("active") is False:
-        _need(_sch(), "deactivate", "deactivating a job")(conn, settings, job_id)
-    return job_id
+    """schedule.create_job; ``active: False`` creates it deactivated (one transaction)."""
+    options = {k: v for k, v in values.items() if v is not None}
+    return _sch().create_job(conn, settings, options)
 
 
 def update_job(conn: psycopg.Connection, settings: ConnSettings, job_id: int, values: dict[str, Any]) -> Any:
-    return _need(_sch(), "set_attributes", "editing a job")(conn, settings, job_id, values)
+    return _sch().set_attributes(conn, settings, job_id, values)
 
 
 def activate_job(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> Any:
-    return _need(_sch(), "activate", "activating a job")(conn, settings, job_id)
+    return _sch().activate(conn, settings, job_id)
 
 
 def deactivate_job(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> Any:
-    return _need(_sch(), "deactivate", "deactivating a job")(conn, settings, job_id)
+    return _sch().deactivate(conn, settings, job_id)
 
 
 def drop_job(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> Any:
-    return _need(_sch(), "drop", "deleting a job")(conn, settings, job_id)
+    return _sch().drop(conn, settings, job_id)
 
 
 def submit_onetime(conn: psycopg.Connection, settings: ConnSettings, values: dict[str, Any]) -> Any:
@@ -187,7 +179,7 @@ def cancel_onetime(conn: psycopg.Connection, settings: ConnSettings, job_id: int
 
 
 def resubmit_onetime(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> Any:
-    return _need(_sch(), "resubmit", "resubmitting a one-time job")(conn, settings, job_id)
+    return _sch().resubmit(conn, settings, job_id)
 
 
 # ---- sessions ----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from engine import logs as logs_api
-from engine import overview as overview_api
+from engine.timetable import api as tt_api
 from engine.db import ConnSettings
 from engine.errors import InputError
 from pgtt_tui.app import PgttApp
@@ -91,13 +91,13 @@ async def test_chain_list_pages_from_the_database_and_filters(settings, conn):
 
 def test_chain_page_keyset_and_bad_filter(conn):
     add_chains(conn, 30, "k")
-    page = overview_api.chain_page(conn, limit=10)
-    nxt = overview_api.chain_page(conn, after=page.last_name, limit=10)
-    back = overview_api.chain_page(conn, before=nxt.first_name, limit=10)
+    page = tt_api.chain_page(conn, limit=10)
+    nxt = tt_api.chain_page(conn, after=page.last_name, limit=10)
+    back = tt_api.chain_page(conn, before=nxt.first_name, limit=10)
     assert [r["chain_name"] for r in back.rows] == [r["chain_name"] for r in page.rows]
     assert (nxt.first_index, nxt.has_prev, nxt.has_next) == (10, True, True)
     with pytest.raises(InputError) as err:
-        overview_api.chain_page(conn, filter="state:sleepy")
+        tt_api.chain_page(conn, filter="state:sleepy")
     assert err.value.field == "filter"
 
 

@@ -9,7 +9,7 @@ unknown or foreign job, ``PgttError`` for a permission refusal.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -34,7 +34,15 @@ SELECT schedule.submit_job(query := %(query)s, params := %(params)s, run_after :
     resubmit_limit := %(resubmit_limit)s)
 """
 ONE_TIME_JOBS = "SELECT * FROM schedule.job_status ORDER BY id"
-ONE_TIME_JOB = "SELECT * FROM schedule.job_status WHERE id = %s"
+# _all_job_status(): own one-time jobs, every job for a superuser (the SECURITY DEFINER
+# function behind the job_status / all_job_status views)
+ONE_TIME_JOB = "SELECT * FROM schedule._all_job_status() WHERE id = %s"
+CREATE_JOB = "SELECT schedule.create_job(%s::jsonb) AS id"
+ACTIVATE = "SELECT schedule.activate_job(%s) AS ok"
+DEACTIVATE = "SELECT schedule.deactivate_job(%s) AS ok"
+DROP = "SELECT schedule.drop_job(%s) AS ok"
+SET_ATTRIBUTES = "SELECT schedule.set_job_attributes(%s, %s::jsonb) AS ok"
+JOB_ACTIVE = "SELECT (schedule.get_job(%s)).active AS active"
 USER_LOG = """
 SELECT cron AS job, scheduled_at, started, finished, status::text, message, name, run_as
   FROM schedule.get_user_log(%(user)s) WHERE %(job)s::int IS NULL OR cron = %(job)s::int
@@ -85,12 +93,91 @@ def show_job(conn: psycopg.Connection, job_id: int) -> dict:
 
 
 def create_job(conn: psycopg.Connection, settings: ConnSettings, options: dict) -> int:
+    """schedule.create_job(options).  ``"active": false`` creates the job inactive: the
+    create and schedule.deactivate_job run in one transaction, so no run is ever planned."""
     guard_write(settings, "creating a job")
-    return _call(conn, "SELECT schedule.create_job(%s::jsonb) AS id", (json.dumps(options),), rows=False)["id"]
+    options = dict(options)
+    active = _pop_active(options)
+    with conn.transaction():
+        job_id = _call(conn, CREATE_JOB, (json.dumps(options, default=str),), rows=False)["id"]
+        if active is False:
+            _call(conn, DEACTIVATE, (job_id,), rows=False)
+    return job_id
+
+
+def _pop_active(options: dict) -> bool | None:
+    active = options.pop("active", None)
+    if active is not None and not isinstance(active, bool):
+        raise InputError("active", f"expected true or false, got {active!r}")
+    return active
+
+
+def activate(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> bool:
+    """schedule.activate_job: the job is planned again (a broken job is repaired)."""
+    guard_write(settings, "activating a job")
+    return _call(conn, ACTIVATE, (job_id,), rows=False)["ok"]
+
+
+def deactivate(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> bool:
+    """schedule.deactivate_job: no further runs are planned (a running one finishes)."""
+    guard_write(settings, "deactivating a job")
+    return _call(conn, DEACTIVATE, (job_id,), rows=False)["ok"]
+
+
+def drop(conn: psycopg.Connection, settings: ConnSettings, job_id: int) -> bool:
+    """schedule.drop_job: delete the job and its planned runs (finished runs stay in the log)."""
+    guard_write(settings, "deleting a job")
+    return _call(conn, DROP, (job_id,), rows=False)["ok"]
+
+
+def set_attributes(conn: psycopg.Connection, settings: ConnSettings, job_id: int, attrs: dict) -> bool:
+    """Edit a scheduled job: schedule.set_job_attributes(job_id, attrs) with the keys of
+    create_job; ``"active"`` switches it with activate_job / deactivate_job, in the same
+    transaction.  Returns whether anything changed."""
+    guard_write(settings, "editing a job")
+    attrs = dict(attrs)
+    active = _pop_active(attrs)
+    if not attrs and active is None:
+        raise InputError("attributes", "nothing to change: give at least one attribute")
+    changed = False
+    with conn.transaction():
+        if attrs:
+            changed = bool(_call(conn, SET_ATTRIBUTES, (job_id, json.dumps(attrs, default=str)), rows=False)["ok"])
+        if active is not None:
+            was = _call(conn, JOB_ACTIVE, (job_id,), rows=False)["active"]
+            if was != active:
+                _call(conn, ACTIVATE if active else DEACTIVATE, (job_id,), rows=False)
+                changed = True
+    return changed
 
 
 def list_onetime(conn: psycopg.Connection) -> list[dict]:
     return _call(conn, ONE_TIME_JOBS)
+
+
+def show_onetime(conn: psycopg.Connection, job_id: int) -> dict:
+    """One one-time job the caller may see (own; any for a superuser)."""
+    row = _call(conn, ONE_TIME_JOB, (job_id,), rows=False)
+    if row is None:
+        raise NotFoundError(f"one-time job {job_id} does not exist or is not yours")
+    return row
+
+
+def resubmit(conn: psycopg.Connection, settings: ConnSettings, job_id: int, *,
+             run_after: datetime | None = None) -> int:
+    """Run a finished (done, failed or canceled) one-time job again: schedule.submit_job
+    with its query, parameters, node, limits, run_as, name and comments; returns the new
+    job's id.  (schedule.resubmit() is the in-job call: a job resubmitting itself.)"""
+    guard_write(settings, "resubmitting a job")
+    old = show_onetime(conn, job_id)
+    if old["status"] != "done":
+        state = "still queued" if old["status"] == "submitted" else "running"
+        raise InputError("job", f"one-time job {job_id} is {state}; only a finished job can be resubmitted "
+                                "(cancel it first)")
+    return submit(conn, settings, old["query"], params=old["params"], run_after=run_after, node=old["node"],
+                  max_duration=old["max_duration"], max_wait_interval=old["max_wait_interval"],
+                  run_as=old["run_as"], name=old["name"], comments=old["comments"],
+                  resubmit_limit=old["resubmit_limit"])
 
 
 def submit(conn: psycopg.Connection, settings: ConnSettings, query: str, *, params: list[str] | None = None,
@@ -129,11 +216,14 @@ def log(conn: psycopg.Connection, *, job_id: int | None = None, user: str | None
     return _call(conn, USER_LOG, {"user": user, "job": job_id, "limit": limit})
 
 
-def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, limit_per_job: int = 1000) -> list[dict]:
+def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, limit_per_job: int = 1000,
+              now: datetime | None = None) -> list[dict]:
     """Every execution in [start, end]: what the database knows (runs, one-time jobs) plus
-    the future firings of each active job, expanded by the shared evaluator."""
+    the future firings (from ``now``, default the current time) of each active job,
+    expanded by the shared evaluator.  A past firing shows only if it ran."""
     if end < start:
         raise InputError("--end", "is before --start")
+    now = now or datetime.now(timezone.utc)
     known = _call(conn, TIMETABLE, (start, end))
     seen = {(r["id"], r["type"], r["scheduled_at"]) for r in known}
     out = list(known)
@@ -144,7 +234,7 @@ def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, limit
             sched = job_schedule(job["rule"])
         except ScheduleError:
             continue
-        lo, hi = start, end
+        lo, hi = max(start, now), end
         if job["start_date"] is not None:
             lo = max(lo, job["start_date"] - timedelta(microseconds=1))
         if job["end_date"] is not None:

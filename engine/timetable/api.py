@@ -7,6 +7,7 @@ InputError naming the field; nothing is changed then) and returns plain dicts.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,7 +15,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from engine.errors import InputError, NotFoundError
+from engine.db import ConnSettings, guard_write
+from engine.errors import InputError, NotFoundError, ReadOnlyError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 
 CHAIN_COLUMNS = ("chain_name", "run_at", "max_instances", "timeout", "live", "self_destruct",
@@ -24,20 +26,31 @@ TASK_COLUMNS = ("task_order", "task_name", "kind", "command", "run_as", "databas
 KINDS = ("SQL", "PROGRAM", "BUILTIN")
 MISSED_POLICIES = ("run_once", "skip", "run_all")
 
-LIST_SQL = """
+# One page of chains in name order (keyset on the unique chain_name: never OFFSET), with
+# next run, last run and result; each row costs two index probes (open runs, tasks).
+PAGE_SELECT = """
 SELECT c.chain_id, c.chain_name, c.run_at, coalesce(c.live, false) AS live, c.client_name, c.max_instances,
        o.time_zone, coalesce(o.missed_runs, 'run_once') AS missed_runs,
        s.next_due_at, s.dirty, s.last_started_at, s.last_finished_at, s.last_status,
-       (SELECT count(*) FROM timetable.chain_run r WHERE r.chain_id = c.chain_id AND r.status = 'running') AS running,
+       (SELECT count(*) FROM timetable.chain_run r WHERE r.chain_id = c.chain_id
+         AND r.status IN ('claimed', 'running')) AS running,
        (SELECT count(*) FROM timetable.task t WHERE t.chain_id = c.chain_id) AS tasks
 FROM timetable.chain c
 LEFT JOIN timetable.chain_state s ON s.chain_id = c.chain_id
 LEFT JOIN timetable.chain_option o ON o.chain_id = c.chain_id
-WHERE (%(f)s::text IS NULL OR c.chain_name ILIKE %(f)s OR c.run_at ILIKE %(f)s OR c.client_name ILIKE %(f)s)
-  AND (%(live)s::boolean IS NULL OR coalesce(c.live, false) = %(live)s)
-ORDER BY c.chain_name
-OFFSET %(offset)s LIMIT %(limit)s
 """
+PAGE_COUNT = "SELECT count(*) FROM timetable.chain c LEFT JOIN timetable.chain_state s ON s.chain_id = c.chain_id"
+MAX_PAGE = 10_000
+
+
+def _guard(conn: psycopg.Connection, settings: ConnSettings | None, what: str) -> None:
+    """Read-only refusal before any change, as engine.schedule.api does: with the caller's
+    settings through engine.db.guard_write; without them, from the connection itself
+    (default_transaction_read_only, reported by PostgreSQL 14+), with the same message."""
+    if settings is not None:
+        guard_write(settings, what)
+    elif conn.info.parameter_status("default_transaction_read_only") == "on":
+        raise ReadOnlyError(f"read-only mode: {what} is not allowed (start without --read-only to change things)")
 
 
 def _server_tz(conn: psycopg.Connection) -> str | None:
@@ -82,31 +95,141 @@ def _chain_row(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
     return row
 
 
-def list_chains(conn: psycopg.Connection, *, filter: str | None = None, live: bool | None = None,
-                offset: int = 0, limit: int = 100, now: datetime | None = None) -> list[dict[str, Any]]:
-    if limit < 1 or limit > 10_000:
-        raise InputError("--limit", "must be between 1 and 10000")
-    if offset < 0:
-        raise InputError("--offset", "must be 0 or more")
-    pattern = f"%{filter}%" if filter else None
+@dataclass
+class ChainPage:
+    """One page of chains (``rows``, in name order) and where it is among the matches."""
+
+    rows: list[dict[str, Any]]
+    has_prev: bool
+    has_next: bool
+    filter: str = ""
+    total: int | None = None  # chains matching the filter (None: not counted)
+    first_index: int | None = None  # 0-based position of rows[0] among them (None: not counted)
+
+    @property
+    def first_name(self) -> str | None:
+        return self.rows[0]["chain_name"] if self.rows else None
+
+    @property
+    def last_name(self) -> str | None:
+        return self.rows[-1]["chain_name"] if self.rows else None
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filter_sql(text: str, live: bool | None) -> tuple[list[sql.Composable], dict[str, Any]]:
+    """Words match the name (case-insensitive); ``state:live|paused|running|failed|succeeded|skipped``;
+    ``client:NAME``."""
+    conds: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    words = []
+    for token in (text or "").split():
+        key, sep, value = token.partition(":")
+        key = key.lower()
+        if sep and key == "state":
+            value = value.lower()
+            if value in ("live", "active"):
+                conds.append(sql.SQL("coalesce(c.live, false)"))
+            elif value in ("paused", "inactive"):
+                conds.append(sql.SQL("NOT coalesce(c.live, false)"))
+            elif value in ("failed", "succeeded", "skipped"):
+                conds.append(sql.SQL("s.last_status = {}").format(sql.Literal(value)))
+            elif value == "running":
+                conds.append(sql.SQL("EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = c.chain_id "
+                                     "AND r.status IN ('claimed', 'running'))"))
+            else:
+                raise InputError("filter", f"state:{value} is not one of live, paused, running, failed, "
+                                           "succeeded, skipped")
+        elif sep and key == "client":
+            params["client"] = f"%{_like(value)}%"
+            conds.append(sql.SQL("c.client_name ILIKE %(client)s"))
+        else:
+            words.append(token)
+    if words:
+        params["needle"] = f"%{_like(' '.join(words))}%"
+        conds.append(sql.SQL("c.chain_name ILIKE %(needle)s"))
+    if live is not None:
+        params["live"] = live
+        conds.append(sql.SQL("coalesce(c.live, false) = %(live)s"))
+    return conds, params
+
+
+def _where(conds: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(conds) if conds else sql.SQL("")
+
+
+def _next_run(row: dict[str, Any], tz: str | None, now: datetime) -> None:
+    row["next_run"] = row["next_due_at"]
+    if row["live"] and (row["next_run"] is None or row.get("dirty")):
+        try:
+            if parse_schedule(row["run_at"] or "* * * * *").kind == "cron":
+                row["next_run"] = preview_next(row["run_at"], row["time_zone"] or tz, now)[0]
+        except (ScheduleError, IndexError):
+            pass
+    row.pop("dirty", None)
+    row.pop("next_due_at", None)
+    if not row["live"]:
+        row["next_run"] = None
+
+
+def chain_page(conn: psycopg.Connection, *, filter: str = "", live: bool | None = None, after: str | None = None,
+               before: str | None = None, last: bool = False, limit: int = 200, count: bool = True,
+               now: datetime | None = None) -> ChainPage:
+    """A page of chains in name order, keyset-paginated on the unique name (so page 500 of
+    100,000 chains costs what page 1 does): ``after`` a name, ``before`` a name, the
+    ``last`` page, else the first.  ``count``: also count the matches and the position
+    (two index-only counts; the console shows "201–400 of 100,000").  Used by
+    ``pgtt-tui chain list`` and the console's chain list."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InputError("--limit", f"must be between 1 and {MAX_PAGE}")
+    if sum(x is not None and x is not False for x in (after, before, last or None)) > 1:
+        raise InputError("--after", "give at most one of after, before and last")
+    conds, params = _filter_sql(filter, live)
+    base = list(conds)
+    descending = before is not None or last
+    if after is not None:
+        conds.append(sql.SQL("c.chain_name > %(after)s"))
+        params["after"] = after
+    elif before is not None:
+        conds.append(sql.SQL("c.chain_name < %(before)s"))
+        params["before"] = before
+    order = sql.SQL(" ORDER BY c.chain_name DESC") if descending else sql.SQL(" ORDER BY c.chain_name")
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(LIST_SQL, {"f": pattern, "live": live, "offset": offset, "limit": limit}).fetchall()
+        rows = cur.execute(sql.SQL(PAGE_SELECT) + _where(conds) + order + sql.SQL(" LIMIT %(n)s"),
+                           {**params, "n": limit + 1}).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if descending:
+        rows.reverse()
+        has_prev, has_next = more, before is not None
+    else:
+        has_prev, has_next = after is not None, more
     tz = _server_tz(conn)
     now = now or datetime.now(timezone.utc)
     for row in rows:
-        row["next_run"] = row["next_due_at"]
-        if row["live"] and (row["next_run"] is None or row.pop("dirty", False)):
-            try:
-                kind = parse_schedule(row["run_at"] or "* * * * *").kind
-                if kind == "cron":
-                    row["next_run"] = preview_next(row["run_at"], row["time_zone"] or tz, now)[0]
-            except (ScheduleError, IndexError):
-                pass
-        row.pop("dirty", None)
-        row.pop("next_due_at", None)
-        if not row["live"]:
-            row["next_run"] = None
-    return rows
+        _next_run(row, tz, now)
+    page = ChainPage(rows=rows, has_prev=has_prev, has_next=has_next, filter=filter or "")
+    if count:
+        page.total = conn.execute(sql.SQL(PAGE_COUNT) + _where(base), params).fetchone()[0]
+        if rows:
+            pos = [*base, sql.SQL("c.chain_name < %(first)s")]
+            page.first_index = conn.execute(sql.SQL(PAGE_COUNT) + _where(pos),
+                                            {**params, "first": rows[0]["chain_name"]}).fetchone()[0]
+        else:
+            page.first_index = 0
+        page.has_prev = page.first_index > 0
+        page.has_next = page.first_index + len(rows) < page.total
+    return page
+
+
+def list_chains(conn: psycopg.Connection, *, filter: str | None = None, live: bool | None = None,
+                after: str | None = None, before: str | None = None, last: bool = False, limit: int = 100,
+                now: datetime | None = None) -> list[dict[str, Any]]:
+    """The rows of ``chain_page`` (no counting)."""
+    return chain_page(conn, filter=filter or "", live=live, after=after, before=before, last=last, limit=limit,
+                      count=False, now=now).rows
 
 
 def get_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
@@ -167,7 +290,8 @@ def _set_options(conn, cid: int, time_zone, missed_runs) -> None:
 
 
 def create_chain(conn: psycopg.Connection, name: str, run_at: str | None, *, time_zone: str | None = None,
-                 missed_runs: str | None = None, **fields: Any) -> int:
+                 missed_runs: str | None = None, settings: ConnSettings | None = None, **fields: Any) -> int:
+    _guard(conn, settings, "creating a chain")
     unknown = set(fields) - set(CHAIN_COLUMNS)
     if unknown:
         raise InputError("chain", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -185,7 +309,9 @@ def create_chain(conn: psycopg.Connection, name: str, run_at: str | None, *, tim
 
 
 def update_chain(conn: psycopg.Connection, ref: int | str, *, time_zone: str | None = None,
-                 missed_runs: str | None = None, **fields: Any) -> dict[str, Any]:
+                 missed_runs: str | None = None, settings: ConnSettings | None = None,
+                 **fields: Any) -> dict[str, Any]:
+    _guard(conn, settings, "changing a chain")
     unknown = set(fields) - set(CHAIN_COLUMNS)
     if unknown:
         raise InputError("chain", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -219,7 +345,8 @@ def _check_parameters(parameters: list[Any] | None, kind: str) -> None:
 
 
 def add_task(conn: psycopg.Connection, chain_ref: int | str, command: str, *, kind: str = "SQL",
-             parameters: list[Any] | None = None, **fields: Any) -> int:
+             parameters: list[Any] | None = None, settings: ConnSettings | None = None, **fields: Any) -> int:
+    _guard(conn, settings, "adding a task")
     unknown = set(fields) - set(TASK_COLUMNS)
     if unknown:
         raise InputError("task", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -250,7 +377,8 @@ def _replace_parameters(conn, task_id: int, parameters: list[Any] | None) -> Non
 
 
 def update_task(conn: psycopg.Connection, task_id: int, *, parameters: list[Any] | None = None,
-                **fields: Any) -> None:
+                settings: ConnSettings | None = None, **fields: Any) -> None:
+    _guard(conn, settings, "changing a task")
     unknown = set(fields) - set(TASK_COLUMNS)
     if unknown:
         raise InputError("task", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -267,12 +395,15 @@ def update_task(conn: psycopg.Connection, task_id: int, *, parameters: list[Any]
         _replace_parameters(conn, task_id, parameters)
 
 
-def delete_task(conn: psycopg.Connection, task_id: int) -> None:
+def delete_task(conn: psycopg.Connection, task_id: int, *, settings: ConnSettings | None = None) -> None:
+    _guard(conn, settings, "deleting a task")
     if not conn.execute("SELECT timetable.delete_task(%s)", (task_id,)).fetchone()[0]:
         raise NotFoundError(f"task {task_id} does not exist")
 
 
-def move_task(conn: psycopg.Connection, task_id: int, direction: str) -> bool:
+def move_task(conn: psycopg.Connection, task_id: int, direction: str, *,
+              settings: ConnSettings | None = None) -> bool:
+    _guard(conn, settings, "moving a task")
     if direction not in ("up", "down"):
         raise InputError("direction", "must be up or down")
     if conn.execute("SELECT 1 FROM timetable.task WHERE task_id = %s", (task_id,)).fetchone() is None:
@@ -287,8 +418,9 @@ def live_engines(conn: psycopg.Connection) -> list[str]:
 
 
 def run_chain(conn: psycopg.Connection, ref: int | str, *, worker: str | None = None,
-              delay_seconds: float = 0) -> dict[str, Any]:
+              delay_seconds: float = 0, settings: ConnSettings | None = None) -> dict[str, Any]:
     """Run now (or after a delay) through ``notify_chain_start`` to the right engine."""
+    _guard(conn, settings, "running a chain")
     if delay_seconds < 0:
         raise InputError("--delay", "must be 0 or more seconds")
     chain = _chain_row(conn, ref)
@@ -306,8 +438,9 @@ def run_chain(conn: psycopg.Connection, ref: int | str, *, worker: str | None = 
             "delay_seconds": delay_seconds}
 
 
-def stop_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+def stop_chain(conn: psycopg.Connection, ref: int | str, *, settings: ConnSettings | None = None) -> dict[str, Any]:
     """STOP every running instance, on whichever engines run it."""
+    _guard(conn, settings, "stopping a chain")
     chain = _chain_row(conn, ref)
     engines = [r[0] for r in conn.execute(
         "SELECT DISTINCT client_name FROM timetable.chain_run WHERE chain_id = %s AND status IN ('running', 'claimed')",
@@ -317,21 +450,24 @@ def stop_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
     return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "engines": engines}
 
 
-def set_live(conn: psycopg.Connection, ref: int | str, live: bool) -> dict[str, Any]:
+def set_live(conn: psycopg.Connection, ref: int | str, live: bool, *,
+             settings: ConnSettings | None = None) -> dict[str, Any]:
+    _guard(conn, settings, "resuming a chain" if live else "pausing a chain")
     chain = _chain_row(conn, ref)
     conn.execute("UPDATE timetable.chain SET live = %s WHERE chain_id = %s", (live, chain["chain_id"]))
     return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "live": live}
 
 
-def pause_chain(conn, ref):
-    return set_live(conn, ref, False)
+def pause_chain(conn, ref, *, settings: ConnSettings | None = None):
+    return set_live(conn, ref, False, settings=settings)
 
 
-def resume_chain(conn, ref):
-    return set_live(conn, ref, True)
+def resume_chain(conn, ref, *, settings: ConnSettings | None = None):
+    return set_live(conn, ref, True, settings=settings)
 
 
-def delete_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+def delete_chain(conn: psycopg.Connection, ref: int | str, *, settings: ConnSettings | None = None) -> dict[str, Any]:
+    _guard(conn, settings, "deleting a chain")
     chain = _chain_row(conn, ref)
     conn.execute("DELETE FROM timetable.chain WHERE chain_id = %s", (chain["chain_id"],))
     return {"chain_id": chain["chain_id"], "chain_name": chain["chain_name"], "deleted": True}

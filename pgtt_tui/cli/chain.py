@@ -18,6 +18,10 @@ app = typer.Typer(help="Timetable chains (pg_timetable API).", no_args_is_help=T
 ChainArg = Annotated[str, typer.Argument(help="chain name or id")]
 
 
+def _settings(ctx, dsn):
+    return settings_from(ctx, dsn, application_name="pgtt-tui chain")
+
+
 def _conn(ctx, dsn, what: str, write: bool = False):
     settings = settings_from(ctx, dsn, read_only=not write, application_name=f"pgtt-tui chain {what}")
     if write:
@@ -27,16 +31,24 @@ def _conn(ctx, dsn, what: str, write: bool = False):
 
 @app.command("list")
 def list_(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False,
-          filter: Annotated[str | None, typer.Option("--filter", "-f", help="substring of name, schedule or client")] = None,
+          filter: Annotated[str | None, typer.Option(
+              "--filter", "-f", help="words in the name; state:live|paused|running|failed|succeeded; client:NAME")]
+          = None,
           live: Annotated[bool | None, typer.Option("--live/--paused", help="only live or only paused chains",
                                                     show_default=False)] = None,
-          offset: Annotated[int, typer.Option("--offset")] = 0,
+          after: Annotated[str | None, typer.Option("--after", help="the page after this chain name")] = None,
+          before: Annotated[str | None, typer.Option("--before", help="the page before this chain name")] = None,
+          last: Annotated[bool, typer.Option("--last", help="the last page")] = False,
           limit: Annotated[int, typer.Option("--limit")] = 100) -> None:
-    """Chains with their next run and last result (paged)."""
+    """Chains in name order with their next run and last result, one page at a time (keyset:
+    the next page is --after the last name shown; the same query as the console's list)."""
     with _conn(ctx, dsn, "list") as conn:
-        rows = api.list_chains(conn, filter=filter, live=live, offset=offset, limit=limit)
-    emit(rows, want_json(ctx, as_json), ["chain_id", "chain_name", "run_at", "live", "client_name", "next_run",
-                                         "last_status", "last_finished_at", "running", "tasks"])
+        page = api.chain_page(conn, filter=filter or "", live=live, after=after, before=before, last=last,
+                              limit=limit, count=False)
+    emit(page.rows, want_json(ctx, as_json), ["chain_id", "chain_name", "run_at", "live", "client_name", "next_run",
+                                              "last_status", "last_finished_at", "running", "tasks"])
+    if page.has_next and not want_json(ctx, as_json):
+        typer.echo(f"(more: --after {page.last_name!r})", err=True)
 
 
 @app.command("show")
@@ -67,28 +79,29 @@ def run(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOp
         delay: Annotated[float, typer.Option("--delay", help="seconds to wait before starting")] = 0) -> None:
     """Run a chain now (notify_chain_start to a running engine)."""
     with _conn(ctx, dsn, "run", write=True) as conn:
-        emit(api.run_chain(conn, chain, worker=worker, delay_seconds=delay), want_json(ctx, as_json))
+        emit(api.run_chain(conn, chain, worker=worker, delay_seconds=delay, settings=_settings(ctx, dsn)),
+             want_json(ctx, as_json))
 
 
 @app.command("stop")
 def stop(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """Stop every running instance of a chain, on every engine."""
     with _conn(ctx, dsn, "stop", write=True) as conn:
-        emit(api.stop_chain(conn, chain), want_json(ctx, as_json))
+        emit(api.stop_chain(conn, chain, settings=_settings(ctx, dsn)), want_json(ctx, as_json))
 
 
 @app.command("pause")
 def pause(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """Pause a chain (live = false): no scheduled runs until resumed."""
     with _conn(ctx, dsn, "pause", write=True) as conn:
-        emit(api.pause_chain(conn, chain), want_json(ctx, as_json))
+        emit(api.pause_chain(conn, chain, settings=_settings(ctx, dsn)), want_json(ctx, as_json))
 
 
 @app.command("resume")
 def resume(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """Resume a paused chain."""
     with _conn(ctx, dsn, "resume", write=True) as conn:
-        emit(api.resume_chain(conn, chain), want_json(ctx, as_json))
+        emit(api.resume_chain(conn, chain, settings=_settings(ctx, dsn)), want_json(ctx, as_json))
 
 
 @app.command("delete")
@@ -98,7 +111,7 @@ def delete(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: Jso
     if not yes and not typer.confirm(f"delete chain {chain!r}?"):
         raise typer.Exit(1)
     with _conn(ctx, dsn, "delete", write=True) as conn:
-        emit(api.delete_chain(conn, chain), want_json(ctx, as_json))
+        emit(api.delete_chain(conn, chain, settings=_settings(ctx, dsn)), want_json(ctx, as_json))
 
 
 # chain import / export (pg_timetable YAML files): pgtt_tui/cli/chain_io.py (timetable tasks engineer)

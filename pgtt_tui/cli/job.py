@@ -44,17 +44,87 @@ def show(ctx: typer.Context, job_id: int, dsn: DsnOpt = None, as_json: JsonOpt =
         emit(api.show_job(conn, job_id), want_json(ctx, as_json))
 
 
+def _json_object(text: str, field: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError(field, f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InputError(field, "expected a JSON object, e.g. '{\"cron\": \"0 3 * * *\"}'")
+    return value
+
+
+def _write(ctx: typer.Context, dsn: str | None, what: str):
+    settings = settings_from(ctx, dsn, application_name=f"pgtt-tui job {what}")
+    return settings, connect(settings)
+
+
 @app.command("create")
 def create(ctx: typer.Context, options: Annotated[str, typer.Argument(help="the create_job jsonb object")],
+           inactive: Annotated[bool, typer.Option("--inactive", help="create it deactivated (no run is planned)")]
+           = False,
            dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
-    """Create a scheduled job from a JSON object (keys as schedule.create_job)."""
-    try:
-        opts = json.loads(options)
-    except ValueError as exc:
-        raise InputError("options", f"not valid JSON: {exc}") from None
-    settings = settings_from(ctx, dsn, application_name="pgtt-tui job create")
-    with connect(settings) as conn:
+    """Create a scheduled job from a JSON object (keys as schedule.create_job; "active": false
+    or --inactive creates it deactivated)."""
+    opts = _json_object(options, "options")
+    if inactive:
+        opts["active"] = False
+    settings, conn = _write(ctx, dsn, "create")
+    with conn:
         emit({"id": api.create_job(conn, settings, opts)}, want_json(ctx, as_json))
+
+
+@app.command("edit")
+def edit(ctx: typer.Context, job_id: int,
+         attributes: Annotated[str, typer.Argument(help='attributes to change as a JSON object, e.g. '
+                                                        '\'{"cron": "*/10 * * * *", "name": "x"}\'')],
+         dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Change a scheduled job (schedule.set_job_attributes; "active": true/false switches it)."""
+    attrs = _json_object(attributes, "attributes")
+    settings, conn = _write(ctx, dsn, "edit")
+    with conn:
+        emit({"id": job_id, "changed": api.set_attributes(conn, settings, job_id, attrs)}, want_json(ctx, as_json))
+
+
+@app.command("activate")
+def activate(ctx: typer.Context, job_id: int, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Activate a scheduled job (schedule.activate_job; also repairs a broken one)."""
+    settings, conn = _write(ctx, dsn, "activate")
+    with conn:
+        emit({"id": job_id, "active": api.activate(conn, settings, job_id)}, want_json(ctx, as_json))
+
+
+@app.command("deactivate")
+def deactivate(ctx: typer.Context, job_id: int, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Deactivate a scheduled job (schedule.deactivate_job): no further runs are planned."""
+    settings, conn = _write(ctx, dsn, "deactivate")
+    with conn:
+        api.deactivate(conn, settings, job_id)
+        emit({"id": job_id, "active": False}, want_json(ctx, as_json))
+
+
+@app.command("drop")
+def drop(ctx: typer.Context, job_id: int,
+         yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+         dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete a scheduled job (schedule.drop_job); its finished runs stay in the log."""
+    if not yes and not typer.confirm(f"delete scheduled job {job_id}?"):
+        raise typer.Exit(1)
+    settings, conn = _write(ctx, dsn, "drop")
+    with conn:
+        emit({"id": job_id, "dropped": api.drop(conn, settings, job_id)}, want_json(ctx, as_json))
+
+
+@app.command("resubmit")
+def resubmit(ctx: typer.Context, job_id: int,
+             run_after: Annotated[str | None, typer.Option("--run-after", help="start after this time (ISO 8601)")]
+             = None,
+             dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Run a finished one-time job again (a new job with the same query and settings)."""
+    settings, conn = _write(ctx, dsn, "resubmit")
+    with conn:
+        new_id = api.resubmit(conn, settings, job_id, run_after=_ts(run_after, "--run-after"))
+    emit({"id": new_id, "resubmitted_from": job_id}, want_json(ctx, as_json))
 
 
 @app.command("submit")

@@ -1,7 +1,7 @@
 """Chains: the paged list, the detail (tasks + parameters), run history, and actions.
 
 The list never loads every chain: it shows one page (keyset on the name, from
-engine.overview.chain_page) and moves to the next / previous page when the cursor runs
+engine.timetable.api.chain_page, the query ``pgtt-tui chain list`` runs too) and moves to the next / previous page when the cursor runs
 past an edge, so 100,000 chains cost what 200 do. Every action is one engine call
 (pgtt_tui.actions → engine.timetable.api), the same the CLI makes.
 """
@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from engine import overview as overview_api
+from engine.timetable.api import ChainPage
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
@@ -103,7 +103,7 @@ class ChainsScreen(BaseView):
         self.anchor: tuple[str, str | None] = ("first", None)
         self.filter_text = ""
         self.cursor_to: str = "keep"  # "top" | "bottom" | "keep" after the next page arrives
-        self.page: overview_api.ChainPage | None = None
+        self.page: ChainPage | None = None
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="panel", id="chains-panel") as panel:
@@ -121,16 +121,16 @@ class ChainsScreen(BaseView):
     # ---- data ---------------------------------------------------------------------------------
     def fetch(self, conn) -> Any:
         kind, name = self.anchor
-        kw: dict[str, Any] = {"limit": PAGE_SIZE, "filter": self.filter_text}
+        kw: dict[str, Any] = {"limit": PAGE_SIZE, "filter": self.filter_text, "now": self.papp.now()}
         if kind == "after":
             kw["after"] = name
         elif kind == "before":
             kw["before"] = name
         elif kind == "last":
             kw["last"] = True
-        return overview_api.chain_page(conn, **kw)
+        return actions.chain_page(conn, **kw)
 
-    def show(self, page: overview_api.ChainPage) -> None:
+    def show(self, page: ChainPage) -> None:
         self.page = page
         now, tz = self.papp.now(), self.papp.tz
         table = self.query_one(PagedTable)
@@ -139,7 +139,7 @@ class ChainsScreen(BaseView):
             state = "live" if r["live"] else "paused"
             rows.append((r["chain_name"], (
                 clip(r["chain_name"], 28), clip(r["run_at"] or "* * * * *", 16),
-                fmt_relative(r["next_due_at"], now) if r["live"] and r["next_due_at"] else "",
+                fmt_relative(r["next_run"], now) if r["live"] and r["next_run"] else "",
                 fmt_time(r["last_started_at"], now, tz), table.state(result_state(r)), table.state(state),
                 clip(r["client_name"] or "any", 12))))
         table.sync_rows(rows)

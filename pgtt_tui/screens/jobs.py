@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,7 +78,7 @@ class JobsScreen(BaseView):
         return start, start + timedelta(hours=30)
 
     def fetch(self, conn) -> Any:
-        if not sessions_api.installed(conn)["schedule"]:
+        if not sessions_api.access(conn)["schedule"]:
             return {"installed": False, "cron": [], "onetime": [], "calendar": [], "window": self.window()}
         needle = self.filter_text.lower()
 
@@ -86,7 +87,7 @@ class JobsScreen(BaseView):
 
         start, end = self.window()
         try:
-            calendar, calendar_error = actions.job_calendar(conn, start, end), ""
+            calendar, calendar_error = actions.job_calendar(conn, start, end, now=self.papp.now()), ""
         except (PgttError, psycopg.Error) as exc:  # the lists still show if the calendar fails
             calendar, calendar_error = [], describe_error(exc)
         return {"installed": True,
@@ -186,9 +187,14 @@ class JobsScreen(BaseView):
         self.app.push_screen(CronJobEditor(None), lambda _: self.request_poll())
 
     def action_edit_job(self) -> None:
+        """Read the whole job (commands, time zone, limits) first, then open the editor on it."""
         row = self._need("cron")
         if row:
-            self.app.push_screen(CronJobEditor(row), lambda _: self.request_poll())
+            self.act("load_job", f"read job {row['id']}", actions.job_info, row["id"], write=False,
+                     summary=f"editing job {row['id']}", then=self._open_editor)
+
+    def _open_editor(self, job: dict[str, Any]) -> None:
+        self.app.push_screen(CronJobEditor(job), lambda _: self.request_poll())
 
     def action_submit_job(self) -> None:
         self.app.push_screen(OneTimeJobEditor(), lambda _: self.request_poll())
@@ -238,6 +244,35 @@ class JobsScreen(BaseView):
 
         self.app.push_screen(ConfirmScreen(f"Delete cron job {label!r}", f"Delete the cron job {label!r} "
                                            f"(id {row['id']})? Its run log stays.", type_to_confirm=label), done)
+
+
+def schedule_text(rule: Any) -> str:
+    """A job's schedule as the editor shows it: the cron string, or the rule as JSON."""
+    if not rule:
+        return ""
+    if isinstance(rule, dict) and set(rule) == {"crontab"}:
+        return str(rule["crontab"])
+    return json.dumps(rule, ensure_ascii=False, sort_keys=True)
+
+
+def preview_rule(text: str, now: datetime, tz_text: str, display_tz: Any) -> tuple[bool, str]:
+    """Check a rule object with the engine's evaluator and show the next firings."""
+    from engine.schedule.manager import job_schedule  # noqa: PLC0415
+    from engine.schedules import ScheduleError, upcoming  # noqa: PLC0415
+
+    try:
+        rule = json.loads(text)
+    except ValueError as exc:
+        return False, f"✗ rule: not JSON: {exc}"
+    if not isinstance(rule, dict):
+        return False, "✗ rule: expected a JSON object such as {\"hours\": [3], \"minutes\": [0]}"
+    try:
+        fires = upcoming(job_schedule(rule), now, 5, tz_text.strip() or "UTC")
+    except (ScheduleError, ValueError, TypeError) as exc:
+        return False, f"✗ {exc}"
+    if not fires:
+        return True, "✓ valid, but it never fires again"
+    return True, "✓ next: " + ", ".join(fmt_stamp(f, display_tz)[5:16] for f in fires)
 
 
 def _rule_text(rule: Any) -> str:
@@ -316,14 +351,15 @@ class CronJobEditor(_Editor):
             title = "New cron job" if self.is_new else f"Edit cron job {j.get('id')} {j.get('name') or ''}"
             yield Static(f"[b]{escape(title)}[/b]  (F2 save · Esc cancel)", classes="title-line")
             yield self.field("name", Input(j.get("name") or "", id="name"))
-            yield self.field("cron", Input(_rule_text(j.get("schedule")) if j else "", id="cron",
-                                           placeholder="e.g. */5 * * * *"))
+            yield self.field("schedule", Input(schedule_text(j.get("rule")) if j else "", id="cron",
+                                               placeholder='cron (*/5 * * * *) or a rule {"hours": [3]}'))
             yield Static("", id="cron-msg", classes="preview")
             yield self.field("time zone", Input(j.get("tz") or "", id="tz", placeholder="IANA zone (empty: UTC)"))
             yield self.field("commands", TextArea("\n".join(j.get("commands") or []), id="commands"))
             yield Static("one SQL command per line", id="commands-msg", classes="preview")
             yield self.field("run as", Input(j.get("run_as") or "", id="run_as", placeholder="empty: you"))
             yield self.field("max instances", Input(str(j.get("max_instances") or 1), id="max_instances"))
+            yield self.field("comments", Input(j.get("comments") or "", id="comments"))
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
                 yield Checkbox("active", bool(j.get("active", True)), id="active")
@@ -346,7 +382,9 @@ class CronJobEditor(_Editor):
         self.errors.clear()
         text = self.query_one("#cron", Input).value
         if not text.strip():
-            ok, msg = False, "✗ cron: give a cron string (e.g. 0 3 * * *)"
+            ok, msg = False, "✗ cron: give a cron string (e.g. 0 3 * * *) or a rule object"
+        elif text.strip().startswith("{"):
+            ok, msg = preview_rule(text, self.papp.now(), self.query_one("#tz", Input).value, self.papp.tz)
         elif text.strip().startswith("@") and text.strip().split()[0].lower() in ("@every", "@after", "@reboot"):
             ok, msg = False, f"✗ cron: {text.split()[0]} is a timetable-chain schedule, not a cron job's"
         else:
@@ -366,16 +404,42 @@ class CronJobEditor(_Editor):
         return not self.errors
 
     def values(self) -> dict[str, Any]:
+        """create_job / set_job_attributes keys; for an edit only those that changed."""
         get = lambda ident: self.query_one(f"#{ident}", Input).value.strip()  # noqa: E731
-        return {
+        sched = get("cron")
+        out: dict[str, Any] = {
             "name": get("name") or None,
-            "cron": get("cron"),
             "tz": get("tz") or None,
             "commands": [c.strip() for c in self.query_one("#commands", TextArea).text.splitlines() if c.strip()],
             "run_as": get("run_as") or None,
             "max_instances": check_int(get("max_instances"), "max instances", 1)[0] or 1,
+            "comments": get("comments") or None,
             "active": self.query_one("#active", Checkbox).value,
         }
+        if sched.startswith("{"):
+            rule = json.loads(sched)
+            dates = rule.pop("dates", None)
+            cron = rule.pop("crontab", None)
+            out["rule"] = rule or None
+            out["cron"] = cron
+            out["dates"] = dates
+        else:
+            out["cron"] = sched
+            if not self.is_new:  # a cron string replaces a rule and dates
+                out["rule"] = None
+                out["dates"] = None
+        if self.is_new:
+            return {k: v for k, v in out.items() if v is not None}
+        j = self.job
+        before = {"name": j.get("name"), "tz": j.get("tz"), "commands": j.get("commands") or [],
+                  "run_as": j.get("run_as"), "max_instances": j.get("max_instances") or 1,
+                  "comments": j.get("comments"), "active": bool(j.get("active", True))}
+        changed = {k: v for k, v in out.items() if k in before and v != before[k]}
+        if sched != schedule_text(j.get("rule")):
+            changed.update({k: out[k] for k in ("cron", "rule", "dates")})
+        if "run_as" in changed and changed["run_as"] is None:
+            changed["run_as"] = ""  # back to the job's owner
+        return changed
 
     def action_save(self) -> None:
         if not self.validate_all():
