@@ -100,7 +100,6 @@ def test_parse_sample(tmp_path):
     ("foo: 1", "chains", "top-level 'chains:'"),
     ("chains: [\n  - name: x\n    schedule: '* * *'\n    tasks: [{command: SELECT 1}]\n", "line", "not valid YAML"),
     ("chains:\n  - schedule: '* * * * *'\n    tasks: [{command: SELECT 1}]", "chains[0].name", "is required"),
-    ("chains:\n  - name: a\n    tasks: [{command: SELECT 1}]", "chains[0] (a).schedule", "is required"),
     ("chains:\n  - name: a\n    schedule: '61 * * * *'\n    tasks: [{command: SELECT 1}]",
      "chains[0] (a).schedule", "'61 * * * *'"),
     ("chains:\n  - name: a\n    schedule: '@every'\n    tasks: [{command: SELECT 1}]", "chains[0] (a).schedule", ""),
@@ -117,8 +116,10 @@ def test_parse_sample(tmp_path):
      "chains[0] (a).live", "true or false"),
     ("chains:\n  - name: a\n    schedule: '@reboot'\n    tasks: [{command: x, paramters: [[1]]}]",
      "chains[0] (a).tasks[0].paramters", "unknown task field"),
-    ("chains:\n  - name: a\n    schedule: '@reboot'\n    tasks: [{command: 'SELECT $1', parameters: [yesterday]}]",
-     "chains[0] (a).tasks[0].parameters[0]", 'write [["yesterday"]]'.replace('[["', '["').replace('"]]', '"]')),
+    ("chains:\n  - name: a\n    schedule: '@reboot'\n    tasks: [{command: 'SELECT $1', parameters: [[1], 2]}]",
+     "chains[0] (a).tasks[0].parameters[1]", "mixes argument lists and single values"),
+    ("chains:\n  - name: a\n    schedule: '@reboot'\n    tasks: [{command: 'SELECT $1', parameters: yesterday}]",
+     "chains[0] (a).tasks[0].parameters", "must be a list"),
     ("chains:\n  - name: a\n    schedule: '@reboot'\n    tasks: [{kind: PROGRAM, command: ls, parameters: [[1]]}]",
      "chains[0] (a).tasks[0].parameters[0]", "list of strings"),
     ("chains:\n  - name: a\n    schedule: '@reboot'\n    tasks: [{kind: BUILTIN, command: Sleep, parameters: [x]}]",
@@ -147,7 +148,7 @@ def test_all_problems_at_once_and_file_checks(tmp_path):
         chainfile.load_chain_file(_write(tmp_path, text))
     fields = [w for w, _ in info.value.problems]
     assert "chains[0] (a).schedule" in fields and "chains[0] (a).tasks[0].kind" in fields
-    assert "chains[0] (a).tasks[0].command" in fields and "chains[1] (b).schedule" in fields
+    assert "chains[0] (a).tasks[0].command" in fields and "chains[1] (b).schedule" not in fields
     with pytest.raises(InputError, match="must end in .yaml or .yml"):
         chainfile.load_chain_file(_write(tmp_path, "chains: []", "x.json"))
     with pytest.raises(InputError, match="cannot read"):
@@ -274,3 +275,210 @@ def test_root_cli_has_chain_import_export(dsn, tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["chain", "export", "via-root", "--dsn", dsn])
     assert res.exit_code == 0 and yaml.safe_load(res.stdout)["chains"][0]["schedule"] == "*/5 * * * *"
+
+
+# ---- our equivalents of pg_timetable's samples/yaml/*.yaml (every parameter shape they use) ------
+
+SAMPLES = {
+    # Basic.yaml: an SQL task with a FLAT list of arguments (one execution, $1 and $2)
+    "basic.yaml": """\
+        chains:
+          - name: notify-every-minute
+            schedule: "* * * * *"
+            live: true
+            max_instances: 1
+            self_destruct: false
+            tasks:
+              - name: send a notification
+                kind: SQL
+                command: "SELECT pg_notify($1, $2)"
+                parameters: ["yaml_basic_channel", "hello from a YAML chain"]
+                ignore_error: true
+        """,
+    # Parameters.yaml: a list of lists (SQL, PROGRAM), Sleep's integer, Log's text and mapping,
+    # SendMail's mapping
+    "parameters.yaml": """\
+        chains:
+          - name: parameter-shapes
+            schedule: "0 0 * * *"
+            tasks:
+              - {name: sql rows, command: "SELECT $1, $2, $3, $4",
+                 parameters: [["one", 2, 3.14, false], ["two", 4, 6.28, true]]}
+              - name: program rows
+                kind: PROGRAM
+                command: iconv
+                parameters:
+                  - ["-f", "latin1", "-t", "utf-8", "-o", "a.txt", "a.in"]
+                  - ["-f", "latin1", "-t", "utf-8", "-o", "b.txt", "b.in"]
+              - {name: sleep, kind: BUILTIN, command: Sleep, parameters: [5]}
+              - name: log
+                kind: BUILTIN
+                command: Log
+                parameters:
+                  - "WARNING: a plain message"
+                  - {"Status": "WARNING", "Details": "an object"}
+              - name: mail
+                kind: BUILTIN
+                command: SendMail
+                parameters:
+                  - username: someone@example.com
+                    password: secret
+                    serverhost: smtp.example.com
+                    serverport: 587
+                    senderaddr: someone@example.com
+                    toaddr: ["else@example.com"]
+                    subject: test
+                    msgbody: "<p>hi</p>"
+                    contenttype: "text/html; charset=UTF-8"
+        """,
+    # Chain.yaml: several ordered steps, one reading the chain id setting
+    "chain.yaml": """\
+        chains:
+          - name: three-steps
+            schedule: "@every 1 hour"
+            tasks:
+              - {name: first, command: "INSERT INTO yaml_steps VALUES (1, $1)", parameters: ["a"]}
+              - {name: second, command: "INSERT INTO yaml_steps VALUES (2, $1), (3, $2)", parameters: ["b", "c"]}
+              - name: third
+                command: "INSERT INTO yaml_steps VALUES (4, current_setting('pg_timetable.current_chain_id'))"
+        """,
+    # CronStyle.yaml: a cron schedule with a step and a day of month
+    "cronstyle.yaml": """\
+        chains:
+          - name: cron-style
+            schedule: "40 */2 27 * *"
+            live: true
+            tasks: [{command: "SELECT 1"}]
+        """,
+    # ETLPipeline.yaml: a temporary table, a check in a DO block, a load; one transaction
+    "etl.yaml": """\
+        chains:
+          - name: etl-pipeline
+            schedule: "0 2 * * *"
+            max_instances: 1
+            timeout: 60000
+            tasks:
+              - name: extract
+                command: |
+                  CREATE TEMP TABLE staging ON COMMIT DROP AS
+                  SELECT g AS id, g * $1::int AS amount FROM generate_series(1, 5) g
+                parameters: [10]
+              - name: validate
+                command: |
+                  DO $$
+                  BEGIN
+                    IF (SELECT count(*) FROM staging WHERE amount <= 0) > 0 THEN
+                      RAISE EXCEPTION 'bad rows in staging';
+                    END IF;
+                  END $$
+              - name: load
+                command: "INSERT INTO yaml_etl SELECT id, amount FROM staging"
+        """,
+    # MultipleChains.yaml: several chains in one file (and one without a schedule)
+    "multiple.yaml": """\
+        chains:
+          - {name: multi-a, schedule: "@every 30 seconds", tasks: [{command: "SELECT 1"}]}
+          - {name: multi-b, schedule: "@reboot", client_name: worker-b, tasks: [{command: "SELECT 2"}]}
+          - {name: multi-c, tasks: [{command: "SELECT 3"}]}
+        """,
+    # Shell.yaml: a PROGRAM task with a flat argv list (one execution)
+    "shell.yaml": """\
+        chains:
+          - name: shell
+            schedule: "*/5 * * * *"
+            tasks:
+              - {name: say hello, kind: PROGRAM, command: /bin/sh, parameters: ["-c", "echo hello > \\"$0\\"", "OUT"]}
+        """,
+    # Backup.yaml: PROGRAM steps, client_name and a task timeout
+    "backup.yaml": """\
+        chains:
+          - name: backup
+            schedule: "0 3 * * 0"
+            client_name: backup-node
+            tasks:
+              - {name: make dir, kind: PROGRAM, command: mkdir, parameters: [["-p", "/tmp/pgtt-backups"]]}
+              - name: dump
+                kind: PROGRAM
+                command: pg_dump
+                timeout: 3600000
+                parameters: [["--format=custom", "--file=/tmp/pgtt-backups/db.dump", "postgres"]]
+        """,
+}
+
+
+def _samples(tmp_path, out_file=None):
+    paths = {}
+    for name, text in SAMPLES.items():
+        text = textwrap.dedent(text)
+        if out_file is not None:
+            text = text.replace("OUT", str(out_file))
+        paths[name] = _write(tmp_path, text, name)
+    return paths
+
+
+def test_sample_shapes_parse_to_pg_timetable_rows(tmp_path):
+    specs = {s.name: s for p in _samples(tmp_path).values() for s in chainfile.load_chain_file(p)}
+    basic = specs["notify-every-minute"]
+    assert (basic.schedule, basic.live, basic.max_instances) == ("* * * * *", True, 1)
+    assert basic.tasks[0].parameters == [["yaml_basic_channel", "hello from a YAML chain"]]  # ONE execution
+    shapes = specs["parameter-shapes"].tasks
+    assert shapes[0].parameters == [["one", 2, 3.14, False], ["two", 4, 6.28, True]]
+    assert len(shapes[1].parameters) == 2 and shapes[1].parameters[1][-1] == "b.in"
+    assert shapes[2].parameters == [5]
+    assert shapes[3].parameters == ["WARNING: a plain message", {"Status": "WARNING", "Details": "an object"}]
+    assert shapes[4].parameters[0]["serverport"] == 587 and len(shapes[4].parameters) == 1
+    steps = specs["three-steps"].tasks
+    assert [t.parameters for t in steps] == [[["a"]], [["b", "c"]], []]
+    assert specs["cron-style"].schedule == "40 */2 27 * *"
+    assert specs["etl-pipeline"].tasks[0].parameters == [[10]]
+    assert specs["multi-c"].schedule == "* * * * *"  # no schedule: every minute, as pg_timetable's loader
+    assert specs["multi-b"].client_name == "worker-b"
+    assert specs["shell"].tasks[0].parameters == [["-c", 'echo hello > "$0"', "OUT"]]
+    assert specs["backup"].tasks[1].timeout == 3600000 and specs["backup"].client_name == "backup-node"
+
+
+def test_no_schedule_and_empty_schedule_mean_every_minute(conn, tmp_path):
+    path = _write(tmp_path, "chains:\n  - {name: none, tasks: [{command: SELECT 1}]}\n"
+                            "  - {name: empty, schedule: '', tasks: [{command: SELECT 1}]}\n"
+                            "  - {name: nul, schedule: null, tasks: [{command: SELECT 1}]}\n")
+    chainfile.import_chains(conn, chainfile.load_chain_file(path))
+    assert conn.execute("SELECT array_agg(DISTINCT run_at::text) FROM timetable.chain").fetchone()[0] == ["* * * * *"]
+
+
+def test_code_built_specs_are_checked_as_stored(conn):
+    # a spec built in code keeps its rows as given: a scalar row for an SQL task is refused
+    bad = ChainSpec(name="x", schedule="@reboot", tasks=[TaskSpec("SELECT $1", parameters=["scalar"])])
+    assert any("tasks[0].parameters[0]" in w and "list of values" in p for w, p in chainfile.validate([bad]))
+    good = ChainSpec(name="x", schedule="@reboot", tasks=[TaskSpec("SELECT $1", parameters=[["v"]])])
+    assert chainfile.validate([good]) == []
+
+
+async def test_sample_chains_run_with_pg_timetable_meaning(dsn, tmp_path):
+    from engine.clock import SystemClock
+    from tests._timetable_support import q, q1, running_engine, until
+
+    out = tmp_path / "hello.txt"
+    paths = _samples(tmp_path, out)
+    q(dsn, "CREATE TABLE yaml_steps (n int, v text); CREATE TABLE yaml_etl (id int, amount int)")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for name in ("basic.yaml", "chain.yaml", "etl.yaml", "shell.yaml"):
+            chainfile.import_chains(c, chainfile.load_chain_file(paths[name]))
+        c.execute("UPDATE timetable.chain SET live = false")  # run them by hand only
+    ids = dict(q(dsn, "SELECT chain_name, chain_id FROM timetable.chain"))
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN yaml_basic_channel")
+        async with running_engine(dsn, "yaml-samples", SystemClock()) as sched:
+            for name in ("notify-every-minute", "three-steps", "etl-pipeline", "shell"):
+                run_id = await sched.start_adhoc(ids[name])
+                status = await until(lambda: q1(dsn, "SELECT status FROM timetable.chain_run WHERE run_id = %s "
+                                                     "AND status NOT IN ('claimed', 'running')", (run_id,)),
+                                     timeout=30, what=f"{name} ends")
+                assert status == "succeeded", (name, q(dsn, "SELECT output FROM timetable.execution_log"))
+        notes = list(listener.notifies(timeout=2, stop_after=1))
+    assert [(n.channel, n.payload) for n in notes] == [("yaml_basic_channel", "hello from a YAML chain")]
+    assert q1(dsn, "SELECT count(*) FROM timetable.execution_log WHERE chain_id = %s",
+              (ids["notify-every-minute"],)) == 1  # one execution, not one per scalar
+    assert q(dsn, "SELECT n, v FROM yaml_steps ORDER BY n") == [
+        (1, "a"), (2, "b"), (3, "c"), (4, str(ids["three-steps"]))]
+    assert q(dsn, "SELECT sum(amount)::int, count(*)::int FROM yaml_etl") == [(150, 5)]
+    assert out.read_text() == "hello\n"

@@ -4,7 +4,7 @@ The YAML format (pg_timetable v6+, reference §3.15)::
 
     chains:
       - name: nightly-report            # required, unique
-        schedule: "0 2 * * *"           # required: cron, @every …, @after …, @reboot
+        schedule: "0 2 * * *"           # cron, @every …, @after …, @reboot; absent: every minute
         live: true                      # default false (as pg_timetable)
         max_instances: 1                # default NULL (the engine treats it as 16)
         timeout: 0                      # ms; 0 = --chain-timeout
@@ -18,14 +18,20 @@ The YAML format (pg_timetable v6+, reference §3.15)::
           - name: step 1
             kind: SQL                   # SQL (default) | PROGRAM | BUILTIN
             command: "SELECT $1, $2"
-            parameters:                 # every element is ONE parameter row = one execution
-              - ["one", 2]
+            parameters:                 # a list of rows: every element is ONE execution
+              - ["one", 2]              # (SQL/PROGRAM: a flat list ["one", 2] is one row too)
             run_as: reporter            # SET ROLE
             connect_string: "host=…"    # task.database_connection (remote database)
             ignore_error: false
             autonomous: false
             timeout: 0                  # ms; 0 = --task-timeout
             live: true                  # default true
+
+Parameter shapes (see ``_parameter_rows``): a list of lists is one row per element; a
+BUILTIN's list is one row per element (scalars and mappings alike); a flat list of values for
+an SQL or PROGRAM task (pg_timetable's samples/yaml/Basic.yaml style) is one row. A chain
+without ``schedule`` runs every minute, as pg_timetable's loader makes it (its docs say the
+field is required; files without it load there, and here).
 
 Import as pg_timetable: tasks get ``task_order`` 10, 20, 30, …; a chain name that exists
 is an error unless ``replace`` (then ``timetable.delete_job`` first). Better than
@@ -64,6 +70,10 @@ CHAIN_KEYS = {"name", "schedule", "live", "max_instances", "timeout", "self_dest
 TASK_KEYS = {"name", "kind", "command", "parameters", "run_as", "connect_string", "ignore_error", "autonomous",
              "timeout", "live"}
 SECRET_MASK = "***"
+#: a chain without ``schedule`` (or with an empty one) runs every minute: pg_timetable's YAML
+#: loader fills this in before validating (its docs call the field required, but real files
+#: without it load there, so they load here too)
+DEFAULT_SCHEDULE = "* * * * *"
 INT32_MAX = 2**31 - 1
 
 
@@ -151,12 +161,7 @@ def _task_from(raw: Any, ci: int, cname: Any, ti: int, errs: _Collector) -> Task
     command = _get(raw, "command", (str,), "text", f"{base}.command", errs, "")
     if not command or not command.strip():
         errs.add(f"{base}.command", "is required")
-    params = raw.get("parameters")
-    if params is None:
-        params = []
-    elif not isinstance(params, list):
-        errs.add(f"{base}.parameters", "must be a list: every element is one parameter row (one execution)")
-        params = []
+    params = _parameter_rows(kind, raw.get("parameters"), f"{base}.parameters", errs)
     timeout = _get(raw, "timeout", (int,), "an integer number of milliseconds", f"{base}.timeout", errs, 0)
     if timeout < 0 or timeout > INT32_MAX:
         errs.add(f"{base}.timeout", "must be 0 (the --task-timeout default) or a positive number of milliseconds")
@@ -173,6 +178,43 @@ def _task_from(raw: Any, ci: int, cname: Any, ti: int, errs: _Collector) -> Task
         live=_get(raw, "live", (bool,), "true or false", f"{base}.live", errs, True))
     _check_parameters(task, base, errs)
     return task
+
+
+def _parameter_rows(kind: str, value: Any, where: str, errs: _Collector) -> list[Any]:
+    """The ``parameters`` of a task in any shape pg_timetable's YAML files use -> parameter rows.
+
+    * a list of lists (``- ["one", 2]`` per line): one row per inner list, one execution each;
+    * BUILTIN: every element is one row (``Sleep: [5]``, ``Log: ["text", {"Status": …}]``,
+      SendMail / Download / Copy*: one mapping per row), as pg_timetable stores them;
+    * SQL / PROGRAM with a flat list of values (``parameters: ["TT_CHANNEL", "Ahoj"]``, the
+      shape of pg_timetable's samples/yaml/Basic.yaml, the README's ``["yesterday"]`` and the
+      docs' ``bash: ["-c", "echo hello"]``): the whole list is ONE row, i.e. ``$1..$n`` / argv
+      of one execution. That is what those files mean and what pg_timetable's loader made of
+      them while the samples were written (it joined the list into one JSON array); stored
+      element by element (v7) each scalar row would fail at every run, because the SQL and
+      PROGRAM executors only take an array per row;
+    * ``null`` elements of a list of lists stay NULL rows (ignored at run time, as in pg_timetable).
+
+    A list mixing argument lists and single values has no consistent reading and is an error,
+    as is a ``parameters`` that is not a list at all (pg_timetable cannot load that either).
+    """
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        errs.add(where, "must be a list: a list of parameter rows (one execution each, e.g. [[1, 'a'], [2, 'b']]) "
+                        "or, for SQL and PROGRAM tasks, one flat list of arguments")
+        return []
+    if kind not in ("SQL", "PROGRAM") or not value:
+        return list(value)
+    lists = [isinstance(v, list) for v in value]
+    if all(v is None for v in value) or all(isinstance(v, list) or v is None for v in value):
+        return list(value)
+    if not any(lists):
+        return [list(value)]  # one flat argument list: one execution
+    first = next(i for i, v in enumerate(value) if v is not None and not isinstance(v, list))
+    errs.add(f"{where}[{first}]", "mixes argument lists and single values: write one list per execution "
+                                  "(e.g. [[1, 'a'], [2, 'b']]) or one flat list of arguments for a single execution")
+    return []
 
 
 def _finite(value: Any) -> bool:
@@ -224,8 +266,8 @@ def _chain_from(raw: Any, ci: int, errs: _Collector, source: str) -> ChainSpec |
         errs.add(f"{base}.name", "is required (a non-empty text)")
         name = ""
     schedule = raw.get("schedule")
-    if schedule is None:
-        errs.add(f"{base}.schedule", "is required (cron text, '@every …', '@after …' or '@reboot')")
+    if schedule is None or (isinstance(schedule, str) and not schedule.strip()):
+        schedule = DEFAULT_SCHEDULE  # as pg_timetable's loader (SetDefaults): every minute
     elif not isinstance(schedule, str):
         errs.add(f"{base}.schedule", f"must be text, not {type(schedule).__name__} (quote it)")
         schedule = None
@@ -306,7 +348,10 @@ def validate(specs: list[ChainSpec]) -> list[tuple[str, str]]:
     errs = _Collector()
     for ci, spec in enumerate(specs):
         _chain_from(export_dict(spec, secrets=True), ci, errs, spec.source or "<specs>")
-    return errs.problems
+        for ti, task in enumerate(spec.tasks):  # the rows as they will be stored, not as re-read
+            if task.kind in ("SQL", "PROGRAM"):
+                _check_parameters(task, _where(ci, spec.name, f"tasks[{ti}]"), errs)
+    return list(dict.fromkeys(errs.problems))
 
 
 def load_chain_file(path: str | Path) -> list[ChainSpec]:
