@@ -11,8 +11,10 @@ GET /readiness         200 when the supervisor is running and every service is h
                        (starting, reconnecting, standby, stopped)
 GET /startchain?id=N   ``timetable.notify_chain_start(N, <client name>)``: 200 when sent;
                        400 for a bad id; 404 when no such chain is runnable by this engine
-GET /stopchain?id=N    ``timetable.notify_chain_stop(N, <client name>)``: 200 when a run of the
-                       chain by this engine is open; 400 "No running chain found" otherwise
+GET /stopchain?id=N    stops the chain wherever it runs (as ``pgtt-tui chain stop`` /
+                       engine.timetable.api.stop_chain): ``timetable.notify_chain_stop(N, <engine>)``
+                       to every engine with an open run of it, this one or another; 200 with
+                       those engines; 400 "No running chain found" when none runs it
 GET /metrics           Prometheus text exposition format 0.0.4 of ``Supervisor.metrics()``
 =====================  ======================================================================
 
@@ -48,9 +50,11 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
 CHAIN_FOR_CLIENT = """
 SELECT chain_id FROM timetable.chain WHERE chain_id = %s AND (client_name IS NULL OR client_name = %s)
 """
-OPEN_RUNS = """
-SELECT count(*) FROM timetable.chain_run
-WHERE chain_id = %s AND client_name = %s AND status IN ('claimed', 'running')
+#: the engines with an open run of the chain, and how many runs each (api.stop_chain's query)
+OPEN_RUN_ENGINES = """
+SELECT client_name, count(*) FROM timetable.chain_run
+WHERE chain_id = %s AND status IN ('claimed', 'running')
+GROUP BY client_name ORDER BY client_name
 """
 
 
@@ -238,13 +242,15 @@ class HttpEndpoint:
     async def _stop_chain(self, chain_id: int) -> tuple[int, Any, None]:
         conn = await aconnect(self.settings)
         try:
-            running = (await (await conn.execute(OPEN_RUNS, (chain_id, self.client_name))).fetchone())[0]
-            if not running:
+            engines = await (await conn.execute(OPEN_RUN_ENGINES, (chain_id,))).fetchall()
+            if not engines:
                 return 400, {"error": "No running chain found", "chain_id": chain_id}, None
-            await conn.execute("SELECT timetable.notify_chain_stop(%s, %s)", (chain_id, self.client_name))
+            for name, _ in engines:
+                await conn.execute("SELECT timetable.notify_chain_stop(%s, %s)", (chain_id, name))
         finally:
             await conn.close()
-        return 200, {"status": "stopping", "chain_id": chain_id, "runs": running}, None
+        return 200, {"status": "stopping", "chain_id": chain_id, "runs": sum(n for _, n in engines),
+                     "engines": [name for name, _ in engines]}, None
 
 
 async def start_endpoint(supervisor: Any, settings: ConnSettings, client_name: str, port: int,

@@ -15,7 +15,7 @@ import pytest
 from engine.db import ConnSettings
 from engine.http import HttpEndpoint, prometheus_text
 from engine.worker import Metric, Supervisor, WorkerOptions, run_worker
-from tests._timetable_support import q, q1, until
+from tests._timetable_support import SteppingClock, q, q1, running_engine, until
 
 
 def _free_port() -> int:
@@ -160,6 +160,47 @@ async def test_endpoints_with_running_worker(dsn):
         if not worker.done():
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+
+
+async def test_stopchain_stops_the_chain_on_every_engine(dsn):
+    """/stopchain on engine B stops runs of the chain on engine A too (api.stop_chain semantics)."""
+    slow = q1(dsn, "SELECT timetable.add_job('slow-anywhere', '@reboot', 'SELECT pg_sleep(60)', "
+                   "job_live => false, job_max_instances => 4)")
+
+    def open_runs(client=None):
+        return q1(dsn, "SELECT count(*) FROM timetable.chain_run WHERE chain_id = %s AND status = 'running' "
+                       "AND (%s::text IS NULL OR client_name = %s)", (slow, client, client))
+
+    async with running_engine(dsn, "engine-a", SteppingClock()) as a, \
+            running_engine(dsn, "engine-b", SteppingClock()) as b:
+        sup = Supervisor(WorkerOptions(settings=ConnSettings(dsn=dsn), client_name="engine-b"), [])
+        ep = await HttpEndpoint(sup, ConnSettings(dsn=dsn), "engine-b").start()
+        base = f"http://127.0.0.1:{ep.port}"
+        try:
+            # running only on A: B's endpoint stops it all the same
+            await a.start_adhoc(slow)
+            await until(lambda: open_runs("engine-a") == 1, what="run on A")
+            status, body, _ = await get(base + f"/stopchain?id={slow}")
+            assert status == 200, body
+            assert json.loads(body)["engines"] == ["engine-a"]
+            await until(lambda: open_runs() == 0, what="A's run stopped")
+            # running on both: every instance on every engine stops
+            await a.start_adhoc(slow)
+            await a.start_adhoc(slow)
+            await b.start_adhoc(slow)
+            await until(lambda: open_runs() == 3, what="three runs")
+            status, body, _ = await get(base + f"/stopchain?id={slow}")
+            assert status == 200 and json.loads(body)["engines"] == ["engine-a", "engine-b"], body
+            assert json.loads(body)["runs"] == 3
+            await until(lambda: open_runs() == 0, timeout=15, what="all runs stopped")
+            reasons = q(dsn, "SELECT client_name, status, reason FROM timetable.chain_run WHERE chain_id = %s "
+                             "ORDER BY run_id", (slow,))
+            assert [r[0] for r in reasons] == ["engine-a", "engine-a", "engine-a", "engine-b"]
+            assert all(r[1] == "failed" and "stopped" in r[2] for r in reasons), reasons
+            status, body, _ = await get(base + f"/stopchain?id={slow}")
+            assert status == 400 and "No running chain found" in body
+        finally:
+            await ep.close()
 
 
 def test_cli_worker_file_validate_and_flags(dsn, tmp_path):
