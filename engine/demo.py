@@ -389,6 +389,10 @@ class EngineThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, name="pgtt-demo-engine", daemon=True)
         self._ready = threading.Event()
+        # Waiting uses this event, not Thread.join: on Python 3.11 a Ctrl+C that interrupts
+        # join() can leave a live thread marked as stopped, and the engine would then be cut
+        # off at exit without its clean shutdown (engine rows never marked stopped).
+        self._finished = threading.Event()
 
     def _options(self) -> list:
         from engine.worker import SERVICE_FACTORIES, WorkerOptions  # noqa: PLC0415
@@ -422,6 +426,7 @@ class EngineThread:
         finally:
             self._ready.set()
             loop.close()
+            self._finished.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -437,18 +442,19 @@ class EngineThread:
                 self._loop.call_soon_threadsafe(self._stop_all)
             except RuntimeError:
                 pass
-        self._thread.join(timeout)
+        self._finished.wait(timeout)
 
     def join_forever(self) -> None:
+        """Until the engine stops by itself or Ctrl+C (then call ``stop``)."""
         try:
-            while self._thread.is_alive():
-                self._thread.join(0.5)
+            while not self._finished.wait(0.5):
+                pass
         except KeyboardInterrupt:
             pass
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread.ident is not None and not self._finished.is_set()
 
     def health(self) -> list[dict]:
         return [s.health() for s in self.supervisors]

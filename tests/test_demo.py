@@ -139,3 +139,41 @@ def test_demo_loads_runs_and_reloads(demo_db):
     assert again.cascade.built == []
     assert shape(again) == before
     assert collect_status(main, "orders").root == "mirror"
+
+
+def test_demo_cli_stops_its_engine_on_ctrl_c(pg_cluster):
+    """``pgtt-tui demo --no-console`` then Ctrl+C: every engine (one per node) is marked stopped
+    (a clean shutdown, not a thread cut off at exit), and the command exits 0."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    base = pg_cluster.dsn()
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    proc = subprocess.Popen([sys.executable, "-m", "pgtt_tui", "--dsn", base, "demo", "--no-console"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(repo))
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("engine running"):
+                break
+        assert any(line.startswith("cascade orders: main (pgtt_demo)") for line in lines), lines
+        main = pg_cluster.dsn("pgtt_demo")
+        wait_until(lambda: q(main, "SELECT count(*) FROM pgtt.engine_status WHERE alive")[0][0] == 1,
+                   what="the engine's row")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, "".join(lines) + out
+        for db in ("pgtt_demo", "pgtt_demo_mirror", "pgtt_demo_reports"):
+            rows = q(pg_cluster.dsn(db), "SELECT client_name, stopped_at IS NOT NULL FROM pgtt.engine")
+            assert rows and all(stopped for _, stopped in rows), (db, rows)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        with psycopg.connect(base, autocommit=True) as admin:
+            for db in ("pgtt_demo", "pgtt_demo_mirror", "pgtt_demo_reports"):
+                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
