@@ -269,13 +269,36 @@ def install_signal_handlers(supervisor: Supervisor) -> None:
 _EXIT_REQUEST: contextvars.ContextVar = contextvars.ContextVar("pgtt_engine_exit", default=None)
 
 
-def request_engine_exit(code: int, reason: str) -> bool:
-    """Stop the engine running the caller, which then exits with ``code``; False if none."""
+def request_engine_exit(code: int, reason: str, *, cancel_runs: bool = False, keep_run: int | None = None) -> bool:
+    """Stop the engine running the caller, which then exits with ``code``; False if none.
+
+    ``cancel_runs`` (pg_timetable's Shutdown builtin): first cancel every chain run in
+    progress in this engine, except ``keep_run`` (the run asking), as a STOP does, so the
+    engine does not wait for them; they end as failed with ``reason``."""
     handler = _EXIT_REQUEST.get()
     if handler is None:
         return False
-    handler(code, reason)
+    handler(code, reason, cancel_runs, keep_run)
     return True
+
+
+def _cancel_chain_runs(supervisor: Supervisor, reason: str, keep_run: int | None) -> int:
+    """STOP every open chain run of the timetable services (queued or running) but one."""
+    n = 0
+    for service in supervisor.services:
+        scheduler = getattr(service, "scheduler", None)
+        running = getattr(scheduler, "running", None)
+        if not running:
+            continue
+        executor = getattr(scheduler, "executor", None)
+        for handle in list(running.values()):
+            if handle.run_id == keep_run:
+                continue
+            handle.stop.set()  # not started yet: it ends "stopped before it started"
+            if executor is not None:
+                executor.interrupt(handle.run_state, reason)  # running: its statement is cancelled
+            n += 1
+    return n
 
 
 async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supervisor:
@@ -283,8 +306,11 @@ async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supe
     install_signal_handlers(supervisor)
     supervisor.exit_code = None  # set by request_engine_exit
 
-    def _exit(code: int, reason: str) -> None:
+    def _exit(code: int, reason: str, cancel_runs: bool = False, keep_run: int | None = None) -> None:
         log.warning("engine exit requested (%s): stopping, exit code %s", reason, code)
+        if cancel_runs:
+            n = _cancel_chain_runs(supervisor, reason, keep_run)
+            log.warning("%s: %d chain run(s) in progress cancelled", reason, n)
         supervisor.exit_code = code
         supervisor.stop()
 

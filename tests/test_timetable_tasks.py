@@ -602,3 +602,51 @@ async def test_engine_copy_builtins_and_shutdown_without_worker(dsn, tmp_path):
                             (chain_id,))]
     assert outs[0] == f"2 rows copied from {src}" and outs[1] == f"2 rows copied to {dst}"
     assert "not started by `pgtt-tui worker`" in outs[2]
+
+
+async def test_shutdown_builtin_cancels_running_chains_and_exits_5(dsn, tmp_path):
+    """As pg_timetable: Shutdown cancels every chain running in the engine (SQL, PROGRAM and a
+    Sleep builtin here), the engine stops without waiting for them and exits with code 5;
+    the chain that called Shutdown runs to its end."""
+    from engine.worker import WorkerOptions, run_worker
+
+    q(dsn, "CREATE TABLE after_shutdown (n int)")
+    sql_slow = _add_chain(dsn, "slow-sql", [("SQL", "SELECT pg_sleep(120)", [], {})])
+    prog_slow = _add_chain(dsn, "slow-program", [("PROGRAM", "/bin/sleep", [["120"]], {})])
+    sleep_slow = _add_chain(dsn, "slow-builtin", [("BUILTIN", "Sleep", [120], {})])
+    stop = _add_chain(dsn, "maintenance", [("BUILTIN", "Shutdown", [], {}),
+                                           ("SQL", "INSERT INTO after_shutdown VALUES (1)", [], {})])
+    client = "shutdown-engine"
+    options = WorkerOptions(settings=ConnSettings(dsn=dsn, application_name="pgtt-test worker"), client_name=client,
+                            modules=["timetable"],
+                            module_options={"timetable": {"poll_seconds": 0.2, "reap_seconds": 0.5}})
+    worker = asyncio.create_task(run_worker(options))
+    try:
+        await until(lambda: q1(dsn, "SELECT count(*) FROM timetable.active_session WHERE client_name = %s",
+                               (client,)), timeout=20, what="engine up")
+        for chain_id in (sql_slow, prog_slow, sleep_slow):
+            q(dsn, "SELECT timetable.notify_chain_start(%s, %s)", (chain_id, client))
+        await until(lambda: q1(dsn, "SELECT count(*) FROM timetable.chain_run WHERE status = 'running'") == 3,
+                    timeout=20, what="three slow runs")
+        await asyncio.sleep(0.5)  # the program and the sleep are under way
+        t0 = time.monotonic()
+        q(dsn, "SELECT timetable.notify_chain_start(%s, %s)", (stop, client))
+        supervisor = await asyncio.wait_for(worker, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if not worker.done():
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+    assert supervisor.exit_code == 5
+    assert took < 15, f"the engine waited {took:.1f} s for the running chains instead of cancelling them"
+    runs = dict((r[0], r[1:]) for r in q(dsn, "SELECT chain_id, status, reason FROM timetable.chain_run"))
+    for chain_id in (sql_slow, prog_slow, sleep_slow):
+        status, reason = runs[chain_id]
+        assert status == "failed" and "stopped" in reason, (chain_id, status, reason)
+    # the SQL run names the Shutdown; PROGRAM / BUILTIN runs get the executor's generic STOP
+    # reason ("stopped by notify_chain_stop"): its _bounded() does not look at the run's reason
+    assert "Shutdown builtin" in runs[sql_slow][1]
+    assert runs[stop][0] == "succeeded"
+    assert q(dsn, "SELECT n FROM after_shutdown") == [(1,)]  # the calling chain went on to its end
+    assert q1(dsn, "SELECT count(*) FROM timetable.chain_run WHERE status IN ('claimed', 'running')") == 0
+    assert q1(dsn, "SELECT count(*) FROM timetable.active_chain") == 0

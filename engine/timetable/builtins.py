@@ -26,7 +26,10 @@ CopyFromFile        {sql: "COPY … FROM STDIN", filename}: client-side COPY, ow
 CopyToFile          {sql: "COPY … TO STDOUT", filename}
 CopyToProgram       {sql: "COPY … TO STDOUT", cmd, args[]}: COPY output → program stdin
 CopyFromProgram     {sql: "COPY … FROM STDIN", cmd, args[]}: program stdout → COPY
-Shutdown            ignored; asks the engine to stop (exit code 5)
+Shutdown            ignored; as pg_timetable: cancels every other chain running in this
+                    engine (as a STOP: they end failed, "stopped by the Shutdown builtin …"),
+                    stops the engine, which exits with code 5; the chain that called it
+                    goes on to its end
 ==================  =========================================================================
 
 ``--no-program-tasks`` covers CopyToProgram and CopyFromProgram too (pg_timetable's gap,
@@ -231,7 +234,7 @@ async def shutdown(ctx: BuiltinContext, params: object) -> BuiltinResult:
     if ctx.request_shutdown is None:
         raise BuiltinError("Shutdown: this engine cannot be shut down from a task here")
     ctx.request_shutdown()
-    return BuiltinResult(0, "Shutdown task called: the engine stops after the running chains end")
+    return BuiltinResult(0, "Shutdown task called: running chains are cancelled and the engine stops (exit code 5)")
 
 
 # ---- SendMail ---------------------------------------------------------------------------------

@@ -72,7 +72,10 @@ def _request_shutdown(ctx: TaskContext):
     def request() -> None:
         from engine.worker import request_engine_exit  # noqa: PLC0415 - the worker owns the process
 
-        if not request_engine_exit(5, f"Shutdown builtin in chain {ctx.chain_id}"):
+        # as pg_timetable: cancel every chain running in this engine (not this run, which
+        # ends normally), then stop; the worker exits with code 5
+        if not request_engine_exit(5, f"stopped by the Shutdown builtin in chain {ctx.chain_id}",
+                                   cancel_runs=True, keep_run=ctx.run_id):
             raise bt.BuiltinError("Shutdown: this engine was not started by `pgtt-tui worker`; nothing to stop")
 
     return request
