@@ -369,6 +369,15 @@ def prepare(dsn: str | None = None, reset: bool = False, extra_chains: int = 0,
     return DemoSetup(settings, demo)
 
 
+def cascade_tree(setup: DemoSetup) -> list[str]:
+    """The cascade's topology as it is now (a switchover in an earlier run shows)."""
+    from engine.cascade.status import collect_status  # noqa: PLC0415
+
+    if setup.cascade is None:
+        return []
+    return collect_status(setup.settings.dsn, setup.cascade.queue).tree_lines()
+
+
 class EngineThread:
     """Engine supervisors in a daemon thread with their own event loop.
 

@@ -257,7 +257,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = resolve_settings(args.dsn, application_name="pgtt-tui screenshots")
-    dbname = "pgtt_screenshots"
+    dbname = f"pgtt_screenshots_{os.getpid()}"  # never shown; unique so that two runs do not collide
     demo.create_database(base, dbname, reset=True)
     demo.drop_cascade_databases(base, dbname)
     settings = demo.demo_settings(base, dbname)

@@ -160,7 +160,9 @@ def test_demo_cli_stops_its_engine_on_ctrl_c(pg_cluster):
             lines.append(line)
             if line.startswith("engine running"):
                 break
-        assert any(line.startswith("cascade orders: main (pgtt_demo)") for line in lines), lines
+        assert any(line.startswith("cascade orders (built): main = pgtt_demo, mirror = pgtt_demo_mirror")
+                   for line in lines), lines
+        assert "  main (root, tick" in "".join(lines), lines
         main = pg_cluster.dsn("pgtt_demo")
         wait_until(lambda: q(main, "SELECT count(*) FROM pgtt.engine_status WHERE alive")[0][0] == 1,
                    what="the engine's row")

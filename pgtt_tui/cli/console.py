@@ -66,9 +66,11 @@ def demo(
             typer.echo(f"demo database ready: {settings.describe()}")
             if setup.cascade is not None:
                 c = setup.cascade
-                tree = " -> ".join(f"{n.name} ({n.dbname})" for n in c.nodes)
-                typer.echo(f"cascade {c.queue}: {tree}; the leaf stores events in {c.sink_table}"
-                           + ("" if c.built else " (reused)"))
+                typer.echo(f"cascade {c.queue} ({'built' if c.built else 'reused'}): "
+                           + ", ".join(f"{n.name} = {n.dbname}" for n in c.nodes)
+                           + f"; the leaf stores events in {c.sink_table}")
+                for line in demo_mod.cascade_tree(setup):
+                    typer.echo(f"  {line}")
             typer.echo("engine running (Ctrl+C stops)")
             runner.join_forever()
         else:
