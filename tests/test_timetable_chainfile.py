@@ -217,8 +217,9 @@ def test_load_files_sql_and_yaml(conn, tmp_path):
     yaml_file = _write(tmp_path, "chains:\n  - {name: from-yaml, schedule: '@reboot', tasks: [{command: SELECT 1}]}",
                        "b.yml")
     report = chainfile.load_files(conn, [str(sql_file), str(yaml_file)], validate_only=True)
-    assert [r["action"] for r in report] == ["not run (--validate)", "validated"]
+    assert [r["action"] for r in report] == ["checked (ran in a transaction, rolled back)", "validated"]
     assert _chain_rows(conn) == []
+    assert conn.execute("SELECT to_regclass('made_by_script')").fetchone()[0] is None
     report = chainfile.load_files(conn, [str(sql_file), str(yaml_file)])
     assert [r["action"] for r in report] == ["ran", "imported"]
     assert [r[0] for r in _chain_rows(conn)] == ["from-sql", "from-yaml"]
@@ -482,3 +483,80 @@ async def test_sample_chains_run_with_pg_timetable_meaning(dsn, tmp_path):
         (1, "a"), (2, "b"), (3, "c"), (4, str(ids["three-steps"]))]
     assert q(dsn, "SELECT sum(amount)::int, count(*)::int FROM yaml_etl") == [(150, 5)]
     assert out.read_text() == "hello\n"
+
+
+# ---- --validate for SQL scripts: a dry run in a transaction that is rolled back -------------------
+
+def test_validate_sql_scripts_dry_run(conn, tmp_path):
+    conn.execute("CREATE SEQUENCE validate_seq")
+    good = _write(tmp_path, textwrap.dedent("""\
+        CREATE TABLE made_here (id int PRIMARY KEY, note text);
+        INSERT INTO made_here VALUES (1, 'a');             -- uses the table made a line above
+        SELECT timetable.add_job('from-script', '*/10 * * * *', 'SELECT count(*) FROM made_here');
+        DO $$ BEGIN PERFORM pg_notify('validate_channel', 'x'); END $$;
+        SELECT nextval('validate_seq');
+        """), "good.sql")
+    syntax = _write(tmp_path, "SELECT 1;\n\nSELEC 2;\n", "syntax.sql")
+    missing = _write(tmp_path, "SELECT 1;\nINSERT INTO no_such_table VALUES (1);\n", "missing.sql")
+    bad_cron = _write(tmp_path, "SELECT timetable.add_job('x', '61 * * * *', 'SELECT 1');\n", "cron.sql")
+    escape = _write(tmp_path, "CREATE TABLE escaped (i int);\nCOMMIT;\nVACUUM;\n", "escape.sql")
+    yaml_dup = _write(tmp_path, "chains:\n  - {name: from-script, schedule: '@reboot', tasks: [{command: SELECT 1}]}\n",
+                      "dup.yaml")
+
+    with psycopg.connect(conn.info.dsn, autocommit=True) as listener:
+        listener.execute("LISTEN validate_channel")
+        report = chainfile.load_files(conn, [str(good)], validate_only=True)
+        assert [r["action"] for r in report] == ["checked (ran in a transaction, rolled back)"]
+        assert not list(listener.notifies(timeout=0.5))  # the NOTIFY was rolled back with the rest
+    assert conn.execute("SELECT to_regclass('made_here')").fetchone()[0] is None
+    assert _chain_rows(conn) == []
+    # sequences are not transactional: the one documented leftover of a dry run
+    assert conn.execute("SELECT last_value FROM validate_seq").fetchone()[0] == 1
+
+    # every problem of every file at once, named by file and line / statement; nothing changed
+    with pytest.raises(ChainFileError) as info:
+        chainfile.load_files(conn, [str(syntax), str(missing), str(bad_cron), str(good), str(yaml_dup)],
+                             validate_only=True)
+    problems = dict(info.value.problems)
+    assert problems[f"{syntax}: line 3, column 1"] == 'syntax error at or near "SELEC"'
+    assert any(w.startswith(f"{missing}: ") and 'relation "no_such_table" does not exist' in p
+               for w, p in problems.items()), problems
+    assert any(w.startswith(f"{bad_cron}: ") and "61" in p for w, p in problems.items()), problems
+    # the YAML file is imported in the same dry run: it clashes with the chain good.sql makes
+    assert problems[f"{yaml_dup}: chains[0] (from-script).name"].startswith(
+        "a chain with this name exists already")
+    assert not any(w.startswith(str(good)) for w in problems)
+    assert _chain_rows(conn) == [] and conn.execute("SELECT to_regclass('made_here')").fetchone()[0] is None
+
+    # a script that ends transactions cannot be dry-run: reported, not run, not an error
+    report = chainfile.load_files(conn, [str(escape)], validate_only=True)
+    assert report[0]["action"].startswith("not fully checked: EXECUTE of transaction commands")
+    assert conn.execute("SELECT to_regclass('escaped')").fetchone()[0] is None
+
+    # the real run still runs them (pg_timetable's behaviour)
+    assert [r["action"] for r in chainfile.load_files(conn, [str(good)])] == ["ran"]
+    assert [r[0] for r in _chain_rows(conn)] == ["from-script"]
+
+
+def test_cli_validate_sql_and_worker_flag(dsn, tmp_path):
+    from pgtt_tui.cli import app
+
+    good = _write(tmp_path, "CREATE TABLE t_cli (i int); INSERT INTO t_cli VALUES (1);\n", "good.sql")
+    bad = _write(tmp_path, "SELECT * FROM t_cli_missing;\n", "bad.sql")
+    chains = _write(tmp_path, "chains:\n  - {name: c, tasks: [{command: SELECT 1}]}\n", "c.yaml")
+    runner = CliRunner()
+    res = runner.invoke(app, ["chain", "import", str(good), str(chains), "--validate", "--dsn", dsn, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["action"] for r in json.loads(res.stdout)] == ["checked (ran in a transaction, rolled back)",
+                                                              "validated"]
+    res = runner.invoke(app, ["chain", "import", str(bad), "--validate", "--dsn", dsn])
+    assert res.exit_code != 0 and 't_cli_missing" does not exist' in str(res.exception)
+    res = runner.invoke(app, ["worker", "--dsn", dsn, "-f", str(good), "-f", str(bad), "--validate",
+                              "--modules", "timetable"])
+    assert res.exit_code != 0 and f'{bad}: line 1, column 15: relation "t_cli_missing" does not exist' in \
+        str(res.exception), res.exception
+    res = runner.invoke(app, ["worker", "--dsn", dsn, "-f", str(good), "--validate", "--modules", "timetable"])
+    assert res.exit_code == 0, res.output
+    with psycopg.connect(dsn, autocommit=True) as c:
+        assert c.execute("SELECT to_regclass('t_cli')").fetchone()[0] is None
+        assert c.execute("SELECT count(*) FROM timetable.chain").fetchone()[0] == 0

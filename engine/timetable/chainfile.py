@@ -423,46 +423,125 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
     return out
 
 
-def run_sql_file(conn: psycopg.Connection, path: str | Path) -> None:
-    """Run a plain SQL script (``-f file.sql``) as pg_timetable does: the whole text at once."""
-    path = Path(path)
+def _read_sql(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    conn.execute(text.encode("utf-8"), prepare=False)
+    except UnicodeDecodeError:
+        raise InputError(str(path), "is not UTF-8 text") from None
+
+
+def run_sql_file(conn: psycopg.Connection, path: str | Path) -> None:
+    """Run a plain SQL script (``-f file.sql``) as pg_timetable does: the whole text at once."""
+    conn.execute(_read_sql(Path(path)).encode("utf-8"), prepare=False)
+
+
+# --validate for SQL scripts: the script runs through PL/pgSQL's EXECUTE inside a transaction
+# that is always rolled back. EXECUTE hands the whole text to the server's parser and runs
+# the statements one after the other (so a script may use what it created a line earlier),
+# and it cannot end the transaction: a COMMIT in the script is refused instead of escaping.
+VALIDATE_FN = ("CREATE OR REPLACE FUNCTION pg_temp.pgtt_validate_script(script text) RETURNS void LANGUAGE plpgsql "
+               "AS $pgtt$BEGIN EXECUTE script; END$pgtt$")
+VALIDATE_CALL = "SELECT pg_temp.pgtt_validate_script(%s)"
+
+
+def _line_col(text: str, pos: int) -> str:
+    before = text[: max(pos - 1, 0)]
+    return f"line {before.count(chr(10)) + 1}, column {len(before) - before.rfind(chr(10))}"
+
+
+def _not_checkable(exc: psycopg.Error) -> bool:
+    """Statements that cannot run inside a transaction or a function (COMMIT, VACUUM,
+    CREATE DATABASE, COPY from the client…): valid scripts we cannot dry-run."""
+    state = exc.sqlstate or ""
+    msg = (exc.diag.message_primary or "").lower()
+    return state in ("25001", "2D000") or (state == "0A000" and ("transaction" in msg or "copy" in msg))
+
+
+def check_sql_script(conn: psycopg.Connection, path: str | Path, *, keep: bool = False) -> dict[str, Any]:
+    """``--validate`` of an SQL script: parse, plan and run it in a transaction that is rolled
+    back, so syntax errors, unknown tables / functions and failing calls (e.g. a bad cron
+    text given to ``timetable.add_job``) are found and nothing stays changed.
+
+    What is NOT undone (PostgreSQL cannot): sequence increments, and effects outside the
+    database of functions the script calls (``COPY … TO PROGRAM``, dblink, ``lo_export``…);
+    the statements run for real, so a long query takes as long as it would. A script with
+    statements that cannot run in a transaction (COMMIT, VACUUM, CREATE DATABASE, …) is
+    reported as not fully checked, not as invalid. Raises ChainFileError with the line and
+    column of a syntax error, or the failing statement. ``keep``: leave the effects in the
+    caller's transaction (which the caller rolls back: ``load_files(validate_only=True)``).
+    """
+    path = Path(path)
+    text = _read_sql(path)
+    try:
+        with conn.transaction(force_rollback=not keep):
+            conn.execute(VALIDATE_FN)
+            conn.execute(VALIDATE_CALL, (text,))
+    except psycopg.Error as exc:
+        if _not_checkable(exc):
+            return {"file": str(path), "kind": "sql",
+                    "action": f"not fully checked: {exc.diag.message_primary} (--validate runs the script in a "
+                              "transaction that is rolled back, where this statement cannot run)"}
+        where = "script"
+        if exc.diag.internal_position and exc.diag.internal_query == text:
+            where = _line_col(text, int(exc.diag.internal_position))
+        elif exc.diag.context:
+            first = exc.diag.context.splitlines()[0]
+            if first.startswith("SQL statement"):
+                where = first if len(first) <= 200 else first[:197] + '…"'
+        raise ChainFileError(str(path), [(where, exc.diag.message_primary or str(exc))]) from None
+    return {"file": str(path), "kind": "sql", "action": "checked (ran in a transaction, rolled back)"}
 
 
 def load_files(conn: psycopg.Connection, paths: list[str], *, validate_only: bool = False,
                replace: bool = False) -> list[dict[str, Any]]:
     """``pgtt-tui worker -f FILE…``: SQL scripts run and YAML files import, in the order given.
 
-    With ``validate_only`` every YAML file is checked and nothing runs (SQL scripts are
-    only checked for readability: they are not run). Returns one entry per file.
+    With ``validate_only`` nothing changes: every file is tried in order inside ONE
+    transaction that is rolled back at the end (so a later file may use what an earlier
+    one creates): SQL scripts as ``check_sql_script`` describes, YAML files parsed and
+    imported (also finding name clashes, unless ``replace``). Every problem of every file is
+    reported at once (ChainFileError, "FILE: where"). Returns one entry per file.
     """
+    for p in paths:
+        if Path(p).suffix.lower() not in (".yaml", ".yml", ".sql"):
+            raise InputError(str(p), "--file takes .sql scripts and .yaml/.yml chain files")
+    if validate_only:
+        return _validate_files(conn, [Path(p) for p in paths], replace)
     report = []
     for p in paths:
         path = Path(p)
-        suffix = path.suffix.lower()
-        if suffix in (".yaml", ".yml"):
-            specs = load_chain_file(path)
-            if validate_only:
-                report.append({"file": str(path), "kind": "yaml", "chains": [s.name for s in specs],
-                               "action": "validated"})
-            else:
-                done = import_chains(conn, specs, replace=replace)
-                report.append({"file": str(path), "kind": "yaml", "chains": [d["name"] for d in done],
-                               "action": "imported"})
-        elif suffix == ".sql":
-            if validate_only:
-                if not path.is_file():
-                    raise InputError(str(path), "no such file")
-                report.append({"file": str(path), "kind": "sql", "action": "not run (--validate)"})
-            else:
-                run_sql_file(conn, path)
-                report.append({"file": str(path), "kind": "sql", "action": "ran"})
+        if path.suffix.lower() == ".sql":
+            run_sql_file(conn, path)
+            report.append({"file": str(path), "kind": "sql", "action": "ran"})
         else:
-            raise InputError(str(path), "--file takes .sql scripts and .yaml/.yml chain files")
+            done = import_chains(conn, load_chain_file(path), replace=replace)
+            report.append({"file": str(path), "kind": "yaml", "chains": [d["name"] for d in done],
+                           "action": "imported"})
+    return report
+
+
+def _validate_files(conn: psycopg.Connection, paths: list[Path], replace: bool) -> list[dict[str, Any]]:
+    report: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
+    with conn.transaction(force_rollback=True):
+        for path in paths:
+            try:
+                with conn.transaction():  # a savepoint: a failing file does not spoil the next
+                    if path.suffix.lower() == ".sql":
+                        report.append(check_sql_script(conn, path, keep=True))
+                    else:
+                        specs = load_chain_file(path)
+                        import_chains(conn, specs, replace=replace)
+                        report.append({"file": str(path), "kind": "yaml", "chains": [s.name for s in specs],
+                                       "action": "validated"})
+            except ChainFileError as exc:
+                problems += [(f"{path}: {w}" if w != str(path) else str(path), p) for w, p in exc.problems]
+            except InputError as exc:
+                problems.append((f"{path}: {exc.field}" if exc.field != str(path) else str(path), exc.problem))
+    if problems:
+        raise ChainFileError("--file", problems)
     return report
 
 

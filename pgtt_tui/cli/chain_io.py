@@ -20,7 +20,10 @@ def import_(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="YAML chain files (.yaml/.yml) or SQL scripts (.sql), "
                                                      "in order", show_default=False)],
-    validate: Annotated[bool, typer.Option("--validate", help="only check the files; change nothing")] = False,
+    validate: Annotated[bool, typer.Option("--validate", help="only check the files; change nothing (YAML alone: "
+                                                          "offline; with SQL scripts: every file is tried in the "
+                                                          "database in one transaction that is rolled back)")]
+    = False,
     replace: Annotated[bool, typer.Option("--replace", help="replace chains with the same name "
                                                             "(timetable.delete_job first)")] = False,
     dsn: DsnOpt = None,
@@ -28,12 +31,15 @@ def import_(
 ) -> None:
     """Import pg_timetable YAML chain files (each file in one transaction) or run SQL scripts."""
     if validate:
-        for f in files:
-            if f.suffix.lower() not in (".sql",):
+        if any(f.suffix.lower() == ".sql" for f in files):  # scripts need the database: a rolled-back dry run
+            with connect(settings_from(ctx, dsn, application_name="pgtt-tui chain import --validate")) as conn:
+                report = chainfile.load_files(conn, [str(f) for f in files], validate_only=True, replace=replace)
+        else:
+            for f in files:
                 chainfile.load_chain_file(f)
-        report = [{"file": str(f), "action": "valid" if f.suffix.lower() != ".sql" else "not checked (SQL)"}
-                  for f in files]
-        emit(report, want_json(ctx, as_json), ["file", "action"])
+            report = [{"file": str(f), "action": "valid"} for f in files]
+        emit([{"file": r["file"], "action": r["action"]} for r in report], want_json(ctx, as_json),
+             ["file", "action"])
         return
     settings = settings_from(ctx, dsn, application_name="pgtt-tui chain import")
     guard_write(settings, "chain import")

@@ -49,7 +49,9 @@ def worker(
         "--file", "-f", help="timetable: run this SQL script or import this YAML chain file at start-up "
         "(repeatable, in order)")] = None,
     validate_files: Annotated[bool, typer.Option(
-        "--validate", help="timetable: only validate the --file YAML chain files, then exit")] = False,
+        "--validate", help="timetable: only validate the --file files, then exit: YAML files are parsed and "
+        "SQL scripts run in one transaction that is rolled back (sequences and effects outside the database "
+        "are not undone)")] = False,
     replace_chains: Annotated[bool, typer.Option(
         "--replace", help="timetable: --file YAML chains replace chains with the same name")] = False,
     no_program_tasks: Annotated[bool, typer.Option(
