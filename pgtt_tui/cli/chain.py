@@ -1,15 +1,21 @@
-"""``pgtt-tui chain``: pg_timetable chains (list, show, run, stop, pause, resume, delete).
+"""``pgtt-tui chain``: pg_timetable chains (list, show, run, stop, pause, resume, delete, create,
+edit, task add|edit|delete|up|down; import / export in chain_io.py).
 
-Every command is one engine call from engine.timetable.api, the same the console makes.
+Every command is one engine call from engine.timetable.api, the same the console makes, so
+every console chain action has a CLI twin. Validation errors name the option (``--schedule``,
+``--param[1]``…); nothing is changed then.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import json
+from typing import Annotated, Any
 
 import typer
 
 from engine.db import connect, guard_write
+from engine.errors import InputError
 from engine.timetable import api
 from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
 
@@ -112,6 +118,243 @@ def delete(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: Jso
         raise typer.Exit(1)
     with _conn(ctx, dsn, "delete", write=True) as conn:
         emit(api.delete_chain(conn, chain, settings=_settings(ctx, dsn)), want_json(ctx, as_json))
+
+
+# ---- create / edit and tasks (the console's chain and task editors) -------------------------------
+
+#: engine field -> the option that sets it, so a validation error names what the user typed
+_OPTION_OF = {"name": "--name", "chain_name": "--name", "run_at": "--schedule", "max_instances": "--max-instances",
+              "timeout": "--timeout", "time_zone": "--time-zone", "missed_runs": "--missed-runs",
+              "client_name": "--client-name", "on_error": "--on-error", "kind": "--kind", "command": "COMMAND",
+              "task_order": "--order", "task_name": "--name", "run_as": "--run-as",
+              "database_connection": "--connect-string", "chain": "CHAIN", "task": "TASK_ID"}
+
+
+@contextlib.contextmanager
+def _option_names():
+    """Re-raise the engine's InputError with the CLI option's name (``run_at`` -> ``--schedule``)."""
+    try:
+        yield
+    except InputError as exc:
+        field = exc.field
+        if field.startswith("parameters["):
+            field = "--param[" + str(int(field[len("parameters["):].split("]")[0]) + 1) + "]"
+        raise InputError(_OPTION_OF.get(field, field), exc.problem) from None
+
+
+def _rows(params: list[str] | None, clear: bool = False) -> list[Any] | None:
+    """--param JSON (repeatable): each one parameter row (one execution); None: unchanged."""
+    if clear:
+        return []
+    if not params:
+        return None
+    rows = []
+    for i, text in enumerate(params, 1):
+        try:
+            rows.append(json.loads(text))
+        except ValueError as exc:
+            raise InputError(f"--param[{i}]", f"not valid JSON ({exc.msg}): {text!r}; e.g. '[\"a\", 1]' for "
+                                              "$1, $2 of an SQL task") from None
+    return rows
+
+
+def _text(value: str | None) -> str | None:
+    """'' clears a text field (NULL)."""
+    return None if value is None or value == "" else value
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", help="one parameter row as JSON (repeatable, one execution each): SQL: an array for "
+    "$1..$n, PROGRAM: an array of strings, BUILTIN: its JSON shape", show_default=False)]
+KindOpt = Annotated[str | None, typer.Option("--kind", "-k", help="SQL, PROGRAM or BUILTIN", show_default=False)]
+
+
+@app.command("create")
+def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="chain name (unique)")],
+           schedule: Annotated[str | None, typer.Option(
+               "--schedule", "-s", help="cron text, @every …, @after …, @reboot (default: every minute)",
+               show_default=False)] = None,
+           paused: Annotated[bool, typer.Option("--paused", help="create it paused (live = false)")] = False,
+           max_instances: Annotated[int | None, typer.Option("--max-instances", show_default=False)] = None,
+           timeout: Annotated[int | None, typer.Option("--timeout", help="chain timeout in ms (0: --chain-timeout)",
+                                                       show_default=False)] = None,
+           self_destruct: Annotated[bool, typer.Option("--self-destruct", help="delete it after a successful run")]
+           = False,
+           exclusive: Annotated[bool, typer.Option("--exclusive", help="nothing else runs while it runs")] = False,
+           client_name: Annotated[str | None, typer.Option("--client-name", help="only this engine runs it",
+                                                           show_default=False)] = None,
+           on_error: Annotated[str | None, typer.Option("--on-error", help="SQL run when the chain fails",
+                                                        show_default=False)] = None,
+           time_zone: Annotated[str | None, typer.Option("--time-zone", help="IANA zone of the cron schedule",
+                                                         show_default=False)] = None,
+           missed_runs: Annotated[str | None, typer.Option("--missed-runs", help="run_once, skip or run_all",
+                                                           show_default=False)] = None,
+           command: Annotated[str | None, typer.Option("--command", "-c", help="also add a first task with this "
+                                                       "command", show_default=False)] = None,
+           kind: KindOpt = None, param: ParamOpt = None,
+           dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Create a chain (live unless --paused), optionally with its first task (the console's "new")."""
+    rows = _rows(param)
+    if (kind or rows) and not command:
+        raise InputError("--command", "is required with --kind / --param (they describe the first task)")
+    fields = _given(max_instances=max_instances, timeout=timeout, client_name=_text(client_name),
+                    on_error=_text(on_error))
+    if paused:
+        fields["live"] = False
+    if self_destruct:
+        fields["self_destruct"] = True
+    if exclusive:
+        fields["exclusive_execution"] = True
+    settings = _settings(ctx, dsn)
+    with _conn(ctx, dsn, "create", write=True) as conn, _option_names(), conn.transaction():
+        chain_id = api.create_chain(conn, name, schedule, time_zone=time_zone, missed_runs=missed_runs,
+                                    settings=settings, **fields)
+        task_id = None
+        if command:
+            task_id = api.add_task(conn, chain_id, command, kind=kind or "SQL", parameters=rows, settings=settings)
+    emit({"chain_id": chain_id, "chain_name": name, "task_id": task_id}, want_json(ctx, as_json))
+
+
+@app.command("edit")
+def edit(ctx: typer.Context, chain: ChainArg,
+         name: Annotated[str | None, typer.Option("--name", help="rename it", show_default=False)] = None,
+         schedule: Annotated[str | None, typer.Option("--schedule", "-s", help="cron text, @every …, @after …, "
+                                                      "@reboot; '' = every minute", show_default=False)] = None,
+         live: Annotated[bool | None, typer.Option("--live/--paused", show_default=False)] = None,
+         max_instances: Annotated[int | None, typer.Option("--max-instances", show_default=False)] = None,
+         timeout: Annotated[int | None, typer.Option("--timeout", help="ms (0: --chain-timeout)",
+                                                     show_default=False)] = None,
+         self_destruct: Annotated[bool | None, typer.Option("--self-destruct/--no-self-destruct",
+                                                            show_default=False)] = None,
+         exclusive: Annotated[bool | None, typer.Option("--exclusive/--no-exclusive", show_default=False)] = None,
+         client_name: Annotated[str | None, typer.Option("--client-name", help="'' = any engine",
+                                                         show_default=False)] = None,
+         on_error: Annotated[str | None, typer.Option("--on-error", help="'' = none", show_default=False)] = None,
+         time_zone: Annotated[str | None, typer.Option("--time-zone", show_default=False)] = None,
+         missed_runs: Annotated[str | None, typer.Option("--missed-runs", help="run_once, skip or run_all",
+                                                         show_default=False)] = None,
+         dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Change a chain's fields (only those given; the console's chain editor)."""
+    fields = _given(chain_name=name, max_instances=max_instances, timeout=timeout, live=live,
+                    self_destruct=self_destruct, exclusive_execution=exclusive)
+    if schedule is not None:
+        fields["run_at"] = _text(schedule)
+    for key, value in (("client_name", client_name), ("on_error", on_error)):
+        if value is not None:
+            fields[key] = _text(value)
+    if not fields and time_zone is None and missed_runs is None:
+        raise InputError("edit", "nothing to change: give at least one option (see --help)")
+    with _conn(ctx, dsn, "edit", write=True) as conn, _option_names():
+        data = api.update_chain(conn, chain, time_zone=time_zone, missed_runs=missed_runs,
+                                settings=_settings(ctx, dsn), **fields)
+    if want_json(ctx, as_json):
+        emit(data, True)
+    else:
+        data.pop("tasks", None)
+        emit(data, False)
+
+
+task_app = typer.Typer(help="Tasks of a chain: add, edit, delete, up, down.", no_args_is_help=True)
+app.add_typer(task_app, name="task")
+TaskArg = Annotated[int, typer.Argument(help="task id (see `chain show`)")]
+
+
+def _task_fields(name, run_as, connect_string, ignore_error, autonomous, timeout, live, order) -> dict[str, Any]:
+    fields = _given(ignore_error=ignore_error, autonomous=autonomous, timeout=timeout, live=live, task_order=order)
+    for key, value in (("task_name", name), ("run_as", run_as), ("database_connection", connect_string)):
+        if value is not None:
+            fields[key] = _text(value)
+    return fields
+
+
+TaskName = Annotated[str | None, typer.Option("--name", help="task name ('' = none)", show_default=False)]
+RunAs = Annotated[str | None, typer.Option("--run-as", help="role for SET ROLE ('' = none)", show_default=False)]
+ConnStr = Annotated[str | None, typer.Option("--connect-string", help="run on this remote database ('' = local)",
+                                             show_default=False)]
+IgnoreErr = Annotated[bool | None, typer.Option("--ignore-error/--no-ignore-error", show_default=False)]
+Autonomous = Annotated[bool | None, typer.Option("--autonomous/--no-autonomous", help="outside the chain "
+                                                 "transaction", show_default=False)]
+TaskTimeout = Annotated[int | None, typer.Option("--timeout", help="ms (0: --task-timeout)", show_default=False)]
+TaskLive = Annotated[bool | None, typer.Option("--live/--skip", help="--skip: the chain skips this task",
+                                               show_default=False)]
+Order = Annotated[float | None, typer.Option("--order", help="task_order (default: after the last task)",
+                                             show_default=False)]
+
+
+@task_app.command("add")
+def task_add(ctx: typer.Context, chain: ChainArg, command: Annotated[str, typer.Argument(help="SQL, program or "
+                                                                                             "builtin name")],
+             kind: KindOpt = None, param: ParamOpt = None, name: TaskName = None, run_as: RunAs = None,
+             connect_string: ConnStr = None, ignore_error: IgnoreErr = None, autonomous: Autonomous = None,
+             timeout: TaskTimeout = None, live: TaskLive = None, order: Order = None,
+             dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Add a task to a chain (at the end unless --order)."""
+    fields = _task_fields(name, run_as, connect_string, ignore_error, autonomous, timeout, live, order)
+    with _conn(ctx, dsn, "task add", write=True) as conn, _option_names():
+        task_id = api.add_task(conn, chain, command, kind=kind or "SQL", parameters=_rows(param),
+                               settings=_settings(ctx, dsn), **fields)
+    emit({"task_id": task_id, "chain": chain}, want_json(ctx, as_json))
+
+
+@task_app.command("edit")
+def task_edit(ctx: typer.Context, task_id: TaskArg,
+              command: Annotated[str | None, typer.Option("--command", "-c", show_default=False)] = None,
+              kind: KindOpt = None, param: ParamOpt = None,
+              clear_params: Annotated[bool, typer.Option("--clear-params", help="remove every parameter row")]
+              = False,
+              name: TaskName = None, run_as: RunAs = None, connect_string: ConnStr = None,
+              ignore_error: IgnoreErr = None, autonomous: Autonomous = None, timeout: TaskTimeout = None,
+              live: TaskLive = None, order: Order = None, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Change a task (only what is given; --param replaces all its parameter rows)."""
+    if clear_params and param:
+        raise InputError("--clear-params", "give either --clear-params or --param")
+    fields = _task_fields(name, run_as, connect_string, ignore_error, autonomous, timeout, live, order)
+    if command is not None:
+        fields["command"] = command
+    if kind is not None:
+        fields["kind"] = kind.upper()
+    rows = _rows(param, clear_params)
+    if not fields and rows is None:
+        raise InputError("task edit", "nothing to change: give at least one option (see --help)")
+    with _conn(ctx, dsn, "task edit", write=True) as conn, _option_names():
+        api.update_task(conn, task_id, parameters=rows, settings=_settings(ctx, dsn), **fields)
+    emit({"task_id": task_id, "changed": sorted(fields) + (["parameters"] if rows is not None else [])},
+         want_json(ctx, as_json))
+
+
+@task_app.command("delete")
+def task_delete(ctx: typer.Context, task_id: TaskArg, dsn: DsnOpt = None, as_json: JsonOpt = False,
+                yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False) -> None:
+    """Delete a task and its parameters (timetable.delete_task)."""
+    if not yes and not typer.confirm(f"delete task {task_id}?"):
+        raise typer.Exit(1)
+    with _conn(ctx, dsn, "task delete", write=True) as conn, _option_names():
+        api.delete_task(conn, task_id, settings=_settings(ctx, dsn))
+    emit({"task_id": task_id, "deleted": True}, want_json(ctx, as_json))
+
+
+def _move(ctx: typer.Context, task_id: int, direction: str, dsn: str | None, as_json: bool) -> None:
+    with _conn(ctx, dsn, f"task {direction}", write=True) as conn, _option_names():
+        moved = api.move_task(conn, task_id, direction, settings=_settings(ctx, dsn))
+    emit({"task_id": task_id, "moved": direction if moved else None}, want_json(ctx, as_json))
+    if not moved and not want_json(ctx, as_json):
+        typer.echo(f"task {task_id} is already the {'first' if direction == 'up' else 'last'} of its chain", err=True)
+
+
+@task_app.command("up")
+def task_up(ctx: typer.Context, task_id: TaskArg, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Move a task one place earlier (timetable.move_task_up)."""
+    _move(ctx, task_id, "up", dsn, as_json)
+
+
+@task_app.command("down")
+def task_down(ctx: typer.Context, task_id: TaskArg, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Move a task one place later (timetable.move_task_down)."""
+    _move(ctx, task_id, "down", dsn, as_json)
 
 
 # chain import / export (pg_timetable YAML files): pgtt_tui/cli/chain_io.py (timetable tasks engineer)
