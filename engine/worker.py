@@ -43,6 +43,21 @@ SERVICE_FACTORIES: dict[str, str] = {
 }
 STANDBY_POLL_SECONDS = 2.0
 HEARTBEAT_SECONDS = 5.0
+# A crashed engine's row stays "lost" for an hour (so the console shows that it died),
+# then counts as stopped at its last heartbeat; stopped rows go after a week.
+ENGINE_LOST_AFTER = "1 hour"
+ENGINE_KEEP_STOPPED = "7 days"
+REGISTER_ENGINE_SQL = (
+    "INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version) "
+    "VALUES (%s, pg_backend_pid(), %s, %s, %s, %s) RETURNING engine_id")
+PRUNE_ENGINES_SQL = """
+WITH lost AS (
+    UPDATE pgtt.engine e SET stopped_at = e.heartbeat_at
+    WHERE e.stopped_at IS NULL AND e.heartbeat_at < now() - %s::interval
+      AND NOT pgtt.engine_alive(e.backend_pid, e.started_at)
+    RETURNING engine_id)
+DELETE FROM pgtt.engine WHERE stopped_at < now() - %s::interval
+"""
 
 
 @dataclass
@@ -229,12 +244,11 @@ class Supervisor:
                 try:
                     if conn is None or conn.closed:
                         conn = await aconnect(self.ctx.settings.with_app(f"pgtt-tui engine {self.ctx.client_name}"))
-                        cur = await conn.execute(
-                            "INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version) "
-                            "VALUES (%s, pg_backend_pid(), %s, %s, %s, %s) RETURNING engine_id",
-                            (self.ctx.client_name, socket.gethostname(), os.getpid(), self.options.modules,
-                             __version__))
+                        cur = await conn.execute(REGISTER_ENGINE_SQL, (
+                            self.ctx.client_name, socket.gethostname(), os.getpid(), self.options.modules,
+                            __version__))
                         engine_id = (await cur.fetchone())[0]
+                        await conn.execute(PRUNE_ENGINES_SQL, (ENGINE_LOST_AFTER, ENGINE_KEEP_STOPPED))
                     else:
                         await conn.execute("UPDATE pgtt.engine SET heartbeat_at = now() WHERE engine_id = %s",
                                            (engine_id,))

@@ -93,3 +93,30 @@ async def test_idles_on_a_standby_and_starts_after_promotion(make_servers, pg_tm
         await asyncio.wait_for(task, 30)
     finally:
         standby.destroy()
+
+
+async def test_registration_retires_long_dead_engines_and_forgets_old_stopped_ones(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # a crashed engine (its backend pid does not exist), silent for two hours
+        conn.execute("INSERT INTO pgtt.engine (client_name, backend_pid, heartbeat_at, started_at) "
+                     "VALUES ('crashed', 2147483000, now() - interval '2 hours', now() - interval '3 hours')")
+        # one that crashed a minute ago: still shown as lost
+        conn.execute("INSERT INTO pgtt.engine (client_name, backend_pid, heartbeat_at, started_at) "
+                     "VALUES ('recent', 2147483001, now() - interval '1 minute', now() - interval '1 hour')")
+        # stopped long ago
+        conn.execute("INSERT INTO pgtt.engine (client_name, backend_pid, started_at, stopped_at) "
+                     "VALUES ('old', 1, now() - interval '30 days', now() - interval '20 days')")
+    service = CountingService()
+    sup = Supervisor(WorkerOptions(settings=ConnSettings(dsn=dsn), client_name="pruner", modules=[]), [service])
+    task = asyncio.create_task(sup.run())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        await _until(lambda: conn.execute("SELECT count(*) FROM pgtt.engine WHERE client_name = 'pruner'")
+                     .fetchone()[0] == 1)
+        await _until(lambda: conn.execute("SELECT count(*) FROM pgtt.engine WHERE client_name = 'old'")
+                     .fetchone()[0] == 0)
+        rows = dict(conn.execute("SELECT client_name, stopped_at IS NOT NULL FROM pgtt.engine").fetchall())
+    assert rows["crashed"] is True  # retired at its last heartbeat
+    assert rows["recent"] is False  # still shown as lost
+    assert "old" not in rows
+    sup.stop()
+    await asyncio.wait_for(task, 30)
