@@ -10,6 +10,7 @@ in this process (its own thread and event loop) and opens the console on it.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,7 +56,11 @@ def demo(
     """Try it out: embedded PostgreSQL, sample chains and jobs, a three-node cascade, the engine, and the console."""
     from engine import demo as demo_mod  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.WARNING)
+    # With the console on screen, log lines written to the terminal would tear the frame:
+    # the in-process engine logs to a file instead, named when the demo ends.
+    log_path = None if no_console else _engine_log_file()
+    if log_path is None:
+        logging.basicConfig(level=logging.WARNING)
     glob = global_options(ctx)
     setup = demo_mod.prepare(dsn=glob.dsn, reset=reset, extra_chains=chains, cascade=not no_cascade)
     settings = setup.settings
@@ -83,6 +88,25 @@ def demo(
         runner.stop()
         if runner.alive:
             typer.echo("the demo engine did not stop within 15 s", err=True)
+        if log_path is not None:
+            typer.echo(f"demo engine log: {log_path}", err=True)
+
+
+def _engine_log_file() -> Path:
+    """Send every log record to <user log dir>/demo.log (appended); returns the path."""
+    import platformdirs  # noqa: PLC0415
+
+    folder = Path(platformdirs.user_log_dir("pgtt-tui"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "demo.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old_handler in list(root.handlers):
+        root.removeHandler(old_handler)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return path
 
 
 def register(root: typer.Typer) -> None:
