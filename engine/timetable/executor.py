@@ -83,7 +83,15 @@ CROSS JOIN LATERAL (SELECT * FROM timetable.chain x WHERE x.chain_id = i.chain_i
 #: and repeats across sessions; see README "Deliberate differences")
 TXID = "txid_current()"
 START_SLOW = "SELECT timetable.start_run(%s, %s, %s)"
+#: a claimed firing without a chain_run row yet (RunHandle.recorded False): records the run
+#: as running, skipped (max_instances) or, for a deleted chain, failed
+START_FIRING_SLOW = "SELECT timetable.start_firing_slow(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 LOG_AND_FINISH = "SELECT timetable._log_executions(%s, %s, %s), timetable.finish_run(%s, %s, %s, %s, %s, %s)"
+DROP_FIRING = "SELECT timetable.drop_firings(%s, %s, %s, %s, %s, %s, %s, %s)"
+#: how long a task kind that enforces the task timeout itself (PROGRAM, BUILTIN) gets after
+#: the deadline to hand back its own result (exit status 137 and the partial output of a
+#: killed program) before the executor cancels it and records "task timed out"
+SELF_TIMEOUT_GRACE_S = 3.0
 #: what a task may leave behind on the worker's connection (RESET ALL leaves the role and
 #: the session authorization alone; session advisory locks go in end_run)
 RESET = ("RESET SESSION AUTHORIZATION", "RESET ROLE", "RESET ALL", "DISCARD TEMP", "UNLISTEN *")
@@ -336,6 +344,7 @@ class ChainExecutor:
                 raise Interrupted(r.reason) if r.reason else _StepFailed(_message(error))
             r.started = True
             r.started_ts = _now()
+            r.handle.recorded = True
         if lock_at >= 0 and failed_at > lock_at:
             try:
                 r.txid = int(results[lock_at].get_value(0, 1) or 0)
@@ -392,11 +401,7 @@ class ChainExecutor:
         try:
             if started is None:
                 # the start commits on its own (other engines must see the slot taken)
-                r.prefix = ["BEGIN",
-                            f"SELECT timetable.start_run_or_raise({int(handle.run_id)}, "
-                            f"{self._ts(self.clock.now())}, {int(self.options.default_max_instances)}, "
-                            f"{self._ts(handle.backend_start)})",
-                            "COMMIT", "BEGIN"]
+                r.prefix = ["BEGIN", self._start_stmt(handle, conn), "COMMIT", "BEGIN"]
                 r.start_at = 1
             else:  # started on the slow path: only BEGIN is missing
                 r.prefix = ["BEGIN"]
@@ -442,10 +447,26 @@ class ChainExecutor:
             if handle.run_state is r:
                 handle.run_state = None
 
+    def _start_stmt(self, handle, conn) -> str:
+        now, max_, bstart = self._ts(self.clock.now()), int(self.options.default_max_instances), \
+            self._ts(handle.backend_start)
+        if getattr(handle, "recorded", True):
+            return f"SELECT timetable.start_run_or_raise({int(handle.run_id)}, {now}, {max_}, {bstart})"
+        return (f"SELECT timetable.start_firing({int(handle.run_id)}, {int(handle.chain_id)}, "
+                f"{self._ts(handle.due_at)}, {self._lit(handle.row_trigger or handle.trigger, conn)}, "
+                f"{self._client(conn)}, {int(self.session_id)}, {now}, {max_}, {bstart})")
+
     async def _start_slow(self, handle, conn) -> str | RunOutcome:
-        """timetable.start_run: records a skip (max_instances) or a vanished run."""
-        state = (await (await conn.execute(START_SLOW, (handle.run_id, self.clock.now(),
-                                                        self.options.default_max_instances))).fetchone())[0]
+        """timetable.start_run / start_firing_slow: records a skip (max_instances) or a vanished run."""
+        if getattr(handle, "recorded", True):
+            args = (handle.run_id, self.clock.now(), self.options.default_max_instances)
+            state = (await (await conn.execute(START_SLOW, args)).fetchone())[0]
+        else:
+            args = (handle.run_id, handle.chain_id, handle.due_at, handle.row_trigger or handle.trigger,
+                    self.options.client_name, self.session_id, self.clock.now(), self.options.default_max_instances,
+                    handle.backend_start)
+            state = (await (await conn.execute(START_FIRING_SLOW, args)).fetchone())[0]
+            handle.recorded = True  # whatever happened is recorded now
         if state == "skipped":
             self.writer.message("INFO", "Cannot proceed: max_instances reached; run skipped",
                                 {"chain": handle.chain_id, "run": handle.run_id})
@@ -737,10 +758,15 @@ class ChainExecutor:
             try:
                 conn = await aconnect(self.settings)
                 try:
-                    await conn.execute(LOG_AND_FINISH, (self.session_id, self.options.client_name,
-                                                        json.dumps(rows), r.handle.run_id, outcome.status,
-                                                        outcome.reason, finished, r.txid or None,
-                                                        self._next_due(r, finished)))
+                    found = (await (await conn.execute(LOG_AND_FINISH, (
+                        self.session_id, self.options.client_name, json.dumps(rows), r.handle.run_id, outcome.status,
+                        outcome.reason, finished, r.txid or None, self._next_due(r, finished)))).fetchone())[1]
+                    h = r.handle
+                    if not found and not getattr(h, "recorded", True):
+                        # the start never committed: record the firing as failed
+                        await conn.execute(DROP_FIRING, (
+                            self.options.client_name, self.session_id, [h.run_id], [h.chain_id], [h.due_at],
+                            [h.row_trigger or h.trigger], outcome.reason or "failed before it started", finished))
                 finally:
                     await conn.close()
                 return

@@ -76,7 +76,8 @@ class ClientNameInUse(PgttError):
 
 DIRTY_SQL = """
 SELECT s.chain_id, s.version, c.run_at, coalesce(c.live, false), o.time_zone, s.last_due_at, s.last_finished_at,
-       EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = s.chain_id AND r.status IN ('claimed', 'running')),
+       s.claim_session IS NOT NULL
+       OR EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = s.chain_id AND r.status IN ('claimed', 'running')),
        coalesce(o.missed_runs, 'run_once')
 FROM timetable.chain_state s
 JOIN timetable.chain c ON c.chain_id = s.chain_id
@@ -118,7 +119,7 @@ SELECT least(
 REARM_SQL = """
 UPDATE timetable.chain_state SET dirty = true, version = version + 1 WHERE chain_id = %s AND next_due_at IS NULL
 """
-CLAIM_SQL = "SELECT run_id, chain_id, due_at FROM timetable.claim_firings(%s, %s, %s, %s, %s, %s, %s, %s)"
+CLAIM_SQL = "SELECT run_id, chain_id, due_at, recorded FROM timetable.claim_due(%s, %s, %s, %s, %s, %s, %s, %s)"
 REBOOT_SQL = """
 SELECT chain_id FROM timetable.chain
 WHERE live AND timetable.schedule_kind(run_at) = 'reboot' AND (client_name IS NULL OR client_name = %s)
@@ -131,6 +132,24 @@ FROM timetable.chain c WHERE c.chain_id = %s AND (c.client_name IS NULL OR c.cli
 RELEASE_SQL = """
 SELECT timetable.finish_run(r, 'failed', %s, %s) FROM unnest(%s::bigint[]) AS r
 """
+#: claimed firings without a chain_run row yet (claim_due's recorded = false) that will not start
+DROP_SQL = "SELECT timetable.drop_firings(%s, %s, %s, %s, %s, %s, %s, %s)"
+#: persistent ad-hoc starts (sql/timetable/0003_lean_runs.sql): requests for this engine get
+#: their start time on our clock when first seen; the due ones are taken (deleted) and
+#: claimed in one statement, so each runs once; then the next start time
+PENDING_ARM_SQL = """
+UPDATE timetable.pending_start SET start_at = %(now)s + start_delay WHERE worker_name = %(me)s AND start_at IS NULL
+"""
+PENDING_TAKE_SQL = """
+WITH taken AS (
+    DELETE FROM timetable.pending_start p WHERE p.worker_name = %(me)s AND p.start_at <= %(now)s
+    RETURNING p.id, p.chain_id, p.start_at)
+SELECT t.id, t.chain_id, t.start_at,
+       (SELECT timetable.claim_adhoc(c.chain_id, 'manual', %(me)s, %(session)s) FROM timetable.chain c
+         WHERE c.chain_id = t.chain_id AND (c.client_name IS NULL OR c.client_name = %(me)s))
+FROM taken t ORDER BY t.id
+"""
+PENDING_NEXT_SQL = "SELECT min(start_at) FROM timetable.pending_start WHERE worker_name = %(me)s"
 
 
 @dataclass
@@ -151,6 +170,9 @@ class RunHandle:
     definition: ChainDef | None = None  # read with the claim (None: the executor reads it)
     run_state: Any = None  # the executor's state while it runs (STOP cancels through it)
     backend_start: datetime | None = None  # of the worker connection that runs it
+    #: False: a claimed firing whose chain_run row the start inserts (timetable.start_firing)
+    recorded: bool = True
+    row_trigger: str | None = None  # chain_run.trigger of that row (cron, every, after, missed)
 
 
 class Scheduler:
@@ -174,6 +196,8 @@ class Scheduler:
         self._bg: set[asyncio.Task] = set()
         self._starved = False
         self._dirty = True  # look for dirty chain_state rows on the next pass
+        self._pending = True  # look at timetable.pending_start on the next pass
+        self._pending_at: datetime | None = None  # earliest start time of a pending START
         self._fatal: BaseException | None = None
         self._aux: psycopg.AsyncConnection | None = None
         self._aux_lock = asyncio.Lock()
@@ -242,7 +266,8 @@ class Scheduler:
             raise SchemaError("module timetable is not installed in this database: run `pgtt-tui db init "
                               "--modules timetable`")
         fast = (await (await session.execute(
-            "SELECT to_regprocedure('timetable.start_run_or_raise(bigint,timestamptz,integer,timestamptz)') IS NOT NULL"
+            "SELECT to_regprocedure('timetable.start_firing(bigint,bigint,timestamptz,text,text,bigint,timestamptz,"
+            "integer,timestamptz)') IS NOT NULL AND to_regclass('timetable.pending_start') IS NOT NULL"
         )).fetchone())[0]
         if not fast:
             raise SchemaError("module timetable is outdated in this database: run `pgtt-tui db upgrade`")
@@ -270,7 +295,7 @@ class Scheduler:
                 if h is not None:
                     queued.append(h)
         if queued:
-            await self._release([h.run_id for h in queued], "engine stopped before the run started")
+            await self._release(queued, "engine stopped before the run started")
             for h in queued:
                 self.running.pop(h.run_id, None)
         for kind, q in self._queues.items():
@@ -288,14 +313,26 @@ class Scheduler:
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
 
-    async def _release(self, run_ids: list[int], reason: str) -> None:
+    def drop_args(self, handles: list[RunHandle], reason: str) -> tuple:
+        """DROP_SQL's parameters for claimed firings that have no chain_run row yet."""
+        return (self.options.client_name, self.session_id, [h.run_id for h in handles],
+                [h.chain_id for h in handles], [h.due_at for h in handles],
+                [h.row_trigger or h.trigger for h in handles], reason, self.clock.now())
+
+    async def _release(self, handles: list[RunHandle], reason: str) -> None:
+        """Claimed runs that will not start: recorded as failed with the reason."""
+        recorded = [h.run_id for h in handles if h.recorded]
+        firings = [h for h in handles if not h.recorded]
         try:
             async with self._aux_lock:
                 if self._aux is None or self._aux.closed or self._aux.broken:
                     self._aux = await aconnect(self.settings)
-                await self._aux.execute(RELEASE_SQL, (reason, self.clock.now(), run_ids))
+                if recorded:
+                    await self._aux.execute(RELEASE_SQL, (reason, self.clock.now(), recorded))
+                if firings:
+                    await self._aux.execute(DROP_SQL, self.drop_args(firings, reason))
         except Exception as exc:  # noqa: BLE001 - the reaper catches them once our session is gone
-            self.log.warning("cannot release claimed runs %s: %s", run_ids, exc)
+            self.log.warning("cannot release claimed runs %s: %s", [h.run_id for h in handles], exc)
 
     # --- main loop -----------------------------------------------------------------------
 
@@ -311,15 +348,22 @@ class Scheduler:
             if self._dirty:
                 self._dirty = False
                 await self._recompute_dirty(ctl, now)
+            if self._pending or (self._pending_at is not None and self._pending_at <= now):
+                self._pending = False
+                await self._take_pending(now)
             more, wake_at = await self._claim_due(ctl, now)
             if loop.time() >= next_reap:
                 await self._reap(ctl)
                 next_reap = loop.time() + self.options.reap_seconds
             if more:
                 continue
-            if wake_at is None:
+            if self._starved:
+                wake_at = None  # nothing can be claimed until a run ends (it sets self.wake)
+            elif wake_at is None:
                 wake_at = (await (await ctl.execute(NEXT_WAKE_SQL, {"me": self.options.client_name})).fetchone())[0]
-            if self._dirty or self.wake.is_set():
+            if self._pending_at is not None and (wake_at is None or self._pending_at < wake_at):
+                wake_at = self._pending_at
+            if self._dirty or self._pending or self.wake.is_set():
                 continue
             waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stopping.wait()), listener]
             sleeper = None
@@ -330,6 +374,7 @@ class Scheduler:
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 self._dirty = True  # the fallback poll: a notification may have been lost
+                self._pending = True
             for w in waits:
                 if w is not listener and not w.done():
                     w.cancel()
@@ -479,10 +524,12 @@ class Scheduler:
             defs_cur = await ctl.execute(DEFS_SQL, (sorted(set(c_ids)),))
         claimed = await claim_cur.fetchall()
         defs = parse_defs(await defs_cur.fetchall())
-        for run_id, chain_id, due in claimed:
+        row_trig = {(c, d): t for c, d, t in zip(c_ids, c_due, c_trig)}
+        for run_id, chain_id, due, recorded in sorted(claimed, key=lambda x: (x[2], x[0])):
             self.stats["claimed"] += 1
             self._launch(RunHandle(run_id, chain_id, kinds.get(chain_id, "cron"), due_at=due,
-                                   definition=defs.get(chain_id)))
+                                   definition=defs.get(chain_id), recorded=recorded,
+                                   row_trigger=row_trig.get((chain_id, due))))
         return len(rows) >= n, None
 
     # --- runs ----------------------------------------------------------------------------
@@ -523,7 +570,7 @@ class Scheduler:
                         conn, started = await self._worker_conn()
                     except Exception as exc:  # noqa: BLE001 - the engine restarts; the claim is released
                         self.running.pop(handle.run_id, None)
-                        await self._release([handle.run_id], f"engine cannot connect: {exc}")
+                        await self._release([handle], f"engine cannot connect: {exc}")
                         self._fatal = exc
                         self.wake.set()
                         return
@@ -537,8 +584,11 @@ class Scheduler:
         outcome_status = "failed"
         try:
             if handle.stop.is_set():
-                await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
-                                   (handle.run_id, "stopped before it started", self.clock.now()))
+                if handle.recorded:
+                    await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
+                                       (handle.run_id, "stopped before it started", self.clock.now()))
+                else:
+                    await conn.execute(DROP_SQL, self.drop_args([handle], "stopped before it started"))
             else:
                 handle.begun = True
                 t0 = asyncio.get_running_loop().time()  # timings for /metrics (tasks engineer)
@@ -629,6 +679,12 @@ class Scheduler:
         if command == "STOP":
             self.stop_chain(chain_id)
             return
+        if data.get("PendingID") is not None:
+            # written to timetable.pending_start by notify_chain_start: taken from there (when
+            # its delay has passed), so it survives a restart and runs once
+            self._pending = True
+            self.wake.set()
+            return
         task = asyncio.create_task(self._delayed_start(chain_id, delay), name=f"start-{chain_id}")
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
@@ -640,6 +696,38 @@ class Scheduler:
             await self.start_adhoc(chain_id, "manual")
         except psycopg.Error as exc:
             self.log.error("START of chain %s failed: %s", chain_id, exc)
+
+    async def _take_pending(self, now: datetime) -> None:
+        """Arm (start time = our clock + delay) and take the due persistent START requests."""
+        me = self.options.client_name
+        args = {"me": me, "now": now, "session": self.session_id}
+        try:
+            async with self._aux_lock:
+                if self._aux is None or self._aux.closed or self._aux.broken:
+                    self._aux = await aconnect(self.settings)
+                async with self._aux.pipeline():
+                    await self._aux.execute(PENDING_ARM_SQL, args)
+                    taken_cur = await self._aux.execute(PENDING_TAKE_SQL, args)
+                    next_cur = await self._aux.execute(PENDING_NEXT_SQL, args)
+                taken = await taken_cur.fetchall()
+                self._pending_at = (await next_cur.fetchone())[0]
+        except psycopg.Error as exc:
+            self.log.error("cannot read pending START requests: %s", exc)
+            self._pending_at = now + timedelta(seconds=max(self.options.poll_seconds, 0.5))
+            return
+        for request_id, chain_id, start_at, run_id in taken:
+            if run_id is None:
+                self.log.warning("START for chain %s ignored: no such chain for client %s", chain_id, me)
+                if self.writer:
+                    self.writer.message("ERROR", "START ignored: chain not found or bound to another client",
+                                        {"chain": chain_id, "request": request_id})
+                continue
+            late = (now - start_at).total_seconds() if start_at is not None else 0.0
+            if late > self.options.missed_grace_seconds and self.writer:
+                self.writer.message("INFO", f"START of chain {chain_id} taken {late:.0f} s after its time "
+                                            "(the engine was not running)", {"chain": chain_id, "run": run_id})
+            self.stats["claimed"] += 1
+            self._launch(RunHandle(run_id, chain_id, "manual"))
 
     # --- dead runs ---------------------------------------------------------------------
 
