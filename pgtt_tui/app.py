@@ -279,7 +279,22 @@ class PgttApp(App):
         screen = self.screen
         view = getattr(screen, "HELP", None) or getattr(screen, "VIEW", "app")
         keys = screen.help_keys() if hasattr(screen, "help_keys") else []
-        self.push_screen(HelpScreen(view, keys))
+        focus = screen.help_topic() if hasattr(screen, "help_topic") else None
+        self.push_screen(HelpScreen(view, keys, focus))
+
+    def save_screenshot(self, filename: str | None = None, path: str | None = None,
+                        time_format: str | None = None) -> str:
+        """Textual's SVG, marked ``xml:space="preserve"``: Rich writes runs of spaces as
+        no-break spaces, which SVG renderers such as rsvg-convert still strip at the start of
+        a text run (``pgtt Overview`` became ``pgttOverview`` in the PNGs)."""
+        saved = super().save_screenshot(filename, path, time_format)
+        with open(saved, encoding="utf-8") as f:
+            svg = f.read()
+        if 'xml:space="preserve"' not in svg:
+            svg = svg.replace("<svg ", '<svg xml:space="preserve" ', 1)
+            with open(saved, "w", encoding="utf-8") as f:
+                f.write(svg)
+        return saved
 
     # ---- navigation used by the palette and the views ----------------------------------------
     def open_chain(self, name: str) -> None:

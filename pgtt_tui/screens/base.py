@@ -53,6 +53,7 @@ class BaseView(Screen):
         self._timer: Timer | None = None
         self._generation = 0
         self.last_data: Any = None
+        self._last_poll_error = ""
 
     @property
     def papp(self) -> PgttApp:
@@ -119,6 +120,7 @@ class BaseView(Screen):
     def on_poll_done(self, message: PollDone) -> None:
         message.stop()
         self._polling = False
+        self._last_poll_error = ""
         self.papp.mark_ok()
         self.last_data = message.data
         self.show(message.data)
@@ -129,8 +131,9 @@ class BaseView(Screen):
         self._polling = False
         if message.lost:
             self.papp.mark_lost(message.error)
-        else:
+        elif message.error != self._last_poll_error:  # the same error again: said once is enough
             self.notify(message.error, title=f"{self.TITLE}: refresh failed", severity="error", timeout=6)
+        self._last_poll_error = "" if message.lost else message.error
         self._schedule_next(lost=message.lost)
 
     def _schedule_next(self, lost: bool = False) -> None:
@@ -207,6 +210,17 @@ class BaseView(Screen):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
+
+    def help_topic(self) -> str | None:
+        """Which part of the view's help page fits what has the focus: the ``help_topic``
+        of the focused widget or of the nearest container that has one, else its id."""
+        node = self.focused
+        while node is not None and node is not self:
+            topic = getattr(node, "help_topic", None)
+            if topic:
+                return topic
+            node = node.parent
+        return self.focused.id if self.focused is not None else None
 
     def help_keys(self) -> list[tuple[str, str]]:
         """(key, description) of the bindings that apply on this view right now."""

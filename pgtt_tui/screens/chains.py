@@ -109,7 +109,8 @@ class ChainsScreen(BaseView):
         with Vertical(classes="panel", id="chains-panel") as panel:
             panel.border_title = "Chains"
             table = PagedTable(id="chains")
-            table.add_fixed(("name", 28), ("schedule", 16), ("next run", 10), ("last run", 11), ("result", 9), ("state", 9), ("client", 12))
+            table.add_fixed(("name", 20, "flex"), ("schedule", 16), ("next run", 10), ("last run", 11, 100), ("result", 9),
+                            ("state", 9, 70), ("client", 12, 110))
             yield table
         yield Static("", id="chains-info", classes="info-line")
         yield FilterBar("words in the name · state:live|paused|running|failed · client:NAME", id="filter")
@@ -138,7 +139,7 @@ class ChainsScreen(BaseView):
         for r in page.rows:
             state = "live" if r["live"] else "paused"
             rows.append((r["chain_name"], (
-                clip(r["chain_name"], 28), clip(r["run_at"] or "* * * * *", 16),
+                clip(r["chain_name"], 120), clip(r["run_at"] or "* * * * *", 16),
                 fmt_relative(r["next_run"], now) if r["live"] and r["next_run"] else "",
                 fmt_time(r["last_started_at"], now, tz), table.state(result_state(r)), table.state(state),
                 clip(r["client_name"] or "any", 12))))
@@ -283,6 +284,7 @@ class ChainDetailScreen(BaseView):
     TITLE = "Chain"
     HELP = "chain"
     WRITE_ACTIONS = CHAIN_WRITES
+    ENTER_ACTION = "edit_task"  # Enter on the task table (the table's own enter key selects the row)
     BINDINGS = [
         Binding("escape", "back", "back"),
         Binding("e", "edit_chain", "edit"),
@@ -305,11 +307,15 @@ class ChainDetailScreen(BaseView):
         self.detail: dict[str, Any] | None = None
 
     def compose_body(self) -> ComposeResult:
-        yield Static("", id="chain-fields")
+        fields = Static("", id="chain-fields")
+        fields.can_focus = True  # Tab: settings ⇄ tasks; `?` explains the focused part
+        yield fields
         with Vertical(classes="panel", id="tasks-panel") as panel:
             panel.border_title = "Tasks (in order)"
             table = VimTable(id="tasks")
-            table.add_fixed(("#", 3), ("name", 18), ("kind", 8), ("command", 40), ("flags", 5), ("timeout", 8), ("params", 6))
+            table.help_topic = "tasks"
+            table.add_fixed(("#", 3), ("name", 14), ("kind", 7), ("command", 26, "flex"), ("flags", 5), ("timeout", 8, 100),
+                            ("params", 6))
             yield table
         with Vertical(classes="panel", id="task-params") as panel:
             panel.border_title = "Parameters of the selected task"
@@ -336,20 +342,23 @@ class ChainDetailScreen(BaseView):
         if last:
             last_text = (f"{fmt_time(last.get('started_at'), now, tz)} {escape(str(last.get('status', '')))}"
                          f"{' — ' + escape(clip(last.get('reason'), 40)) if last.get('reason') else ''}")
-        self.query_one("#chain-fields", Static).update(
-            f"[b]{escape(chain['chain_name'])}[/b]  {escape(chain.get('run_at') or '* * * * *')}  "
-            f"[{'$success' if chain.get('live') else '$warning'}]{'● live' if chain.get('live') else '‖ paused'}[/]"
-            f"  client: {escape(chain.get('client_name') or 'any')}  max instances: "
-            f"{chain.get('max_instances') or 'default'}  timeout: {chain.get('timeout') or 0} ms"
-            f"{'  ' + ', '.join(flags) if flags else ''}\n"
-            f"next: {next_text}\nlast: {last_text or 'never run'}"
-            f"{chr(10) + 'on error: ' + escape(clip(chain.get('on_error'), 60)) if chain.get('on_error') else ''}")
+        state = (f"[$success]● live[/]" if chain.get("live") else "[$warning]‖ paused[/]")
+        settings = [f"client {escape(chain.get('client_name') or 'any')}",
+                    f"max instances {chain.get('max_instances') or 'default'}",
+                    f"timeout {chain.get('timeout') or 0} ms", *flags]
+        lines = [f"[b]{escape(chain['chain_name'])}[/b]  {escape(chain.get('run_at') or '* * * * *')}  {state}",
+                 f"[$text-muted]{'runs':<6}[/]" + " · ".join(settings),
+                 f"[$text-muted]{'next':<6}[/]{next_text}",
+                 f"[$text-muted]{'last':<6}[/]{last_text or 'never run'}"]
+        if chain.get("on_error"):
+            lines.append(f"[$text-muted]{'error':<6}[/]on error: {escape(clip(chain.get('on_error'), 60))}")
+        self.query_one("#chain-fields", Static).update("\n".join(lines))
         rows = []
         for i, t in enumerate(detail["tasks"], 1):
             flags = "".join(f for f, on in (("I", t.get("ignore_error")), ("A", t.get("autonomous")),
                                             ("-", not t.get("live", True))) if on)
             rows.append((str(t["task_id"]), (
-                str(i), clip(t.get("task_name") or "", 18), str(t.get("kind") or "SQL"), clip(t.get("command"), 40),
+                str(i), clip(t.get("task_name") or "", 40), str(t.get("kind") or "SQL"), clip(t.get("command"), 200),
                 flags, str(t.get("timeout") or 0), str(len(t.get("parameters") or [])))))
         table.sync_rows(rows)
         self.query_one("#tasks-panel").border_title = (
@@ -457,6 +466,7 @@ class RunHistoryScreen(BaseView):
     VIEW = "history"
     TITLE = "Run history"
     HELP = "history"
+    ENTER_ACTION = "show_output"
     BINDINGS = [
         Binding("escape", "back", "back"),
         Binding("enter", "show_output", "output"),
@@ -472,12 +482,13 @@ class RunHistoryScreen(BaseView):
         with Vertical(classes="panel", id="runs-panel") as panel:
             panel.border_title = f"Runs of {self.chain_name}"
             table = VimTable(id="runs")
-            table.add_fixed(("run", 6), ("started", 11), ("took", 7), ("trigger", 8), ("result", 8), ("client", 12), ("reason", 40))
+            table.add_fixed(("run", 6), ("started", 11), ("took", 7), ("trigger", 8, 90), ("result", 8), ("client", 12, 100),
+                            ("reason", 20, "flex"))
             yield table
         with Vertical(classes="panel", id="steps-panel") as panel:
             panel.border_title = "Tasks of the selected run"
             table = VimTable(id="steps")
-            table.add_fixed(("task", 18), ("kind", 8), ("rc", 8), ("took", 7), ("output", 60))
+            table.add_fixed(("task", 16), ("kind", 8, 90), ("rc", 8), ("took", 7), ("output", 20, "flex"))
             yield table
 
     def on_mount(self) -> None:
@@ -499,7 +510,7 @@ class RunHistoryScreen(BaseView):
             rows.append((str(r["run_id"]), (
                 str(r["run_id"]), fmt_time(r.get("started_at") or r.get("claimed_at"), now, tz), fmt_duration(took),
                 str(r.get("trigger") or ""), runs.state(state), clip(r.get("client_name"), 12),
-                clip(r.get("reason"), 40))))
+                clip(r.get("reason"), 300))))
         runs.sync_rows(rows)
         self._show_steps()
 
@@ -526,7 +537,7 @@ class RunHistoryScreen(BaseView):
             rows.append((f"{run['run_id']}:{i}", (
                 clip(s.get("task_name") or f"task {s.get('task_id')}", 18), str(s.get("kind") or ""),
                 steps.state("ok") if rc == 0 else steps.state("failed") if rc is not None else "",
-                fmt_duration(took), clip(s.get("output"), 60))))
+                fmt_duration(took), clip(s.get("output"), 300))))
         steps.sync_rows(rows)
         self.query_one("#steps-panel").border_title = f"Tasks of run {run['run_id']} (Enter: full output)"
 

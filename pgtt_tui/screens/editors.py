@@ -258,12 +258,12 @@ class TaskEditor(_Editor):
     def __init__(self, chain_name: str, task: dict[str, Any] | None, **kw: Any) -> None:
         super().__init__(**kw)
         self.chain_name = chain_name
-        self.task = task or {}
+        self.task_data = task or {}
         self.is_new = task is None
         self.errors: dict[str, str] = {}
 
     def compose_body(self) -> ComposeResult:
-        t = self.task
+        t = self.task_data
         params = "\n".join(json.dumps(v, ensure_ascii=False) for v in (t.get("parameters") or []))
         title = "New task in " if self.is_new else f"Edit task {t.get('task_name') or t.get('task_id')} of "
         with VerticalScroll(classes="editor"):
@@ -343,5 +343,5 @@ class TaskEditor(_Editor):
             self.engine_act("save_task", f"add task to {self.chain_name}", actions.add_task, self.chain_name, values,
                      summary="task added", then=lambda r: self.dismiss(r))
         else:
-            self.engine_act("save_task", "update task", actions.update_task, self.task["task_id"], values,
+            self.engine_act("save_task", "update task", actions.update_task, self.task_data["task_id"], values,
                      summary="task saved", then=lambda r: self.dismiss(r))

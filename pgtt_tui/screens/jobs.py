@@ -35,11 +35,11 @@ class JobsScreen(BaseView):
         Binding("slash", "filter", "filter"),
         Binding("n", "new_job", "new cron job"),
         Binding("o", "submit_job", "one-time job"),
-        Binding("e", "edit_job", "edit", show=False),
+        Binding("e", "edit_job", "edit"),
         Binding("a", "toggle_active", "(de)activate"),
         Binding("c", "cancel_job", "cancel"),
-        Binding("R", "resubmit_job", "resubmit", show=False),
-        Binding("d", "drop_job", "delete", show=False),
+        Binding("R", "resubmit_job", "resubmit"),
+        Binding("d", "drop_job", "delete"),
         Binding("t", "tab('calendar')", "calendar", show=False),
         Binding("left_square_bracket", "shift(-1)", "earlier", show=False),
         Binding("right_square_bracket", "shift(1)", "later", show=False),
@@ -54,16 +54,21 @@ class JobsScreen(BaseView):
         with TabbedContent(id="job-tabs", initial="cron"):
             with TabPane("Cron jobs", id="cron"):
                 table = VimTable(id="cron-table")
-                table.add_fixed(("id", 5), ("name", 20), ("schedule", 16), ("state", 11), ("next run", 10), ("last run", 11), ("last", 8), ("run as", 10))
+                table.help_topic = "cron"
+                table.add_fixed(("id", 4), ("name", 16, "flex"), ("schedule", 14), ("state", 10), ("next run", 10),
+                                ("last run", 11, 100), ("last", 8), ("run as", 10, 110))
                 yield table
             with TabPane("One-time jobs", id="onetime"):
                 table = VimTable(id="at-table")
-                table.add_fixed(("id", 5), ("name", 16), ("state", 10), ("run after", 11), ("attempt", 7), ("done", 11), ("query / error", 40))
+                table.help_topic = "onetime"
+                table.add_fixed(("id", 5), ("name", 14), ("state", 10), ("run after", 11), ("attempt", 7, 100), ("done", 11, 90),
+                                ("query / error", 20, "flex"))
                 yield table
             with TabPane("Calendar", id="calendar"):
                 yield Static("", id="cal-info", classes="info-line")
                 table = VimTable(id="cal-table")
-                table.add_fixed(("when", 11), ("kind", 5), ("id", 5), ("name", 20), ("state", 10), ("error", 30))
+                table.help_topic = "calendar"
+                table.add_fixed(("when", 11), ("kind", 5), ("id", 5, 90), ("name", 18), ("state", 10), ("error", 20, "flex"))
                 yield table
         yield FilterBar("name or id", id="filter")
 
@@ -100,7 +105,7 @@ class JobsScreen(BaseView):
         now, tz = self.papp.now(), self.papp.tz
         cron = self.query_one("#cron-table", VimTable)
         cron.sync_rows([(str(r["id"]), (
-            str(r["id"]), clip(r["name"] or "", 20), clip(_rule_text(r["schedule"]), 16),
+            str(r["id"]), clip(r["name"] or "", 120), clip(_rule_text(r["schedule"]), 40),
             cron.state(job_state(r)),
             fmt_relative(r["next_run"], now) if r["active"] and not r["broken"] else "",
             fmt_time(r["last_finished"], now, tz),
@@ -111,17 +116,17 @@ class JobsScreen(BaseView):
             str(r["id"]), clip(r["name"] or "", 16), at.state(job_state(r)),
             fmt_time(r["run_after"], now, tz) if r["run_after"] else ("after deps" if r["depends_on"] else "now"),
             f"{r['attempt']}/{r['resubmit_limit']}", fmt_time(r["done_time"], now, tz),
-            clip(r["error"] or r["query"], 40))) for r in data["onetime"]])
+            clip(r["error"] or r["query"], 300))) for r in data["onetime"]])
         cal = self.query_one("#cal-table", VimTable)
         cal.sync_rows([(f"{r['type']}:{r['id']}:{r['scheduled_at'].isoformat()}", (
             fmt_stamp(r["scheduled_at"], tz)[5:16], "cron" if r["type"] == "periodical" else "once", str(r["id"]),
-            clip(r["name"] or "", 20), cal.state(CAL_STATE.get(r["status"], r["status"])), clip(r["error"], 30)))
+            clip(r["name"] or "", 20), cal.state(CAL_STATE.get(r["status"], r["status"])), clip(r["error"], 300)))
             for r in data["calendar"]])
         start, end = data["window"]
         error = data.get("calendar_error")
         self.query_one("#cal-info", Static).update(
-            f"schedule.timetable({fmt_stamp(start, tz)[:16]}, {fmt_stamp(end, tz)[:16]}) · "
-            + (f"[$error]✗ {escape(error)}[/]" if error else f"{len(data['calendar'])} executions")
+            f"{fmt_stamp(start, tz)[5:16]} → {fmt_stamp(end, tz)[5:16]} · "
+            + (f"[$error]✗ {escape(error)}[/]" if error else f"{len(data['calendar'])} runs, past and planned")
             + " · \\[ earlier  ] later")
         if not data["installed"]:
             self.notify("the schedule module is not installed here (pgtt-tui db init)", severity="warning")
@@ -159,6 +164,20 @@ class JobsScreen(BaseView):
         table = {"cron": "#cron-table", "onetime": "#at-table", "calendar": "#cal-table"}.get(event.pane.id or "")
         if table:
             self.query_one(table, VimTable).focus()
+        self.refresh_bindings()
+
+    #: keys that act on one tab's rows: shown (and allowed) only on that tab
+    TAB_ACTIONS = {"edit_job": "cron", "toggle_active": "cron", "drop_job": "cron",
+                   "cancel_job": "onetime", "resubmit_job": "onetime"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        allowed = super().check_action(action, parameters)
+        if allowed and action in self.TAB_ACTIONS:
+            try:
+                return self.current_tab() == self.TAB_ACTIONS[action]
+            except Exception:  # noqa: BLE001 - not composed yet
+                return True
+        return allowed
 
     def action_tab(self, name: str) -> None:
         self.query_one(TabbedContent).active = name

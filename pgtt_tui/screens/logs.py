@@ -57,6 +57,7 @@ class LogsScreen(BaseView):
         self.lag_seconds = 0.0
         self.history_done = False
         self.total_received = 0
+        self.denied: dict[str, str] = {}  # log sources this role may not read (set by the tail worker)
 
     def compose_body(self) -> ComposeResult:
         yield LogView(max_lines=self.papp.log_lines, tz=self.papp.tz, id="log")
@@ -105,6 +106,7 @@ class LogsScreen(BaseView):
                 started = time.monotonic()
                 try:
                     if self.tail is None:
+                        self.denied = db.run("tail", logs_api.denied_sources)
                         tail = logs_api.Tail()
                         entries = db.run("tail", tail.start, INITIAL_LINES)
                         self.tail = tail
@@ -242,5 +244,6 @@ class LogsScreen(BaseView):
         else:
             mode = f"[reverse $accent] SCROLLED [/] [b]+{view.pending} new[/b] (f: follow)"
         flt = view.filter.describe()
+        hidden = f" · [$warning]not shown: {', '.join(self.denied)} (no access)[/]" if self.denied else ""
         status.update(f"{mode} filter: {flt} · wrap {'on' if view.wrap else 'off'} · "
-                      f"{view.shown}/{len(view.entries)} lines · lag {self.lag_seconds:.1f}s")
+                      f"{view.shown}/{len(view.entries)} lines · lag {self.lag_seconds:.1f}s{hidden}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from textual.app import ComposeResult
@@ -75,11 +76,27 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(False)
 
 
-def help_text(view: str) -> str:
+def help_text(view: str, focus: str | None = None) -> str:
+    """The view's help page. A page may have parts for its widgets, each starting with a
+    ``<!-- focus: NAME -->`` line; with ``focus`` the part of the focused widget comes right
+    after the page's introduction and the other parts follow, else the page stays in order."""
     try:
-        return resources.files("pgtt_tui.help").joinpath(f"{view}.md").read_text(encoding="utf-8")
+        text = resources.files("pgtt_tui.help").joinpath(f"{view}.md").read_text(encoding="utf-8")
     except (FileNotFoundError, ModuleNotFoundError):
         return f"# {view}\n\n(no help written for this view yet)"
+    intro, parts = split_focus(text)
+    if focus in parts:
+        here = parts.pop(focus)
+        here = here.replace("## ", "## ▶ Here: ", 1)
+        return "\n\n".join([intro.rstrip(), here.strip(), *(p.strip() for p in parts.values())])
+    return text
+
+
+def split_focus(text: str) -> tuple[str, dict[str, str]]:
+    """(introduction, {focus name: its part}) of a help page."""
+    marker = re.compile(r"^<!-- focus: ([\w-]+) -->\s*$", re.M)
+    pieces = marker.split(text)
+    return pieces[0], {pieces[i]: pieces[i + 1] for i in range(1, len(pieces) - 1, 2)}
 
 
 class HelpScreen(ModalScreen[None]):
@@ -87,14 +104,15 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
 
-    def __init__(self, view: str, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, view: str, keys: list[tuple[str, str]], focus: str | None = None) -> None:
         super().__init__()
         self.view = view
         self.keys = keys
+        self.focus_topic = focus
 
     def compose(self) -> ComposeResult:
         table = "\n".join(f"| `{k}` | {d} |" for k, d in self.keys)
-        text = help_text(self.view)
+        text = help_text(self.view, self.focus_topic)
         if self.keys:
             text += "\n\n## Keys available here\n\n| key | action |\n|---|---|\n" + table
         with VerticalScroll(id="help", classes="dialog"):

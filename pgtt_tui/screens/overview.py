@@ -6,7 +6,8 @@ from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.widgets import Static
 
 from engine import overview as overview_api
@@ -15,6 +16,77 @@ from pgtt_tui.widgets.common import VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_relative, fmt_time
 
 KIND = {"chain": "chain", "cron": "cron", "at": "once"}
+LABEL_WIDTH = 11  # labels up to 10 characters, one space
+SUMMARY_WIDTH = 42  # the summary panel's text width (app.tcss #engines-box: 46 wide)
+
+
+def summary_rows(data: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The left panel as (label, items) rows; ``layout_summary`` packs the items of a row
+    into lines under its value column (an item never breaks inside)."""
+    rows: list[tuple[str, list[str]]] = []
+    denied = data.get("denied") or {}
+    engines = data["engines"]
+    if "pgtt" in denied:
+        rows.append(("engines", _denied_items(data)))
+    elif engines is None:
+        rows.append(("engines", ["[$text-muted]pgtt schema not installed[/]"]))
+    else:
+        items = [f"[$success]● {engines['alive']} alive[/]"]
+        if engines["lost"]:
+            items.append(f"[$error]✗ {engines['lost']} lost[/]")
+        if not engines["alive"]:
+            items.append("[$warning]! none running[/]")
+        rows.append(("engines", items))
+    chains = data["chains"]
+    if "timetable" in denied:
+        rows.append(("chains", _denied_items(data)))
+    elif chains is None:
+        rows.append(("chains", ["[$text-muted]timetable not installed[/]"]))
+    else:
+        rows.append(("chains", [f"{chains['total']} total", f"[$success]● {chains['live']} live[/]",
+                                f"[$warning]‖ {chains['paused']} paused[/]"]))
+        rows.append(("", [f"[$accent]▶ {chains['running']} running[/]",
+                          f"[$error]✗ {chains['failed']} failed[/]"]))  # last run failed (help page)
+    jobs = data["jobs"]
+    if jobs is None:
+        rows.append(("jobs", ["[$text-muted]schedule not installed[/]"]))
+    else:
+        own = data.get("jobs_scope") == "own"
+        rows.append(("your cron" if own else "cron jobs", [
+            f"[$success]● {jobs['active']} active[/]", f"[$warning]‖ {jobs['inactive']} inactive[/]"]))
+        rows.append(("", [f"[$error]! {jobs['broken']} broken[/]", f"[$accent]▶ {jobs['running']} running[/]"]))
+        rows.append(("your once" if own else "one-time", [
+            f"◷ {jobs['queued']} queued", f"[$success]✓ {jobs['done']} done[/]", f"[$error]✗ {jobs['failed']} failed[/]"]))
+    return rows
+
+
+def _denied_items(data: dict[str, Any]) -> list[str]:
+    """``? no access for role NAME`` in word-sized items (packed one space apart); the grant
+    that is missing is in the help page and on the sessions view."""
+    role = getattr(data.get("parts"), "role", "") or "this role"
+    return ["[$warning]? no access[/]", "for", "role", f"[b]{escape(role)}[/b]"]
+
+
+def layout_summary(rows: list[tuple[str, list[str]]], width: int) -> str:
+    """Label column of LABEL_WIDTH, items packed greedily (two spaces apart) into the rest;
+    continuation lines are indented, so nothing runs into the label column."""
+    room = max(12, width - LABEL_WIDTH - 1)  # 1: room for the panel's scrollbar on a short terminal
+    lines: list[str] = []
+    for label, items in rows:
+        current: list[str] = []
+        used = 0
+        head = label
+        sep = " " if items and items[0].startswith("[$warning]? no access") else "  "
+        for item in items:
+            size = Content.from_markup(item).cell_length
+            gap = len(sep) if current else 0
+            if current and used + gap + size > room:
+                lines.append(f"[b]{head:<{LABEL_WIDTH - 1}}[/b] " + sep.join(current))
+                head, current, used, gap = "", [], 0, 0
+            current.append(item)
+            used += gap + size
+        lines.append(f"[b]{head:<{LABEL_WIDTH - 1}}[/b] " + sep.join(current))
+    return "\n".join(lines)
 
 
 class OverviewScreen(BaseView):
@@ -27,20 +99,19 @@ class OverviewScreen(BaseView):
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="overview-top"):
-            with Vertical(classes="panel", id="engines-box") as box:
+            with VerticalScroll(classes="panel", id="engines-box") as box:
                 box.border_title = "Engines · Chains · Jobs"
-                yield Static("…", id="summary-engines")
-                yield Static("", id="summary-chains")
-                yield Static("", id="summary-jobs")
+                box.can_focus = False
+                yield Static("…", id="summary")
             with Vertical(classes="panel", id="next-box") as box:
                 box.border_title = "Next runs"
                 table = VimTable(id="next")
-                table.add_fixed(("when", 11), ("in", 10), ("kind", 5), ("name", 28))
+                table.add_fixed(("when", 11, 50), ("in", 8), ("kind", 5), ("name", 10, "flex"))
                 yield table
         with Vertical(classes="panel", id="failures-box") as box:
             box.border_title = "Recent failures"
             table = VimTable(id="failures")
-            table.add_fixed(("at", 11), ("kind", 7), ("name", 24), ("message", 60))
+            table.add_fixed(("at", 11), ("kind", 7), ("name", 20), ("message", 20, "flex"))
             yield table
 
     def fetch(self, conn) -> Any:
@@ -48,39 +119,23 @@ class OverviewScreen(BaseView):
 
     def show(self, data: Any) -> None:
         now, tz = self.papp.now(), self.papp.tz
-        engines = data["engines"]
-        if engines is None:
-            text = "engines: [$text-muted]pgtt schema not installed (pgtt-tui db init)[/]"
-        else:
-            lost = f"  [$error]✗ {engines['lost']} lost[/]" if engines["lost"] else ""
-            none = "  [$warning]! none running: start `pgtt-tui worker`[/]" if not engines["alive"] else ""
-            text = f"[b]engines[/b]  [$success]● {engines['alive']} alive[/]{lost}{none}"
-        self.query_one("#summary-engines", Static).update(text)
-        chains = data["chains"]
-        if chains is None:
-            text = "[b]chains[/b]  [$text-muted]timetable not installed[/]"
-        else:
-            text = (f"[b]chains[/b]   {chains['total']} total  [$success]● {chains['live']} live[/]  "
-                    f"[$warning]‖ {chains['paused']} paused[/]  [$accent]▶ {chains['running']} running[/]  "
-                    f"[$error]✗ {chains['failed']} failed last run[/]")
-        self.query_one("#summary-chains", Static).update(text)
-        jobs = data["jobs"]
-        if jobs is None:
-            text = "[b]jobs[/b]  [$text-muted]schedule not installed[/]"
-        else:
-            text = (f"[b]jobs[/b]     cron: [$success]● {jobs['active']} active[/]  "
-                    f"[$warning]‖ {jobs['inactive']} inactive[/]  [$error]! {jobs['broken']} broken[/]\n"
-                    f"         [$accent]▶ {jobs['running']} running[/]  one-time: ◷ {jobs['queued']} queued  "
-                    f"[$success]✓ {jobs['done']} done[/]  [$error]✗ {jobs['failed']} failed[/]")
-        self.query_one("#summary-jobs", Static).update(text)
+        self._summary = summary_rows(data)
+        self._layout_summary()
         self.query_one("#next", VimTable).sync_rows([
             (f"{r['kind']}:{r['name']}", (fmt_time(r["at"], now, tz), fmt_relative(r["at"], now),
-                                         KIND.get(r["kind"], r["kind"]), clip(r["name"], 28)))
+                                         KIND.get(r["kind"], r["kind"]), clip(r["name"], 120)))
             for r in data["next"]])
         self.query_one("#failures", VimTable).sync_rows([
-            (f"{i}", (fmt_time(r["at"], now, tz), f"✗ {KIND.get(r['kind'], r['kind'])}", clip(r["name"], 24),
-                      clip(r["message"], 60)))
+            (f"{i}", (fmt_time(r["at"], now, tz), f"✗ {KIND.get(r['kind'], r['kind'])}", clip(r["name"], 120),
+                      clip(r["message"], 300)))
             for i, r in enumerate(data["failures"])])
+
+    def _layout_summary(self) -> None:
+        rows = getattr(self, "_summary", None)
+        if rows is None:
+            return
+        widget = self.query_one("#summary", Static)
+        widget.update(layout_summary(rows, SUMMARY_WIDTH))  # the panel has a fixed width (app.tcss)
 
     def action_open(self) -> None:
         table = self.focused if isinstance(self.focused, VimTable) else None

@@ -7,13 +7,14 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.widgets import Static
 
 from engine import sessions as sessions_api
 from pgtt_tui import actions as engine_calls
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen
 from pgtt_tui.widgets.common import FilterBar, VimTable
-from pgtt_tui.widgets.format import clip, fmt_duration, fmt_relative, fmt_time
+from pgtt_tui.widgets.format import clip, escape, fmt_duration, fmt_relative, fmt_time
 
 KIND_LABEL = {"chain": "chain", "cron": "cron job", "at": "one-time job"}
 
@@ -40,13 +41,15 @@ class SessionsScreen(BaseView):
         with Vertical(classes="panel", id="engines-panel") as panel:
             panel.border_title = "Engines"
             table = VimTable(id="engines")
-            table.add_fixed(("client", 24), ("state", 9), ("host:pid", 20), ("since", 11), ("heartbeat", 10), ("modules", 24))
+            table.add_fixed(("client", 16, "flex"), ("state", 9), ("host:pid", 18), ("since", 11, 90), ("heartbeat", 10),
+                            ("modules", 20, 110))
             yield table
         with Vertical(classes="panel", id="running-panel") as panel:
             panel.border_title = "Running"
             table = VimTable(id="running")
-            table.add_fixed(("kind", 16), ("name", 30), ("client", 20), ("started", 11), ("elapsed", 8))
+            table.add_fixed(("kind", 14), ("name", 20, "flex"), ("client", 16), ("started", 11, 90), ("elapsed", 8))
             yield table
+        yield Static("", id="sessions-denied", classes="info-line")
         yield FilterBar("filter by name or client", id="filter")
 
     def fetch(self, conn) -> Any:
@@ -65,7 +68,7 @@ class SessionsScreen(BaseView):
             if e["stopped_at"] is not None:
                 state = "canceled"
             rows.append((str(e["engine_id"]), (
-                clip(e["client_name"], 24), engines_table.state(state), f"{e['host']}:{e['os_pid']}",
+                clip(e["client_name"], 120), engines_table.state(state), f"{e['host']}:{e['os_pid']}",
                 fmt_time(e["started_at"], now, tz), fmt_relative(e["heartbeat_at"], now),
                 ",".join(e["modules"] or []))))
         self.query_one("#engines", VimTable).sync_rows(rows)
@@ -75,11 +78,15 @@ class SessionsScreen(BaseView):
                 continue
             elapsed = (now - r["started"]) if r["started"] else None
             run_rows.append((f"{r['kind']}:{r['run_key']}", (
-                running_state(r["kind"]), clip(r["name"], 30), clip(r["client"], 20),
+                running_state(r["kind"]), clip(r["name"], 120), clip(r["client"], 40),
                 fmt_time(r["started"], now, tz), fmt_duration(elapsed))))
         running = self.query_one("#running", VimTable)
         running.sync_rows(run_rows)
         self.query_one("#running-panel").border_title = f"Running ({len(run_rows)})"
+        denied = data.get("denied") or {}
+        note = self.query_one("#sessions-denied", Static)
+        note.display = bool(denied)
+        note.update(" · ".join(f"? not shown: {escape(text)}" for text in denied.values()))
         self.query_one("#engines-panel").border_title = (
             f"Engines ({sum(1 for e in data['engines'] if e['alive'])} alive)")
 

@@ -33,20 +33,30 @@ class StatusBar(Static):
     demo = reactive(False)
 
     def render(self) -> str:
-        parts = [f"[b]pgtt[/b] {escape(self.view)}", escape(self.where)]
+        # (priority, markup, plain length): when the line is too wide for the terminal the
+        # least important parts go first, so 80 columns still show view, place, mode and age
+        parts: list[tuple[int, str, str]] = [(0, f"[b]pgtt ▸ {escape(self.view)}[/b]", f"pgtt ▸ {self.view}"),
+                                             (1, escape(self.where), self.where)]
         if self.role:
-            parts.append(escape(self.role))
+            parts.append((4, escape(self.role), self.role))
         if self.version:
-            parts.append(f"PG {escape(self.version)}")
+            parts.append((6, f"PG {escape(self.version)}", f"PG {self.version}"))
         if self.read_only:
-            parts.append("[reverse $warning] READ-ONLY [/]")
+            parts.append((0, "[reverse $warning] READ-ONLY [/]", " READ-ONLY "))
         if self.demo:
-            parts.append("[$accent]DEMO[/]")
+            parts.append((5, "[$accent]DEMO[/]", "DEMO"))
         refresh = "‖ PAUSED" if self.paused else f"⟳ {self.refresh_s:g}s"
-        parts.append(refresh)
+        parts.append((2, refresh, refresh))
         if self.last_ok:
-            parts.append(f"{'[$error]STALE[/] ' if self.stale else ''}ok {self.last_ok}")
-        return " · ".join(parts)
+            stale = "STALE " if self.stale else ""
+            parts.append((1 if self.stale else 3, f"{'[$error]STALE[/] ' if self.stale else ''}ok {self.last_ok}",
+                          f"{stale}ok {self.last_ok}"))
+        width = (self.size.width or 200) - 2
+        sep = " · "
+        while len(parts) > 1 and sum(len(p[2]) for p in parts) + len(sep) * (len(parts) - 1) > width:
+            drop = max(range(len(parts)), key=lambda i: (parts[i][0], i))
+            parts.pop(drop)
+        return sep.join(p[1] for p in parts)
 
 
 class Banner(Static):
@@ -128,7 +138,13 @@ class FilterBar(Horizontal):
 
 
 class VimTable(DataTable):
-    """A row-cursor DataTable with j/k, g/G and live, keyed row updates."""
+    """A row-cursor DataTable with j/k, g/G, live keyed row updates and columns that fit.
+
+    Columns are ``(label, width)`` with an optional third item: ``"flex"`` (this column takes
+    the spare width, at least ``width``) or an int (the column is shown only when the table
+    is at least that wide). So one table reads well at 120 and at 80 columns: narrow
+    terminals drop the least useful columns instead of scrolling sideways.
+    """
 
     BINDINGS = [
         Binding("j", "cursor_down", "down", show=False),
@@ -141,11 +157,58 @@ class VimTable(DataTable):
         kw.setdefault("cursor_type", "row")
         kw.setdefault("zebra_stripes", False)
         super().__init__(**kw)
+        self._spec: list[tuple[str, int, Any]] = []
+        self._layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        self._all_rows: list[tuple[str, tuple]] = []
 
-    def add_fixed(self, *columns: tuple[str, int]) -> None:
+    def add_fixed(self, *columns: tuple) -> None:
         """Columns with fixed widths: stable layout under live updates (and in snapshots)."""
-        for label, width in columns:
-            self.add_column(label, width=width, key=label)
+        for column in columns:
+            label, width, *rest = column
+            self._spec.append((label, width, rest[0] if rest else None))
+        self._apply_layout(self.size.width or 0)
+
+    def _compute_layout(self, width: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        pad = 2 * self.cell_padding
+        shown = tuple(i for i, (_, _, flag) in enumerate(self._spec)
+                      if not isinstance(flag, int) or not width or width >= flag)
+        widths = [self._spec[i][1] for i in shown]
+        if width:
+            spare = width - int(self.styles.scrollbar_size_vertical or 0) - sum(w + pad for w in widths)
+            for n, i in enumerate(shown):
+                if self._spec[i][2] == "flex":
+                    widths[n] = max(widths[n], widths[n] + spare)
+                    break
+        return shown, tuple(widths)
+
+    def _apply_layout(self, width: int) -> None:
+        layout = self._compute_layout(width)
+        if layout == self._layout:
+            return
+        first = self._layout is None
+        self._layout = layout
+        selected = None if first else self.selected_key()
+        self.clear(columns=True)
+        for i, w in zip(*layout):
+            label = self._spec[i][0]
+            self.add_column(label, width=w, key=label)
+        if self._all_rows:
+            for key, cells in self._all_rows:
+                self.add_row(*self._project(cells), key=key)
+            if selected is not None:
+                try:
+                    self.move_cursor(row=self.get_row_index(selected))
+                except Exception:  # noqa: BLE001 - the row is gone
+                    pass
+
+    def on_resize(self, event: Any) -> None:
+        if self._spec:
+            self._apply_layout(event.size.width)
+
+    def _project(self, cells: tuple) -> tuple:
+        if not self._spec or self._layout is None:
+            return cells
+        return tuple(cells[i] if i < len(cells) else "" for i in self._layout[0])
 
     def state(self, state: str | None) -> Text:
         return state_cell(state, self.app.theme_variables)
@@ -173,6 +236,8 @@ class VimTable(DataTable):
         # data never goes through markup: plain strings become Text
         rows = [(key, tuple(Text(c, no_wrap=True, overflow="ellipsis") if isinstance(c, str) else c for c in cells))
                 for key, cells in rows]
+        self._all_rows = rows
+        rows = [(key, self._project(cells)) for key, cells in rows]
         wanted = {key for key, _ in rows}
         columns = list(self.columns)
         order_now = [rk.value for rk in self.rows]
