@@ -169,9 +169,17 @@ async def test_jobs_view_keys_change_the_database(settings, conn):
         await pilot.press(*"nightly-total", "enter")
         await until(pilot, lambda: conn.execute("SELECT count(*) FROM schedule.cron WHERE id = %s",
                                                 (job,)).fetchone()[0] == 0)
+        await pilot.press("question_mark")  # help for the focused tab
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert app.screen.focus_topic == "cron" and "(de)activate" in [d for _, d in app.screen.keys]
+        await pilot.press("escape")
         screen.action_tab("onetime")
         await pilot.pause(0.1)
         assert "resubmit" in [d for _, d in screen.help_keys()] and "(de)activate" not in [d for _, d in screen.help_keys()]
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        assert app.screen.focus_topic == "onetime"
+        await pilot.press("escape")
         table = screen.query_one("#at-table", VimTable)
         table.move_cursor(row=table.get_row_index(str(once)))
         await pilot.press("R")
@@ -204,6 +212,11 @@ async def test_timetable_with_cron_rule_and_dates_jobs_and_the_calendar(settings
     assert by_name["every-30"] == ["12:00", "12:30", "13:00", "13:30", "14:00", "14:30", "15:00"]
     assert by_name["ruled"] == ["13:05"] and by_name["dated"] == ["13:07"] and "off" not in by_name
     assert all(r["status"] == "submitted" for r in rows)
+    # with the engine's plan (next_run) the expansion starts after it: no firing twice
+    conn.execute("UPDATE schedule.cron SET next_run = %s WHERE name = 'every-30'", (now + timedelta(minutes=45),))
+    rows = sch.timetable(conn, now, now + timedelta(hours=2), now=now)
+    assert [r["scheduled_at"].astimezone(timezone.utc).strftime("%H:%M") for r in rows if r["name"] == "every-30"] \
+        == ["12:45", "13:00", "13:30", "14:00"]
     with pytest.raises(InputError):
         sch.timetable(conn, now, now - timedelta(hours=1))
     app = make_app(settings, start_view="jobs", clock=lambda: now)
@@ -473,7 +486,7 @@ def _palette_has(app, text: str) -> bool:
 
 # ---- 8. every view at 80x24: nothing runs off to the side -----------------------------------------------
 
-async def test_every_view_fits_80_columns(settings, conn):
+async def test_every_view_fits_80_columns(settings, conn, tmp_path):
     from engine import demo
 
     demo.load_samples(conn)
@@ -496,3 +509,6 @@ async def test_every_view_fits_80_columns(settings, conn):
         await pilot.pause(0.1)
         tasks = app.screen.query_one("#tasks", VimTable)
         assert tasks.virtual_size.width <= tasks.size.width
+        # saved screenshots keep their spaces in any SVG renderer (rsvg-convert for the PNGs)
+        saved = app.save_screenshot(filename="shot.svg", path=str(tmp_path))
+        assert 'xml:space="preserve"' in open(saved, encoding="utf-8").read()

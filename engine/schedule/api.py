@@ -56,7 +56,8 @@ SELECT cron AS job, scheduled_at, started, finished, status::text, message, name
 IS_SUPERUSER = "SELECT schedule._is_superuser(schedule._caller())"
 TIMETABLE = "SELECT * FROM schedule.timetable(%s, %s)"
 JOBS_FOR_TIMETABLE = """
-SELECT j.id, j.name, j.schedule AS rule, j.tz, j.active, j.broken, c.start_date, c.end_date, c.node, c.comments, c.commands
+SELECT j.id, j.name, j.schedule AS rule, j.tz, j.active, j.broken, j.next_run, c.start_date, c.end_date, c.node,
+       c.comments, c.commands
   FROM schedule.list_jobs() j JOIN LATERAL schedule.get_job(j.id) c ON true
 """
 
@@ -235,6 +236,10 @@ def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, limit
         except ScheduleError:
             continue
         lo, hi = max(start, now), end
+        if job["next_run"] is not None and job["next_run"] >= lo:
+            # the engine's plan comes first: schedule.timetable() lists next_run itself,
+            # and nothing fires between now and it
+            lo = job["next_run"] + timedelta(microseconds=1)
         if job["start_date"] is not None:
             lo = max(lo, job["start_date"] - timedelta(microseconds=1))
         if job["end_date"] is not None:
