@@ -117,3 +117,40 @@ async def test_kill_9_mid_chain_leaves_no_stuck_runs_and_no_duplicates(make_db):
     # the dead session is gone: the name can be taken again
     async with running_engine(dsn, "victim", clock):
         pass
+
+
+@pytest.mark.slow
+async def test_delayed_start_survives_an_engine_killed_during_the_delay(make_db):
+    """notify_chain_start(.., start_delay) is persisted (timetable.pending_start): the engine
+    killed with -9 while the delay runs does not lose it; the next engine with that name
+    runs it once, when the delay is over."""
+    dsn = make_db(("timetable",))
+    q(dsn, "CREATE TABLE hits (engine text, at timestamptz DEFAULT clock_timestamp())")
+    cid = q1(dsn, "INSERT INTO timetable.chain (chain_name, run_at, live) VALUES ('later', '@reboot', false) "
+                  "RETURNING chain_id")
+    q(dsn, "INSERT INTO timetable.task (chain_id, task_order, command) VALUES (%s, 1, "
+           "'INSERT INTO hits (engine) VALUES (current_setting(''pg_timetable.current_client_name''))')", (cid,))
+    proc = subprocess.Popen([sys.executable, "-c", ENGINE_SCRIPT.format(root=str(ROOT)), dsn, "delayer"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
+    try:
+        await until(lambda: q1(dsn, "SELECT count(*) FROM timetable.active_session WHERE client_name = 'delayer'"),
+                    timeout=20, what="the engine registered")
+        await asyncio.sleep(0.3)  # LISTEN is set up right after the registration
+        q(dsn, "SELECT timetable.notify_chain_start(%s, 'delayer', interval '4 seconds')", (cid,))
+        start_at = await until(lambda: q1(dsn, "SELECT start_at FROM timetable.pending_start WHERE chain_id = %s",
+                                          (cid,)), timeout=10, what="the request armed by the engine")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert q1(dsn, "SELECT count(*) FROM hits") == 0
+    async with running_engine(dsn, "delayer", SystemClock()):
+        await until(lambda: q1(dsn, "SELECT count(*) FROM hits"), timeout=15, what="the delayed start")
+        await asyncio.sleep(1.0)
+    assert q1(dsn, "SELECT count(*) FROM hits") == 1  # once
+    (status, trigger, started), = q(dsn, "SELECT status, trigger, started_at FROM timetable.chain_run "
+                                         "WHERE chain_id = %s", (cid,))
+    assert (status, trigger) == ("succeeded", "manual")
+    assert started >= start_at  # not before the delay was over
+    assert q1(dsn, "SELECT count(*) FROM timetable.pending_start") == 0

@@ -381,3 +381,69 @@ def test_job_api_functions(tdsn):
         assert c.execute("SELECT timetable.delete_job('api'), timetable.delete_job('api')").fetchone() == (True, False)
         with pytest.raises(psycopg.errors.InvalidParameterValue, match='cron field "hour"'):
             c.execute("SELECT timetable.add_job('bad', '0 25 * * *', 'SELECT 1')")
+
+
+async def test_program_timeout_records_the_programs_own_status_and_output(tdsn):
+    """A PROGRAM killed at its task timeout: execution_log has the program's own result (137
+    and what it printed before), not the executor's -1 "task timed out"."""
+    cid = await _chain(tdsn, "slow program")
+    _task(tdsn, cid, 1, "/bin/sh", ['["-c", "echo started; echo to-stderr >&2; sleep 30"]'], kind="PROGRAM",
+          timeout=700)
+    async with running_engine(tdsn, "n1", SteppingClock(T0)):
+        t0 = asyncio.get_running_loop().time()
+        r = await finished_runs(tdsn, cid, 1, timeout=15)
+        assert asyncio.get_running_loop().time() - t0 < 8  # killed at the timeout, not after the sleep
+    assert r[0][0] == "failed" and "timed out" in r[0][3], r
+    rc, output = q(tdsn, "SELECT returncode, output FROM timetable.execution_log WHERE chain_id = %s", (cid,))[0]
+    assert rc == 137, (rc, output)
+    assert "started" in output and "to-stderr" in output and "killed after the timeout of 700 ms" in output
+
+
+async def test_every_200_milliseconds_fires_on_its_grid(tdsn):
+    """Sub-second @every: each firing 200 ms after the previous one (not rounded to a
+    second or to the loop's poll); a step of one second catches up the five firings in it."""
+    cid = await _chain(tdsn, "fast", "@every 200 milliseconds")
+    _task(tdsn, cid, 1, "INSERT INTO out VALUES ('fast', current_setting('pg_timetable.current_chain_id'))")
+    clock = SteppingClock(T0)
+    step = timedelta(milliseconds=200)
+    async with running_engine(tdsn, "n1", clock, poll_seconds=5.0):
+        await finished_runs(tdsn, cid, 1)  # a new interval chain runs at once
+        for i in range(1, 6):
+            await until(lambda: q1(tdsn, "SELECT next_due_at FROM timetable.chain_state WHERE chain_id = %s",
+                                   (cid,)) == T0 + i * step, what=f"next due {i}")
+            clock.advance(step)
+            await finished_runs(tdsn, cid, i + 1)
+        clock.advance(timedelta(seconds=1))  # five more firings in one step
+        await finished_runs(tdsn, cid, 11)
+        await asyncio.sleep(0.3)
+    got = runs(tdsn, cid)
+    assert [r[2] for r in got] == [T0 + i * step for i in range(11)]
+    assert {(r[0], r[1]) for r in got} == {("succeeded", "every")}
+    assert q1(tdsn, "SELECT count(*) FROM out WHERE chain = 'fast'") == 11
+    assert q1(tdsn, "SELECT next_due_at FROM timetable.chain_state WHERE chain_id = %s", (cid,)) == T0 + 11 * step
+
+
+@pytest.mark.parametrize("level", ["none", "error", "info", "debug"])
+async def test_log_database_level_filters_what_is_written(tdsn, level):
+    good = await _chain(tdsn, "good", live=False)
+    _task(tdsn, good, 1, "SELECT 1")
+    bad = await _chain(tdsn, "bad", live=False)
+    _task(tdsn, bad, 1, "SELECT 1/0", ignore_error=True)  # an ignored failure
+    _task(tdsn, bad, 2, "SELECT 2/0")                     # the chain's failure
+    async with running_engine(tdsn, "lv", SteppingClock(T0), log_database_level=level) as sched:
+        for cid in (good, bad):
+            await sched.start_adhoc(cid)
+            await finished_runs(tdsn, cid, 1)
+    assert [r[0] for r in runs(tdsn, good) + runs(tdsn, bad)] == ["succeeded", "failed"]
+    levels = {r[0] for r in q(tdsn, "SELECT DISTINCT log_level::text FROM timetable.log WHERE client_name = 'lv'")}
+    messages = {r[0] for r in q(tdsn, "SELECT message FROM timetable.log WHERE client_name = 'lv'")}
+    execs = sorted(q(tdsn, "SELECT chain_id = %s, returncode FROM timetable.execution_log", (bad,)))
+    if level == "none":
+        assert levels == set() and execs == []
+    elif level == "error":
+        assert levels == {"ERROR"} and "Chain failed" in messages
+        assert execs == [(True, -1)]  # only the failure of the task without ignore_error
+    else:
+        assert levels == {"INFO", "ERROR"}  # the engine writes no DEBUG rows for these runs
+        assert {"Engine started", "Starting chain", "Chain succeeded", "Chain failed"} <= messages
+        assert execs == [(False, 0), (True, -1), (True, -1)]

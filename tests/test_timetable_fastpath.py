@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 
 from _timetable_support import SteppingClock, q, q1, running_engine, until
@@ -95,3 +96,38 @@ async def test_rows_once_and_txid_on_success_and_nothing_leaks_between_runs(make
     finally:
         q(dsn, "DROP OWNED BY fp_role")
         q(dsn, "DROP ROLE fp_role")
+
+
+def test_a_firing_claimed_by_a_dead_engine_and_never_started_is_recorded(make_db):
+    """claim_due writes no chain_run row (the start does): if the claiming engine dies in
+    between, reap_dead_runs records the firing as a failed run with the reason."""
+    import psycopg
+
+    dsn = make_db(("timetable",))
+    cid = _chain(dsn, "claimed", run_at="* * * * *")
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=timezone.utc)
+    q(dsn, "UPDATE timetable.chain_state SET dirty = false, run_at = '* * * * *', next_due_at = %s", (due,))
+    with psycopg.connect(dsn, autocommit=True) as gone:  # a backend that will be gone
+        dead_pid = gone.info.backend_pid
+    for _ in range(100):
+        if not q1(dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (dead_pid,)):
+            break
+        time.sleep(0.05)
+    q(dsn, "INSERT INTO timetable.active_session (client_pid, server_pid, client_name) VALUES (777, %s, 'ghost')",
+      (dead_pid,))
+    version = q1(dsn, "SELECT version FROM timetable.chain_state WHERE chain_id = %s", (cid,))
+    (run_id, chain_id, got_due, recorded), = q(dsn, "SELECT * FROM timetable.claim_due('ghost', 777, %s, %s, %s, "
+                                                    "%s, %s, %s)", ([cid], [due], ["cron"], [due],
+                                                                    [due.replace(minute=2)], [version]))
+    assert (chain_id, got_due, recorded) == (cid, due, False)
+    assert q1(dsn, "SELECT count(*) FROM timetable.chain_run") == 0
+    reaped = q(dsn, "SELECT chain_id, reason FROM timetable.reap_dead_runs()")
+    assert reaped == [(cid, "engine ghost (session 777) lost its database session before the claimed run "
+                            "started")]
+    assert q(dsn, "SELECT status, due_at, trigger, client_name FROM timetable.chain_run") == [
+        ("failed", due, "cron", "ghost")]
+    assert q1(dsn, "SELECT claim_session FROM timetable.chain_state WHERE chain_id = %s", (cid,)) is None
+    # the firing is not run again, and a start that comes late is refused
+    assert q(dsn, "SELECT timetable.start_firing_slow(%s, %s, %s, 'cron', 'ghost', 777, now(), 16, NULL)",
+             (run_id, cid, due)) == [("gone",)]
+    assert q1(dsn, "SELECT count(*) FROM timetable.chain_run") == 1

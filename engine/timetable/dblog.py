@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -32,9 +32,13 @@ INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished
 SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[],
                      %s::int[], %s::bool[], %s::timetable.command_kind[], %s::text[], %s::text[], %s::text[], %s::text[])
 """
+#: a batch of log rows as ONE json parameter ([[ts, level, message, data], ...]): one C-level
+#: json.dumps per batch instead of escaping four text arrays element by element
 INSERT_LOG = """
 INSERT INTO timetable.log (ts, pid, log_level, client_name, message, message_data)
-SELECT * FROM unnest(%s::timestamptz[], %s::int[], %s::timetable.log_type[], %s::text[], %s::text[], %s::jsonb[])
+SELECT (r->>0)::timestamptz, %s, (r->>1)::timetable.log_type, %s, r->>2,
+       CASE WHEN json_typeof(r->3) = 'null' THEN NULL ELSE (r->3)::jsonb END
+FROM json_array_elements(%s::json) AS r
 """
 
 
@@ -87,6 +91,8 @@ class DbWriter:
         return self.level >= LEVEL_RANK["error"] and failed and not ignore_error
 
     async def execution(self, entry: ExecutionEntry) -> None:
+        if entry.output is not None and "\x00" in entry.output:
+            entry.output = entry.output.replace("\x00", "")  # text cannot hold NUL
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(("exec", entry, fut))
         await asyncio.shield(fut)
@@ -96,10 +102,8 @@ class DbWriter:
         """Queue one timetable.log row if --log-database-level lets it through (no wait)."""
         if TYPE_RANK.get(level, 2) > self.level:
             return
-        from datetime import timezone  # noqa: PLC0415
-
-        self._queue.put_nowait(("log", (ts or datetime.now(timezone.utc), level, message,
-                                        json.dumps(data, default=str) if data else None), None))
+        self._queue.put_nowait(("log", ((ts or datetime.now(timezone.utc)).isoformat(), level, message,
+                                        data or None), None))
 
     async def flush(self) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -123,6 +127,9 @@ class DbWriter:
                 try:
                     await self._write(batch)
                     delays = backoff_delays(initial=0.2, maximum=5.0)
+                    break
+                except (psycopg.DataError, psycopg.errors.UntranslatableCharacter) as exc:
+                    self.log.error("timetable log rows dropped (bad data): %s", exc)
                     break
                 except (psycopg.Error, OSError) as exc:
                     self.log.warning("cannot write timetable log rows: %s; retrying", exc)
@@ -152,6 +159,17 @@ class DbWriter:
                     [e.command for e in execs], [e.output for e in execs], [self.client_name] * len(execs),
                     [e.params for e in execs]))
             if logs:
-                await conn.execute(INSERT_LOG, (
-                    [row[0] for row in logs], [self.session_id % 2**31] * len(logs), [row[1] for row in logs],
-                    [self.client_name] * len(logs), [row[2] for row in logs], [row[3] for row in logs]))
+                text = json.dumps(logs, default=str)
+                if "\\u0000" in text:  # PostgreSQL's text and jsonb cannot hold NUL
+                    text = json.dumps(_without_nul(logs), default=str)
+                await conn.execute(INSERT_LOG, (self.session_id % 2**31, self.client_name, text))
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value

@@ -53,7 +53,8 @@ from engine.db import ConnSettings, aconnect, redact
 from engine.schedules import ScheduleError, parse_schedule
 from engine.timetable.dblog import DbWriter, ExecutionEntry
 from engine.timetable.options import TimetableOptions
-from engine.timetable.tasks import TaskContext, TaskFailed, TaskResult, TaskRow, get_kind
+from engine.timetable.tasks import (TaskContext, TaskFailed, TaskResult, TaskRow, enforces_task_timeout,
+                                    get_kind)
 from engine.timetable.tasks.sql import bind_values, set_session_settings
 
 _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immutable values
@@ -632,6 +633,10 @@ class ChainExecutor:
         deadline = min((d for d in (task_deadline, chain_deadline) if d is not None), default=None)
         stop = r.handle.stop
         ok, first_error = True, None
+        loop = asyncio.get_running_loop()
+        # a kind that enforces the task timeout itself (PROGRAM kills the process group at it)
+        # gets a grace period after it to hand back its own result, which is what we record
+        self_timed = kind is not None and task_deadline is not None and enforces_task_timeout(kind, task)
         for param in (params or [None]):
             started = _now()
             try:
@@ -639,8 +644,12 @@ class ChainExecutor:
                     raise TaskFailed(f"unknown task kind {task.kind!r}")
                 if stop.is_set():
                     raise Interrupted(STOPPED)
-                result = await self._bounded(kind.run(ctx, param), lambda: ctx.cancel_conn, deadline, stop,
-                                             "task" if deadline == task_deadline else "chain")
+                bound, what = deadline, "task" if deadline == task_deadline else "chain"
+                if self_timed and deadline == task_deadline:
+                    bound = task_deadline + SELF_TIMEOUT_GRACE_S
+                    if chain_deadline is not None and chain_deadline < bound:
+                        bound, what = chain_deadline, "chain"
+                result = await self._bounded(kind.run(ctx, param), lambda: ctx.cancel_conn, bound, stop, what)
                 if not isinstance(result, TaskResult):
                     result = TaskResult(0, None if result is None else str(result))
             except TaskFailed as exc:
@@ -658,6 +667,9 @@ class ChainExecutor:
             await self._log_elsewhere(r, task, started, result, param)
             if result.returncode != 0:
                 ok = False
+                if self_timed and loop.time() >= task_deadline:
+                    first_error = first_error or (f"task {task.task_id} ({task.task_name or task.kind}) timed out "
+                                                  f"(returncode {result.returncode})")
                 first_error = first_error or self._failure(task, result)
         return ok, first_error
 

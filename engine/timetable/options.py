@@ -23,6 +23,9 @@ class TimetableOptions:
     reap_seconds: float = 2.0       # how often dead runs are looked for (real seconds)
     missed_grace_seconds: float = 10.0  # a firing later than this is "missed" (policy applies)
     claim_batch: int = 1000
+    #: firings are claimed up to this long before they are due and wait in the worker for
+    #: their due time, so a run starts the instant it is due (not one claim round trip later)
+    claim_ahead_ms: int = 100
     no_program_tasks: bool = False  # --no-program-tasks (enforced by the PROGRAM/BUILTIN kinds)
     #: options of other timetable pieces (files, REST, retention ...), passed through untouched
     extra: dict[str, Any] = field(default_factory=dict)

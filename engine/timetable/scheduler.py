@@ -198,6 +198,7 @@ class Scheduler:
         self._dirty = True  # look for dirty chain_state rows on the next pass
         self._pending = True  # look at timetable.pending_start on the next pass
         self._pending_at: datetime | None = None  # earliest start time of a pending START
+        self._ahead = timedelta(milliseconds=max(0, int(options.claim_ahead_ms)))
         self._fatal: BaseException | None = None
         self._aux: psycopg.AsyncConnection | None = None
         self._aux_lock = asyncio.Lock()
@@ -361,6 +362,8 @@ class Scheduler:
                 wake_at = None  # nothing can be claimed until a run ends (it sets self.wake)
             elif wake_at is None:
                 wake_at = (await (await ctl.execute(NEXT_WAKE_SQL, {"me": self.options.client_name})).fetchone())[0]
+            if wake_at is not None:
+                wake_at -= self._ahead  # claimed a little early; the worker waits for the due time
             if self._pending_at is not None and (wake_at is None or self._pending_at < wake_at):
                 wake_at = self._pending_at
             if self._dirty or self._pending or self.wake.is_set():
@@ -442,9 +445,10 @@ class Scheduler:
             self._starved = True  # a finishing run wakes the loop again
             return False, None
         me = self.options.client_name
+        horizon = now + self._ahead
         async with ctl.pipeline():
             await ctl.execute("BEGIN")
-            due_cur = await ctl.execute(DUE_SQL, {"me": me, "now": now, "n": n})
+            due_cur = await ctl.execute(DUE_SQL, {"me": me, "now": horizon, "n": n})
         try:
             rows = await due_cur.fetchall()
             if not rows:
@@ -452,7 +456,7 @@ class Scheduler:
                     await ctl.execute("ROLLBACK")
                     wake_cur = await ctl.execute(NEXT_WAKE_SQL, {"me": me})
                 return False, (await wake_cur.fetchone())[0]
-            return await self._claim_rows(ctl, now, rows, n)
+            return await self._claim_rows(ctl, now, rows, n, horizon)
         except BaseException:
             if not ctl.closed and not ctl.broken and ctl.info.transaction_status != pq.TransactionStatus.IDLE:
                 try:
@@ -461,7 +465,7 @@ class Scheduler:
                     pass
             raise
 
-    async def _claim_rows(self, ctl: psycopg.AsyncConnection, now: datetime, rows, n: int
+    async def _claim_rows(self, ctl: psycopg.AsyncConnection, now: datetime, rows, n: int, horizon: datetime
                           ) -> tuple[bool, datetime | None]:
         c_ids, c_due, c_trig, c_old, c_new, c_ver = [], [], [], [], [], []
         kinds: dict[int, str] = {}
@@ -481,14 +485,15 @@ class Scheduler:
                 t = next_due
                 while len(firings) < 1000:
                     nxt = sched.next_after(t, zone)
-                    if nxt is None or nxt > now:
+                    if nxt is None or nxt > horizon:
                         break
                     firings.append(nxt)
                     t = nxt
-                new_next = sched.next_after(firings[-1], zone)
-                while new_next is not None and new_next <= now:  # more than 1000 missed
-                    new_next = sched.next_after(now, zone) if sched.kind == "cron" else new_next + (
-                        sched.interval * max(1, int((now - new_next) / sched.interval)))
+                # the next firing after the last one claimed (computed above unless 1000 were due)
+                new_next = nxt if len(firings) < 1000 else sched.next_after(firings[-1], zone)
+                while new_next is not None and new_next <= horizon:  # more than 1000 missed
+                    new_next = sched.next_after(horizon, zone) if sched.kind == "cron" else new_next + (
+                        sched.interval * max(1, int((horizon - new_next) / sched.interval)))
             else:
                 continue
             on_time = [f for f in firings if now - f <= grace]
@@ -590,6 +595,8 @@ class Scheduler:
                 else:
                     await conn.execute(DROP_SQL, self.drop_args([handle], "stopped before it started"))
             else:
+                if handle.due_at is not None and handle.due_at > self.clock.now():
+                    await self.clock.sleep_until(handle.due_at)  # claimed up to claim_ahead_ms early
                 handle.begun = True
                 t0 = asyncio.get_running_loop().time()  # timings for /metrics (tasks engineer)
                 if handle.due_at is not None:

@@ -158,11 +158,15 @@ BEGIN
         -- when an engine's session has gone)
         RETURN QUERY
         WITH lost AS (
+            SELECT s.chain_id, s.last_due_at, s.claim_session, s.run_at FROM timetable.chain_state s
+             WHERE s.claim_session = ANY (v_dead) AND s.last_due_at IS NOT NULL
+               FOR UPDATE
+        ), cleared AS (
             UPDATE timetable.chain_state s
                SET claim_session = NULL, last_status = 'failed', last_finished_at = now(),
                    dirty = s.dirty OR s.next_due_at IS NULL, version = s.version + 1
-             WHERE s.claim_session = ANY (v_dead) AND s.last_due_at IS NOT NULL
-            RETURNING s.chain_id, s.last_due_at, s.claim_session, s.run_at
+              FROM lost l
+             WHERE s.chain_id = l.chain_id
         )
         INSERT INTO timetable.chain_run AS r (chain_id, due_at, trigger, client_name, session_id, status, finished_at,
                                               reason)

@@ -11,6 +11,15 @@ The plug-in interface (for PROGRAM and BUILTIN, or anything else):
 
     register_kind("PROGRAM", ProgramKind())  # replaces the "not supported yet" placeholder
 
+Optional member ``enforces_task_timeout`` (a bool, or a method taking the TaskRow): True
+when the kind stops the task itself at the task timeout and returns its own result (a
+killed program's exit status 137 and partial output).  The executor then waits a short
+grace period (executor.SELF_TIMEOUT_GRACE_S) after the task deadline for that result and
+records it, instead of cancelling at the deadline and recording "task timed out"; the
+chain timeout and STOP still cancel at once.  Without the member, the PROGRAM and BUILTIN
+kinds of engine.timetable.task_kinds count as enforcing it (they pass the task timeout to
+programs.run_piped / the builtins), every other kind as not.
+
 ``run`` executes the task ONCE for one parameter row (``params`` is that row's JSON value,
 already decoded; ``None`` when the task has no parameter rows).  It returns a TaskResult
 (returncode 0, output text) or raises ``TaskFailed(output, returncode)``; any other
@@ -106,6 +115,18 @@ def _load() -> None:
         _loaded = True
         for name in _PLUGIN_MODULES:
             importlib.import_module(name)
+
+
+#: kinds known to enforce the task timeout themselves when they do not say (see above)
+_SELF_TIMED_KINDS = frozenset({"PROGRAM", "BUILTIN"})
+
+
+def enforces_task_timeout(runner: Any, task: TaskRow) -> bool:
+    """Does ``runner`` stop ``task`` at its task timeout itself and return its own result?"""
+    flag = getattr(runner, "enforces_task_timeout", None)
+    if flag is None:
+        return type(runner).__module__ == "engine.timetable.task_kinds" and task.kind.upper() in _SELF_TIMED_KINDS
+    return bool(flag(task)) if callable(flag) else bool(flag)
 
 
 def get_kind(kind: str) -> TaskKind | None:
