@@ -117,6 +117,25 @@ class _Editor(BaseView):
         widget.set_class(not ok, "field-error")
         widget.set_class(ok and bool(text), "field-ok")
 
+    def buttons(self, save_label: str = "save") -> Horizontal:
+        """The save / cancel row every editor ends with (F2 and Esc do the same)."""
+        return Horizontal(Button(f"{save_label} (F2)", id="save", variant="primary"),
+                          Button("cancel (Esc)", id="cancel"), classes="buttons")
+
+    def validate_all(self) -> bool:
+        """Check every field, show the messages, enable save; each editor defines it."""
+        raise NotImplementedError
+
+    # validation as you type: any field change re-checks the whole form
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.validate_all()
+
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        self.validate_all()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self.validate_all()
+
 
 class ChainEditor(_Editor):
     """New chain (with its first task) or edit an existing chain's fields."""
@@ -161,19 +180,11 @@ class ChainEditor(_Editor):
                 yield Static("", id="command-msg")
                 yield self.field("parameters", TextArea("", id="params"))
                 yield Static("one JSON value per line, e.g. [1, \"a\"]", id="params-msg", classes="preview")
-            with Horizontal(classes="buttons"):
-                yield Button("save (F2)", id="save", variant="primary")
-                yield Button("cancel (Esc)", id="cancel")
+            yield self.buttons()
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#name", Input).focus()
-        self.validate_all()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.validate_all()
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
         self.validate_all()
 
     def validate_all(self) -> bool:
@@ -208,9 +219,6 @@ class ChainEditor(_Editor):
 
     def _kind(self) -> str:
         return str(self.query_one("#kind", Select).value)
-
-    def on_select_changed(self, event: Select.Changed) -> None:
-        self.validate_all()
 
     def values(self) -> dict[str, Any]:
         get = lambda ident: self.query_one(f"#{ident}", Input).value.strip()  # noqa: E731
@@ -283,22 +291,11 @@ class TaskEditor(_Editor):
                 yield Checkbox("ignore error", bool(t.get("ignore_error")), id="ignore_error")
                 yield Checkbox("autonomous", bool(t.get("autonomous")), id="autonomous")
                 yield Checkbox("live", bool(t.get("live", True)), id="live")
-            with Horizontal(classes="buttons"):
-                yield Button("save (F2)", id="save", variant="primary")
-                yield Button("cancel (Esc)", id="cancel")
+            yield self.buttons()
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#command", TextArea).focus()
-        self.validate_all()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.validate_all()
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
-        self.validate_all()
-
-    def on_select_changed(self, event: Select.Changed) -> None:
         self.validate_all()
 
     def validate_all(self) -> bool:

@@ -382,19 +382,11 @@ class CronJobEditor(_Editor):
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
                 yield Checkbox("active", bool(j.get("active", True)), id="active")
-            with Horizontal(classes="buttons"):
-                yield Button("save (F2)", id="save", variant="primary")
-                yield Button("cancel (Esc)", id="cancel")
+            yield self.buttons()
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#name", Input).focus()
-        self.validate_all()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.validate_all()
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
         self.validate_all()
 
     def validate_all(self) -> bool:
@@ -495,19 +487,11 @@ class OneTimeJobEditor(_Editor):
             yield Static("", id="when-msg")
             yield self.field("run as", Input("", id="run_as", placeholder="empty: you"))
             yield self.field("resubmit limit", Input("100", id="resubmit_limit"))
-            with Horizontal(classes="buttons"):
-                yield Button("submit (F2)", id="save", variant="primary")
-                yield Button("cancel (Esc)", id="cancel")
+            yield self.buttons('submit')
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#query", TextArea).focus()
-        self.validate_all()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.validate_all()
-
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
         self.validate_all()
 
     def _when(self) -> tuple[datetime | None, list[int] | None, str]:
