@@ -197,6 +197,8 @@ class ChainExecutor:
 
     @staticmethod
     def _lit(value: Any, conn) -> str:
+        if value is None:
+            return "NULL"
         if isinstance(value, str) and "\x00" not in value and \
                 conn.info.parameter_status("standard_conforming_strings") == "on":
             return "'" + value.replace("'", "''") + "'"
@@ -215,9 +217,9 @@ class ChainExecutor:
             self._client_lit = self._lit(self.options.client_name, conn)
         return self._client_lit
 
-    def _settings_stmt(self, r: _Run, task_id: int) -> str:
+    def _settings_exprs(self, r: _Run, task_id: int) -> str:
         c = r.d.chain_id
-        return (f"SELECT set_config('pg_timetable.current_chain_id', '{int(c)}', false), "
+        return (f"set_config('pg_timetable.current_chain_id', '{int(c)}', false), "
                 f"set_config('pg_timetable.current_task_id', '{int(task_id)}', false), "
                 f"set_config('pg_timetable.current_client_name', {self._client(r.conn)}, false)")
 
@@ -526,7 +528,11 @@ class ChainExecutor:
             extra.append(f"SAVEPOINT {savepoint}")
         if task.run_as:
             extra.append(sql.SQL("SET ROLE {}").format(sql.Identifier(task.run_as)).as_string(r.conn))
-        extra.append(self._settings_stmt(r, task.task_id))
+        if r.lock_at >= 0 and not task.run_as and not task.ignore_error:
+            # the first step of a run: the settings go with the lock / txid statement
+            r.prefix[r.lock_at] += ", " + self._settings_exprs(r, task.task_id)
+        else:
+            extra.append("SELECT " + self._settings_exprs(r, task.task_id))
         ok, first_error = True, None
         notices: list[str] = []
 

@@ -254,28 +254,32 @@ CREATE FUNCTION timetable.start_firing(p_run_id bigint, p_chain bigint, p_due ti
 RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_max integer;
-    n int;
 BEGIN
-    -- the chain's state row serialises starts of the same chain across engines
+    -- the chain's state row serialises starts of the same chain across engines; the INSERT
+    -- after it is a new statement, so its count sees every start committed before the lock
     UPDATE timetable.chain_state s
        SET last_run_id = p_run_id, last_started_at = p_started, last_status = 'running',
            claim_session = CASE WHEN s.last_due_at = p_due THEN NULL ELSE s.claim_session END
      WHERE s.chain_id = p_chain;
-    SELECT c.max_instances INTO v_max FROM timetable.chain c WHERE c.chain_id = p_chain;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'PGTT1', MESSAGE = format('chain %s was deleted', p_chain);
-    END IF;
-    SELECT count(*) INTO n FROM timetable.chain_run x WHERE x.chain_id = p_chain AND x.status = 'running';
-    IF n >= coalesce(v_max, p_default_max) THEN
-        RAISE EXCEPTION USING ERRCODE = 'PGTT2', MESSAGE = format('max_instances (%s) reached', coalesce(v_max, p_default_max));
-    END IF;
     INSERT INTO timetable.chain_run (run_id, chain_id, due_at, trigger, client_name, session_id, backend_pid,
                                      backend_start, claimed_at, started_at, status)
-    VALUES (p_run_id, p_chain, p_due, p_trigger, p_client, p_session, pg_backend_pid(), p_backend_start, p_started,
-            p_started, 'running')
+    SELECT p_run_id, p_chain, p_due, p_trigger, p_client, p_session, pg_backend_pid(), p_backend_start, p_started,
+           p_started, 'running'
+      FROM timetable.chain c
+     WHERE c.chain_id = p_chain
+       AND (SELECT count(*) FROM timetable.chain_run x WHERE x.chain_id = p_chain AND x.status = 'running')
+           < coalesce(c.max_instances, p_default_max)
     ON CONFLICT (chain_id, due_at) WHERE due_at IS NOT NULL DO NOTHING;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'PGTT1', MESSAGE = format('firing %s of chain %s was already recorded', p_due, p_chain);
+    IF NOT FOUND THEN  -- why not (rare): say so
+        SELECT c.max_instances INTO v_max FROM timetable.chain c WHERE c.chain_id = p_chain;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PGTT1', MESSAGE = format('chain %s was deleted', p_chain);
+        END IF;
+        IF EXISTS (SELECT 1 FROM timetable.chain_run x WHERE x.chain_id = p_chain AND x.due_at = p_due) THEN
+            RAISE EXCEPTION USING ERRCODE = 'PGTT1',
+                MESSAGE = format('firing %s of chain %s was already recorded', p_due, p_chain);
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'PGTT2', MESSAGE = format('max_instances (%s) reached', coalesce(v_max, p_default_max));
     END IF;
 END $$;
 
@@ -385,3 +389,41 @@ RETURNS void AS $$
                req.id))
     FROM req
 $$ LANGUAGE SQL;
+
+-- The end of a run on its own connection (0002's end_run) in one statement: session
+-- advisory locks a task left behind, the run's execution_log rows, the run's result and
+-- the chain's state (as finish_run).  Returns whether the run was found open.
+CREATE OR REPLACE FUNCTION timetable.end_run(p_run_id bigint, p_status text, p_reason text, p_finished timestamptz,
+                                             p_txid bigint, p_next_due timestamptz, p_session bigint, p_client text,
+                                             p_rows json)
+RETURNS boolean LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    n integer;
+    unlocked boolean;
+BEGIN
+    WITH logged AS (
+        INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode,
+                                             ignore_error, kind, command, output, client_name, params)
+        SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::bigint, (r->>3)::timestamptz, (r->>4)::timestamptz,
+               p_session, (r->>5)::integer, (r->>6)::boolean, (r->>7)::timetable.command_kind, r->>8, r->>9,
+               p_client, r->>10
+          FROM json_array_elements(p_rows) AS r
+    ), fin AS (
+        UPDATE timetable.chain_run x
+           SET status = p_status, reason = p_reason, finished_at = p_finished, txid = coalesce(p_txid, x.txid)
+         WHERE x.run_id = p_run_id AND x.status IN ('running', 'claimed')
+        RETURNING x.chain_id
+    ), st AS (
+        UPDATE timetable.chain_state s
+           SET last_finished_at = p_finished, last_status = p_status,
+               next_due_at = CASE WHEN p_next_due IS NOT NULL AND NOT s.dirty AND s.next_due_at IS NULL
+                                  THEN p_next_due ELSE s.next_due_at END
+          FROM fin
+         WHERE s.chain_id = fin.chain_id
+    )
+    SELECT count(*), pg_advisory_unlock_all() IS NULL INTO n, unlocked FROM fin;
+    IF n > 0 AND p_next_due IS NOT NULL THEN
+        PERFORM pg_notify('pgtt_timetable_changed', '');
+    END IF;
+    RETURN n > 0;
+END $$;
