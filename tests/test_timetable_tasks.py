@@ -573,9 +573,9 @@ async def test_engine_program_timeout_and_no_program_tasks(dsn, tmp_path):
         assert await _run(sched, dsn, refused) == "failed"
     assert not marker.exists()
     rc, output = q(dsn, "SELECT returncode, output FROM timetable.execution_log WHERE chain_id = %s", (slow,))[0]
-    # the executor owns timeouts and records them (-1, "task timed out"); our own timer killed
-    # the process group at the same deadline (the run ended well before the sleep's 30 s)
-    assert rc == -1 and "timed out" in output, (rc, output)
+    # the program's own result wins: its process group was killed at the task timeout
+    # (SIGKILL: 128 + 9) and the row says so (the run ended well before the sleep's 30 s)
+    assert rc == 137 and "killed after the timeout" in output, (rc, output)
     rows = q(dsn, "SELECT kind::text, returncode, output FROM timetable.execution_log WHERE chain_id = %s "
                   "ORDER BY last_run", (refused,))
     assert [r[:2] for r in rows] == [("PROGRAM", -1), ("BUILTIN", -1)]
