@@ -2,9 +2,11 @@
 
 Semantics (pg_timetable's, see reference §3.2):
 
-1. the max_instances slot is taken cluster-wide (``timetable.start_run_or_raise``, committed
-   before the chain transaction, so other engines count it), else the run is recorded as
-   skipped (``timetable.start_run``);
+1. the max_instances slot is taken cluster-wide (``timetable.start_firing``, which inserts
+   the claimed firing's chain_run row as 'running', or ``start_run_or_raise`` for runs
+   claimed with a row: ad-hoc, catch-up), committed before the chain transaction, so other
+   engines count it; else the run is recorded as skipped (``start_firing_slow`` /
+   ``start_run``);
 2. BEGIN; the chain transaction's id (``txid_current()``) becomes ``txid``; a transaction-level advisory
    lock, exclusive for ``exclusive_execution`` chains and shared for all others, makes
    exclusivity hold across every engine on the database;
@@ -22,7 +24,7 @@ simple-protocol query string (simple protocol: a task's command may hold several
 statements, as with pg_timetable; so the values around it are composed as quoted literals
 with ``psycopg.sql.Literal``, never pasted).  For a one-task SQL chain that is two round trips:
 
-* ``SELECT timetable.start_run_or_raise(..); COMMIT; BEGIN; SELECT <lock>, <txid>,
+* ``BEGIN; SELECT timetable.start_firing(..); COMMIT; BEGIN; SELECT <lock>, <txid>,
   set_config(..) ..; <task command>``
 * ``RESET ALL; DISCARD TEMP; UNLISTEN *; SELECT pg_advisory_unlock_all(),
   timetable._log_executions(..), timetable.finish_run(..); COMMIT``

@@ -13,11 +13,20 @@ Design (see also sql/timetable/0001_timetable.sql):
   (minute or second boundaries, sub-second for @every/@after), or until a NOTIFY wakes it
   (edits, pauses, new chains, ad-hoc START/STOP), with a short real-time poll as a
   fallback in case a notification is lost.
-* **Exactly once.** ``timetable.claim_firings`` does a compare-and-set of ``next_due_at``
+* **Exactly once.** ``timetable.claim_due`` does a compare-and-set of ``next_due_at``
   (old value and row version as read -> the next value computed here) per chain: however
-  many engines see the firing, exactly one UPDATE matches, and only that engine inserts
-  the ``chain_run`` rows (unique on ``(chain_id, due_at)``) and runs them.  This holds for
-  chains with ``client_name`` NULL too.
+  many engines see the firing, exactly one UPDATE matches, and only that engine runs it.
+  This holds for chains with ``client_name`` NULL too.  The claim allocates the run id but
+  writes no ``chain_run`` row: the worker's start inserts it as 'running'
+  (``timetable.start_firing``; the firing key ``(chain_id, due_at)`` is the second line of
+  defence), and until then ``chain_state.claim_session`` remembers the claim, so that
+  ``reap_dead_runs`` records the firing as failed if this engine dies before starting it.
+  Several firings of one chain in one claim (catch-up) still get 'claimed' rows at once.
+  Firings are claimed up to ``claim_ahead_ms`` early; the worker waits for the due time.
+* **Ad-hoc starts** from ``notify_chain_start`` are rows of ``timetable.pending_start``
+  (the NOTIFY carries their id): this engine sets their start time (its clock + the delay)
+  when it first sees them and takes the due ones (delete + claim in one statement), so a
+  START, delayed or not, survives a restart and runs once.
 * **Missed firings** (due longer than ``missed_grace_seconds`` ago, e.g. after downtime)
   follow ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them),
   ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
