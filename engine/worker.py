@@ -78,6 +78,9 @@ class Service(Protocol):
 
     def metrics(self) -> list[Metric]: ...
 
+    # optional: ``cancel_runs(reason, keep_run) -> int`` stops work in progress at once
+    # (used when a task asks the engine to exit, e.g. the Shutdown builtin)
+
 
 @dataclass
 class WorkerOptions:
@@ -296,22 +299,14 @@ def request_engine_exit(code: int, reason: str, *, cancel_runs: bool = False, ke
     return True
 
 
-def _cancel_chain_runs(supervisor: Supervisor, reason: str, keep_run: int | None) -> int:
-    """STOP every open chain run of the timetable services (queued or running) but one."""
+def _cancel_runs(supervisor: Supervisor, reason: str, keep_run: int | None) -> int:
+    """Ask every service that has work in progress to stop it now (optional ``cancel_runs``
+    hook: the timetable service STOPs its chain runs but ``keep_run``)."""
     n = 0
     for service in supervisor.services:
-        scheduler = getattr(service, "scheduler", None)
-        running = getattr(scheduler, "running", None)
-        if not running:
-            continue
-        executor = getattr(scheduler, "executor", None)
-        for handle in list(running.values()):
-            if handle.run_id == keep_run:
-                continue
-            handle.stop.set()  # not started yet: it ends "stopped before it started"
-            if executor is not None:
-                executor.interrupt(handle.run_state, reason)  # running: its statement is cancelled
-            n += 1
+        cancel = getattr(service, "cancel_runs", None)
+        if cancel is not None:
+            n += cancel(reason, keep_run)
     return n
 
 
@@ -323,7 +318,7 @@ async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supe
     def _exit(code: int, reason: str, cancel_runs: bool = False, keep_run: int | None = None) -> None:
         log.warning("engine exit requested (%s): stopping, exit code %s", reason, code)
         if cancel_runs:
-            n = _cancel_chain_runs(supervisor, reason, keep_run)
+            n = _cancel_runs(supervisor, reason, keep_run)
             log.warning("%s: %d chain run(s) in progress cancelled", reason, n)
         supervisor.exit_code = code
         supervisor.stop()

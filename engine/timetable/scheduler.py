@@ -654,15 +654,26 @@ class Scheduler:
         self._launch(RunHandle(row[0], chain_id, trigger))
         return row[0]
 
-    def stop_chain(self, chain_id: int) -> int:
-        """STOP every running instance of a chain in this engine; returns how many."""
+    def _stop_runs(self, keep, reason: str) -> int:
+        """STOP the runs of this engine for which ``keep(handle)`` is false: a queued run ends
+        "stopped before it started", a running one has its statement cancelled."""
         n = 0
         for h in list(self.running.values()):
-            if h.chain_id == chain_id:
-                h.stop.set()
-                if self.executor is not None:
-                    self.executor.interrupt(h.run_state, STOPPED)
-                n += 1
+            if keep(h):
+                continue
+            h.stop.set()
+            if self.executor is not None:
+                self.executor.interrupt(h.run_state, reason)
+            n += 1
+        return n
+
+    def stop_all(self, reason: str, except_run: int | None = None) -> int:
+        """STOP every run in progress in this engine but ``except_run`` (the Shutdown builtin)."""
+        return self._stop_runs(lambda h: h.run_id == except_run, reason)
+
+    def stop_chain(self, chain_id: int) -> int:
+        """STOP every running instance of a chain in this engine; returns how many."""
+        n = self._stop_runs(lambda h: h.chain_id != chain_id, STOPPED)
         if self.writer:
             self.writer.message("INFO", f"STOP for chain {chain_id}: {n} running instance(s) stopped",
                                 {"chain": chain_id})

@@ -28,6 +28,10 @@ class TimetableService:
         self.session_id = self.scheduler.session_id
         await self.scheduler.run(ctx.stopping)
 
+    def cancel_runs(self, reason: str, keep_run: int | None = None) -> int:
+        """Service hook the worker calls when the engine is asked to exit at once."""
+        return 0 if self.scheduler is None else self.scheduler.stop_all(reason, except_run=keep_run)
+
     def health(self) -> dict[str, Any]:
         if self.scheduler is None:
             return {"ok": False, "detail": "not started"}
