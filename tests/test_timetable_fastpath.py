@@ -15,6 +15,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 from _timetable_support import SteppingClock, q, q1, running_engine, until
 
 T0 = datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
@@ -98,36 +100,69 @@ async def test_rows_once_and_txid_on_success_and_nothing_leaks_between_runs(make
         q(dsn, "DROP ROLE fp_role")
 
 
-def test_a_firing_claimed_by_a_dead_engine_and_never_started_is_recorded(make_db):
-    """claim_due writes no chain_run row (the start does): if the claiming engine dies in
-    between, reap_dead_runs records the firing as a failed run with the reason."""
+def test_a_firing_claimed_by_a_dead_engine_is_recorded_and_cannot_commit_later(make_db):
+    """claim_due starts the run: its chain_run row is 'running' from the claim on, owned by the
+    claiming backend.  If that engine dies before (or while) running it, reap_dead_runs records
+    the run as failed with the reason, the firing is not claimed again, and a chain
+    transaction that still tries to close the run (strictly) is refused, so it cannot commit."""
     import psycopg
 
     dsn = make_db(("timetable",))
     cid = _chain(dsn, "claimed", run_at="* * * * *")
     due = datetime(2030, 1, 1, 0, 1, tzinfo=timezone.utc)
     q(dsn, "UPDATE timetable.chain_state SET dirty = false, run_at = '* * * * *', next_due_at = %s", (due,))
-    with psycopg.connect(dsn, autocommit=True) as gone:  # a backend that will be gone
+    version = q1(dsn, "SELECT version FROM timetable.chain_state WHERE chain_id = %s", (cid,))
+    with psycopg.connect(dsn, autocommit=True) as gone:  # the engine's control connection, soon gone
         dead_pid = gone.info.backend_pid
+        started = gone.execute("SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
+        (run_id, chain_id, got_due, status), = gone.execute(
+            "SELECT * FROM timetable.claim_due('ghost', 777, %s, 16, %s, %s, %s, %s, %s, %s)",
+            (started, [cid], [due], ["cron"], [due], [due.replace(minute=2)], [version])).fetchall()
+    assert (chain_id, got_due, status) == (cid, due, "running")
+    assert q(dsn, "SELECT status, backend_pid, started_at FROM timetable.chain_run") == [("running", dead_pid, due)]
+    assert q(dsn, "SELECT last_run_id, last_status FROM timetable.chain_state WHERE chain_id = %s",
+             (cid,)) == [(run_id, "running")]
+    # the same firing cannot be claimed again: next_due_at moved on
+    assert q(dsn, "SELECT * FROM timetable.claim_due('other', 778, now(), 16, %s, %s, %s, %s, %s, %s)",
+             ([cid], [due], ["cron"], [due], [due.replace(minute=2)], [version])) == []
     for _ in range(100):
         if not q1(dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (dead_pid,)):
             break
         time.sleep(0.05)
-    q(dsn, "INSERT INTO timetable.active_session (client_pid, server_pid, client_name) VALUES (777, %s, 'ghost')",
-      (dead_pid,))
-    version = q1(dsn, "SELECT version FROM timetable.chain_state WHERE chain_id = %s", (cid,))
-    (run_id, chain_id, got_due, recorded), = q(dsn, "SELECT * FROM timetable.claim_due('ghost', 777, %s, %s, %s, "
-                                                    "%s, %s, %s)", ([cid], [due], ["cron"], [due],
-                                                                    [due.replace(minute=2)], [version]))
-    assert (chain_id, got_due, recorded) == (cid, due, False)
-    assert q1(dsn, "SELECT count(*) FROM timetable.chain_run") == 0
     reaped = q(dsn, "SELECT chain_id, reason FROM timetable.reap_dead_runs()")
-    assert reaped == [(cid, "engine ghost (session 777) lost its database session before the claimed run "
-                            "started")]
+    assert reaped == [(cid, f"engine ghost (session 777) lost its database session (backend {dead_pid}) while "
+                            "the run was running")]
     assert q(dsn, "SELECT status, due_at, trigger, client_name FROM timetable.chain_run") == [
         ("failed", due, "cron", "ghost")]
-    assert q1(dsn, "SELECT claim_session FROM timetable.chain_state WHERE chain_id = %s", (cid,)) is None
-    # the firing is not run again, and a start that comes late is refused
-    assert q(dsn, "SELECT timetable.start_firing_slow(%s, %s, %s, 'cron', 'ghost', 777, now(), 16, NULL)",
-             (run_id, cid, due)) == [("gone",)]
-    assert q1(dsn, "SELECT count(*) FROM timetable.chain_run") == 1
+    # a chain transaction of that run that is still going is refused at its end
+    with psycopg.connect(dsn) as late:
+        with pytest.raises(psycopg.Error) as err:
+            late.execute("SELECT timetable.close_run(%s, 'succeeded', NULL, now(), now(), NULL, NULL, true)",
+                         (run_id,))
+        assert err.value.diag.sqlstate == "PGTT3"
+        late.rollback()
+        # not strictly (the failure path): nothing to do, nothing raised
+        assert late.execute("SELECT timetable.close_run(%s, 'failed', 'x', NULL, now(), NULL, NULL, false)",
+                            (run_id,)).fetchone()[0] is False
+    assert q(dsn, "SELECT status FROM timetable.chain_run") == [("failed",)]
+
+
+def test_the_claim_records_runs_over_max_instances_as_skipped(make_db):
+    """Several firings of one chain in one claim (catch-up, run_all) with max_instances 2 and
+    one run already open: one more starts, the others are recorded as skipped with why."""
+    dsn = make_db(("timetable",))
+    cid = _chain(dsn, "limited", run_at="* * * * *")
+    q(dsn, "UPDATE timetable.chain SET max_instances = 2 WHERE chain_id = %s", (cid,))
+    t0 = datetime(2030, 1, 1, 0, 0, tzinfo=timezone.utc)
+    q(dsn, "INSERT INTO timetable.chain_run (chain_id, due_at, trigger, client_name, session_id, status, "
+           "started_at) VALUES (%s, %s, 'cron', 'x', 9, 'running', %s)", (cid, t0, t0))
+    dues = [t0.replace(minute=m) for m in (1, 2, 3)]
+    q(dsn, "UPDATE timetable.chain_state SET dirty = false, run_at = '* * * * *', next_due_at = %s", (dues[0],))
+    version = q1(dsn, "SELECT version FROM timetable.chain_state WHERE chain_id = %s", (cid,))
+    claimed = q(dsn, "SELECT due_at, status FROM timetable.claim_due('me', 1, now(), 16, %s, %s, %s, %s, %s, %s) "
+                     "ORDER BY due_at", ([cid] * 3, dues, ["missed"] * 3, [dues[0]] * 3, [t0.replace(minute=4)] * 3,
+                                         [version] * 3))
+    assert claimed == [(dues[0], "running"), (dues[1], "skipped"), (dues[2], "skipped")]
+    assert q(dsn, "SELECT reason FROM timetable.chain_run WHERE status = 'skipped' ORDER BY due_at") == [
+        ("max_instances (2) reached: 2 run(s) in progress",)] * 2
+    assert q1(dsn, "SELECT next_due_at FROM timetable.chain_state WHERE chain_id = %s", (cid,)) == t0.replace(minute=4)

@@ -109,7 +109,7 @@ def test_next_wake_up_is_one_index_probe_per_client(big_dsn):
 
 
 def test_claim_and_start_functions_use_indexes(big_dsn):
-    """The statements inside claim_due / start_firing / end_run (auto_explain, nested)."""
+    """The statements inside claim_due / close_run (auto_explain, nested)."""
     with psycopg.connect(big_dsn) as conn:
         rows = conn.execute("SELECT chain_id, next_due_at, version FROM timetable.chain_state "
                             "WHERE next_due_at <= %s ORDER BY chain_id", (NOW,)).fetchall()
@@ -124,16 +124,14 @@ def test_claim_and_start_functions_use_indexes(big_dsn):
                                ("auto_explain.log_format", "json"), ("client_min_messages", "log")):
             conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
         notes.clear()  # only the engine's statements from here on
-        claimed = conn.execute(sch.CLAIM_SQL, (ME, 1, ids, [r[1] for r in rows], ["cron"] * len(ids),
+        claimed = conn.execute(sch.CLAIM_SQL, (ME, 1, NOW, 16, ids, [r[1] for r in rows], ["cron"] * len(ids),
                                                [r[1] for r in rows], [NOW + timedelta(minutes=1)] * len(ids),
                                                [r[2] for r in rows])).fetchall()
         assert len(claimed) == 1000
-        assert not any(c[3] for c in claimed)  # one firing per chain: no chain_run row until the start
-        run_id, chain_id, due = claimed[0][:3]
-        conn.execute("SELECT timetable.start_firing(%s, %s, %s, 'cron', %s, 1, %s, 16, NULL)",
-                     (run_id, chain_id, due, ME, NOW))
-        conn.execute("SELECT timetable.end_run(%s, 'succeeded', NULL, %s, NULL, NULL, 1, %s, NULL)",
-                     (run_id, NOW, ME))
+        assert {c[3] for c in claimed} == {"running"}  # the claim starts the runs
+        run_id = claimed[0][0]
+        conn.execute("SELECT timetable.close_run(%s, 'succeeded', NULL, %s, %s, NULL, NULL, true)",
+                     (run_id, NOW, NOW))
         conn.rollback()
         plans = [json.loads(n[n.index("{"):]) for n in notes if "plan:" in n]
         assert len(plans) >= 5, notes[:3]

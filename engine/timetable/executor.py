@@ -2,11 +2,10 @@
 
 Semantics (pg_timetable's, see reference §3.2):
 
-1. the max_instances slot is taken cluster-wide (``timetable.start_firing``, which inserts
-   the claimed firing's chain_run row as 'running', or ``start_run_or_raise`` for runs
-   claimed with a row: ad-hoc, catch-up), committed before the chain transaction, so other
-   engines count it; else the run is recorded as skipped (``start_firing_slow`` /
-   ``start_run``);
+1. the max_instances slot is taken cluster-wide before the chain transaction, so other
+   engines count it: for scheduled runs by the claim itself (``timetable.claim_due`` inserts
+   the run as 'running', or records it as skipped), for ad-hoc runs by ``timetable.start_run``
+   on the worker's connection;
 2. BEGIN; the chain transaction's id (``txid_current()``) becomes ``txid``; a transaction-level advisory
    lock, exclusive for ``exclusive_execution`` chains and shared for all others, makes
    exclusivity hold across every engine on the database;
@@ -16,7 +15,9 @@ Semantics (pg_timetable's, see reference §3.2):
    the CLI default; 0 = none) and STOP; one execution_log row per execution;
 4. a failure of a task without ignore_error: ROLLBACK, then ``on_error`` in a fresh
    transaction; otherwise COMMIT, then ``self_destruct`` deletes the chain;
-5. ``timetable.finish_run`` records the result (and, for @after chains, the next due time).
+5. ``timetable.close_run`` records the result and the real start (and, for @after chains,
+   the next due time) in the chain transaction; it refuses to commit a run that the reaper
+   has meanwhile failed.
 
 How it stays cheap (bench/bench_timetable.py): every chain run happens on the worker's own
 connection (no pool checkout), and the statements of one step go to the server as ONE
@@ -24,10 +25,9 @@ simple-protocol query string (simple protocol: a task's command may hold several
 statements, as with pg_timetable; so the values around it are composed as quoted literals
 with ``psycopg.sql.Literal``, never pasted).  For a one-task SQL chain that is two round trips:
 
-* ``BEGIN; SELECT timetable.start_firing(..); COMMIT; BEGIN; SELECT <lock>, <txid>,
-  set_config(..) ..; <task command>``
-* ``RESET ALL; DISCARD TEMP; UNLISTEN *; SELECT pg_advisory_unlock_all(),
-  timetable._log_executions(..), timetable.finish_run(..); COMMIT``
+* ``BEGIN; SELECT <lock>, <txid>, set_config(..) ..; <task command>``
+* ``RESET ..; INSERT INTO timetable.execution_log .. VALUES (..); SELECT
+  timetable.close_run(..); COMMIT``
 
 The execution_log rows of tasks run on the chain connection (local SQL tasks) are written
 in the chain transaction, at the next step, so later tasks of the run see them.  If the
@@ -85,28 +85,24 @@ CROSS JOIN LATERAL (SELECT * FROM timetable.chain x WHERE x.chain_id = i.chain_i
 #: records the virtual xid from pg_locks instead, which costs more than a trivial chain run
 #: and repeats across sessions; see README "Deliberate differences")
 TXID = "txid_current()"
+#: an ad-hoc run ('claimed' row): running, skipped (max_instances) or gone
 START_SLOW = "SELECT timetable.start_run(%s, %s, %s)"
-#: a claimed firing without a chain_run row yet (RunHandle.recorded False): records the run
-#: as running, skipped (max_instances) or, for a deleted chain, failed
-START_FIRING_SLOW = "SELECT timetable.start_firing_slow(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 LOG_AND_FINISH = "SELECT timetable._log_executions(%s, %s, %s), timetable.finish_run(%s, %s, %s, %s, %s, %s)"
-DROP_FIRING = "SELECT timetable.drop_firings(%s, %s, %s, %s, %s, %s, %s, %s)"
+#: the execution_log columns of the rows the executor writes (pid = the engine's session)
+LOG_COLUMNS = ("chain_id, task_id, txid, last_run, finished, pid, returncode, ignore_error, kind, command, output, "
+               "client_name, params")
 #: how long a task kind that enforces the task timeout itself (PROGRAM, BUILTIN) gets after
 #: the deadline to hand back its own result (exit status 137 and the partial output of a
 #: killed program) before the executor cancels it and records "task timed out"
 SELF_TIMEOUT_GRACE_S = 3.0
 #: what a task may leave behind on the worker's connection (RESET ALL leaves the role and
-#: the session authorization alone; session advisory locks go in end_run)
+#: the session authorization alone; session advisory locks go in close_run)
 RESET = ("RESET SESSION AUTHORIZATION", "RESET ROLE", "RESET ALL", "DISCARD TEMP", "UNLISTEN *")
 STOPPED = "stopped by notify_chain_stop"
 
 
 class Interrupted(Exception):
     """A timeout or STOP ended the current step."""
-
-
-class _StartRefused(Exception):
-    """start_run_or_raise said no (SQLSTATE PGTT1 / PGTT2)."""
 
 
 class _StepFailed(Exception):
@@ -166,9 +162,8 @@ class _Run:
     conn: psycopg.AsyncConnection
     d: ChainDef
     prefix: list[str] = field(default_factory=list)   # statements to send before the next one
-    start_at: int = -1               # index of start_run_or_raise in prefix, -1: none
     lock_at: int = -1                # index of the lock/txid statement in prefix
-    started: bool | None = None      # None: unknown, False: not started, True: running
+    started: bool = True             # False: the ad-hoc start refused it (nothing to record)
     txid: int = 0
     pending: list[list] = field(default_factory=list)  # execution_log rows not yet sent
     in_tx_rows: list[list] = field(default_factory=list)  # rows written inside the chain transaction
@@ -290,17 +285,17 @@ class ChainExecutor:
     async def _send(self, r: _Run, extra: list[str], command: str | None = None, *,
                     deadline: float | None = None, what: str = "chain", bounded: bool = True) -> str | None:
         """Send r.prefix (+ pending log rows) + extra (+ command) as one query.  Returns the
-        command's tag.  Raises _StartRefused, Interrupted, _StepFailed (a statement of ours
+        command's tag.  Raises Interrupted, _StepFailed (a statement of ours
         failed), or the command's psycopg.Error."""
         stmts = r.prefix
         log_at = -1
-        if r.pending and r.started is not False:
+        if r.pending:
             stmts = stmts + [f"SELECT {self._log_stmt(r, r.pending)}"]
             log_at = len(stmts) - 1
         stmts = stmts + extra
         n_ours = len(stmts)
-        start_at, lock_at = r.start_at, r.lock_at
-        r.prefix, r.start_at, r.lock_at = [], -1, -1
+        lock_at = r.lock_at
+        r.prefix, r.lock_at = [], -1
         sent_rows = r.pending if log_at >= 0 else []
         if log_at >= 0:
             r.pending = []
@@ -334,22 +329,6 @@ class ChainExecutor:
         if not results and error is not None:
             failed_at = 0  # nothing came back (connection lost)
         r.failed_at = failed_at if error is not None else -1
-        if start_at >= 0:
-            if failed_at <= start_at:  # the start itself failed: nothing after it ran
-                r.pending = sent_rows + r.pending
-                if not (r.conn.broken or r.conn.closed) and \
-                        r.conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                    await r.conn.execute("ROLLBACK")
-                sqlstate = getattr(getattr(error, "diag", None), "sqlstate", None)
-                if sqlstate in ("PGTT1", "PGTT2"):
-                    r.started = False
-                    raise _StartRefused(_message(error))
-                if r.conn.broken or r.conn.closed:
-                    raise error  # whether the start committed is unknown: finish_run sorts it out
-                raise Interrupted(r.reason) if r.reason else _StepFailed(_message(error))
-            r.started = True
-            r.started_ts = _now()
-            r.handle.recorded = True
         if lock_at >= 0 and failed_at > lock_at:
             try:
                 r.txid = int(results[lock_at].get_value(0, 1) or 0)
@@ -379,60 +358,45 @@ class ChainExecutor:
 
     async def execute(self, handle, conn: psycopg.AsyncConnection, backend_start: datetime | None) -> RunOutcome:
         """Run a claimed run on the worker's connection ``conn`` (autocommit, idle), whose
-        backend started at ``backend_start`` (for dead-session detection)."""
+        backend started at ``backend_start`` (ad-hoc runs record it for dead-session detection)."""
         handle.backend_start = backend_start
         d: ChainDef | None = handle.definition
-        if d is not None:
-            return await self._execute(handle, conn, d, started=None)
-        # ad-hoc runs (and a chain deleted before its definition was read): the slow start
-        state = await self._start_slow(handle, conn)
-        if isinstance(state, RunOutcome):
-            return state
-        rows = await (await conn.execute(DEFS_SQL, ([handle.chain_id],))).fetchall()
-        d = parse_defs(rows).get(handle.chain_id)
-        if d is None:
+        if not handle.started:
+            # ad-hoc runs: take the max_instances slot now, then read the definition
+            state = await self._start_slow(handle, conn)
+            if isinstance(state, RunOutcome):
+                return state
+            handle.started = True
+            rows = await (await conn.execute(DEFS_SQL, ([handle.chain_id],))).fetchall()
+            d = parse_defs(rows).get(handle.chain_id)
+        if d is None:  # deleted after the claim
             outcome = RunOutcome("failed", "chain was deleted")
             await self._finish_elsewhere(_Run(handle, conn, ChainDef(handle.chain_id, "", None, 0, False, False,
                                                                     None, [])), outcome)
             return outcome
         handle.definition = d
-        return await self._execute(handle, conn, d, started=True)
+        return await self._execute(handle, conn, d)
 
-    async def _execute(self, handle, conn: psycopg.AsyncConnection, d: ChainDef, started: bool | None
-                       ) -> RunOutcome:
-        r = _Run(handle, conn, d, started=started)
+    async def _execute(self, handle, conn: psycopg.AsyncConnection, d: ChainDef) -> RunOutcome:
+        r = _Run(handle, conn, d, started_ts=self.clock.now())
         handle.run_state = r
         outcome = RunOutcome("failed", "engine error")
         try:
-            if started is None:
-                # the start commits on its own (other engines must see the slot taken)
-                r.prefix = ["BEGIN", self._start_stmt(handle, conn), "COMMIT", "BEGIN"]
-                r.start_at = 1
-            else:  # started on the slow path: only BEGIN is missing
-                r.prefix = ["BEGIN"]
             lock = "pg_advisory_xact_lock" if d.exclusive else "pg_advisory_xact_lock_shared"
-            r.prefix.append(f"SELECT {lock}({EXCLUSIVE_LOCK_KEY}), {TXID}")
-            r.lock_at = len(r.prefix) - 1
+            r.prefix = ["BEGIN", f"SELECT {lock}({EXCLUSIVE_LOCK_KEY}), {TXID}"]
+            r.lock_at = 1
             chain_deadline = self._deadline(d.timeout or self.options.chain_timeout_ms)
-            # the start, BEGIN and the lock go with the first task unless a lock wait must be
-            # bounded by the chain timeout on its own
+            # BEGIN and the lock go with the first task unless a lock wait must be bounded by
+            # the chain timeout on its own
             fuse = chain_deadline is None and not d.exclusive and bool(d.tasks) and self._local(d.tasks[0][0])
+            self.writer.message("INFO", "Starting chain", {"chain": d.chain_id, "name": d.name,
+                                                           "run": handle.run_id})
             try:
                 if not fuse:
                     await self._send(r, [], deadline=chain_deadline, what="chain")
                 outcome = await self._run_tasks(r, chain_deadline)
-            except _StartRefused:
-                state = await self._start_slow(handle, conn)
-                if isinstance(state, RunOutcome):
-                    return state
-                # a slot was freed in between: the start is recorded now, run it
-                handle.run_state = None
-                return await self._execute(handle, conn, d, started=True)
             except psycopg.OperationalError as exc:
                 outcome = RunOutcome("failed", f"database connection lost: {redact(str(exc).strip())}")
-            if r.started:
-                self.writer.message("INFO", "Starting chain", {"chain": d.chain_id, "name": d.name,
-                                                               "run": handle.run_id}, ts=r.started_ts)
             if outcome.status == "succeeded":
                 outcome = await self._commit(r)
             if outcome.status == "failed":
@@ -440,38 +404,20 @@ class ChainExecutor:
             return outcome
         except asyncio.CancelledError:
             outcome = RunOutcome("failed", "engine stopped while the chain was running")
-            if r.started is not False:
-                await asyncio.shield(self._finish_elsewhere(r, outcome))
+            await asyncio.shield(self._finish_elsewhere(r, outcome))
             raise
         except psycopg.Error as exc:
             outcome = RunOutcome("failed", f"database error: {redact(str(exc).strip())}")
-            if r.started is not False:
-                await asyncio.shield(self._finish_elsewhere(r, outcome))
+            await asyncio.shield(self._finish_elsewhere(r, outcome))
             return outcome
         finally:
             if handle.run_state is r:
                 handle.run_state = None
 
-    def _start_stmt(self, handle, conn) -> str:
-        now, max_, bstart = self._ts(self.clock.now()), int(self.options.default_max_instances), \
-            self._ts(handle.backend_start)
-        if getattr(handle, "recorded", True):
-            return f"SELECT timetable.start_run_or_raise({int(handle.run_id)}, {now}, {max_}, {bstart})"
-        return (f"SELECT timetable.start_firing({int(handle.run_id)}, {int(handle.chain_id)}, "
-                f"{self._ts(handle.due_at)}, {self._lit(handle.row_trigger or handle.trigger, conn)}, "
-                f"{self._client(conn)}, {int(self.session_id)}, {now}, {max_}, {bstart})")
-
     async def _start_slow(self, handle, conn) -> str | RunOutcome:
-        """timetable.start_run / start_firing_slow: records a skip (max_instances) or a vanished run."""
-        if getattr(handle, "recorded", True):
-            args = (handle.run_id, self.clock.now(), self.options.default_max_instances)
-            state = (await (await conn.execute(START_SLOW, args)).fetchone())[0]
-        else:
-            args = (handle.run_id, handle.chain_id, handle.due_at, handle.row_trigger or handle.trigger,
-                    self.options.client_name, self.session_id, self.clock.now(), self.options.default_max_instances,
-                    handle.backend_start)
-            state = (await (await conn.execute(START_FIRING_SLOW, args)).fetchone())[0]
-            handle.recorded = True  # whatever happened is recorded now
+        """timetable.start_run: records a skip (max_instances) or a vanished run."""
+        args = (handle.run_id, self.clock.now(), self.options.default_max_instances)
+        state = (await (await conn.execute(START_SLOW, args)).fetchone())[0]
         if state == "skipped":
             self.writer.message("INFO", "Cannot proceed: max_instances reached; run skipped",
                                 {"chain": handle.chain_id, "run": handle.run_id})
@@ -703,23 +649,35 @@ class ChainExecutor:
             pass
         return None
 
-    def _finish_stmts(self, r: _Run, outcome: RunOutcome, log_rows: list[list]) -> list[str]:
-        """The run's remaining execution_log rows and finish_run (after RESET ALL: no role left
-        behind by a task, so a plain INSERT)."""
+    def _insert_rows_stmt(self, r: _Run, rows: list[list]) -> str:
+        """A plain INSERT of execution_log rows (only after RESET: a role a task set could not
+        write them; mid-chain they go through the SECURITY DEFINER _log_executions)."""
+        conn, lit = r.conn, self._lit
+        session, client = int(self.session_id), self._client(conn)
+        values = ",\n".join(
+            f"({int(c)}, {int(t)}, {int(x)}, {lit(started, conn)}::timestamptz, {lit(finished, conn)}::timestamptz, "
+            f"{session}, {int(code)}, {'true' if ignore else 'false'}, {lit(kind, conn)}, {lit(command, conn)}, "
+            f"{lit(output, conn)}, {client}, {lit(params, conn)})"
+            for c, t, x, started, finished, code, ignore, kind, command, output, params in rows)
+        return f"INSERT INTO timetable.execution_log ({LOG_COLUMNS}) VALUES {values}"
+
+    def _finish_stmts(self, r: _Run, outcome: RunOutcome, log_rows: list[list], strict: bool) -> list[str]:
+        """The run's remaining execution_log rows and close_run; strict: refuse (PGTT3) to go
+        on when the run is not open any more (the chain transaction must not commit)."""
         finished = self.clock.now()
         conn = r.conn
-        rows = f"{self._lit(json.dumps(log_rows), conn)}::json" if log_rows else "NULL"
-        return [f"SELECT timetable.end_run({int(r.handle.run_id)}, {self._lit(outcome.status, conn)}, "
-                f"{self._lit(outcome.reason, conn)}::text, {self._ts(finished)}, "
-                f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))}, "
-                f"{int(self.session_id)}, {self._client(conn)}, {rows})"]
+        close = (f"SELECT timetable.close_run({int(r.handle.run_id)}, {self._lit(outcome.status, conn)}, "
+                 f"{self._lit(outcome.reason, conn)}::text, {self._ts(r.started_ts)}, {self._ts(finished)}, "
+                 f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))}, "
+                 f"{'true' if strict else 'false'})")
+        return ([self._insert_rows_stmt(r, log_rows)] if log_rows else []) + [close]
 
     async def _commit(self, r: _Run) -> RunOutcome:
         """Success: the rows, finish_run and COMMIT in one step; then self_destruct."""
         outcome = RunOutcome("succeeded")
         rows, r.pending = r.pending, []
         after = [f"DELETE FROM timetable.chain WHERE chain_id = {int(r.d.chain_id)}"] if r.d.self_destruct else []
-        stmts = [*RESET, *self._finish_stmts(r, outcome, rows), "COMMIT"]
+        stmts = [*RESET, *self._finish_stmts(r, outcome, rows, strict=True), "COMMIT"]
         commit_at = len(r.prefix) + len(stmts) - 1
         try:
             await self._send(r, stmts + after, bounded=False)
@@ -743,13 +701,11 @@ class ChainExecutor:
         self.writer.message("ERROR", "Chain failed", {"chain": r.d.chain_id, "run": r.handle.run_id,
                                                       "reason": outcome.reason})
         conn = r.conn
-        if r.started is False:
-            return
         if conn.closed or conn.broken:
             await self._finish_elsewhere(r, outcome)
             return
         r.pending = r.in_tx_rows + r.pending
-        r.in_tx_rows, r.prefix, r.start_at, r.lock_at = [], [], -1, -1
+        r.in_tx_rows, r.prefix, r.lock_at = [], [], -1
         try:
             if conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 r.prefix = ["ROLLBACK"]  # before anything else (the log rows come right after it)
@@ -761,7 +717,7 @@ class ChainExecutor:
                 await self._on_error(conn, r.d.chain_id, r.d.on_error)
             rows, r.pending = r.pending, []
             try:
-                await self._send(r, [*RESET, *self._finish_stmts(r, outcome, rows)], bounded=False)
+                await self._send(r, [*RESET, *self._finish_stmts(r, outcome, rows, strict=False)], bounded=False)
             except BaseException:
                 r.pending = rows + r.pending  # after a ROLLBACK the rest is one implicit transaction
                 raise
@@ -778,15 +734,9 @@ class ChainExecutor:
             try:
                 conn = await aconnect(self.settings)
                 try:
-                    found = (await (await conn.execute(LOG_AND_FINISH, (
+                    await conn.execute(LOG_AND_FINISH, (
                         self.session_id, self.options.client_name, json.dumps(rows), r.handle.run_id, outcome.status,
-                        outcome.reason, finished, r.txid or None, self._next_due(r, finished)))).fetchone())[1]
-                    h = r.handle
-                    if not found and not getattr(h, "recorded", True):
-                        # the start never committed: record the firing as failed
-                        await conn.execute(DROP_FIRING, (
-                            self.options.client_name, self.session_id, [h.run_id], [h.chain_id], [h.due_at],
-                            [h.row_trigger or h.trigger], outcome.reason or "failed before it started", finished))
+                        outcome.reason, finished, r.txid or None, self._next_due(r, finished)))
                 finally:
                     await conn.close()
                 return

@@ -16,13 +16,13 @@ Design (see also sql/timetable/0001_timetable.sql):
 * **Exactly once.** ``timetable.claim_due`` does a compare-and-set of ``next_due_at``
   (old value and row version as read -> the next value computed here) per chain: however
   many engines see the firing, exactly one UPDATE matches, and only that engine runs it.
-  This holds for chains with ``client_name`` NULL too.  The claim allocates the run id but
-  writes no ``chain_run`` row: the worker's start inserts it as 'running'
-  (``timetable.start_firing``; the firing key ``(chain_id, due_at)`` is the second line of
-  defence), and until then ``chain_state.claim_session`` remembers the claim, so that
-  ``reap_dead_runs`` records the firing as failed if this engine dies before starting it.
-  Several firings of one chain in one claim (catch-up) still get 'claimed' rows at once.
-  Firings are claimed up to ``claim_ahead_ms`` early; the worker waits for the due time.
+  This holds for chains with ``client_name`` NULL too.  The same call starts the runs it
+  won: it inserts each firing's ``chain_run`` row as 'running' (or 'skipped' once the
+  chain's ``max_instances`` open runs are reached; the count sees every start committed
+  before the claim took the chain's row lock), owned by the control connection's backend,
+  so a worker only runs the chain transaction (sql/timetable/0004_claim_starts.sql).  The
+  firing key ``(chain_id, due_at)`` is the second line of defence.  Firings are claimed up
+  to ``claim_ahead_ms`` early; the worker waits for the due time.
 * **Ad-hoc starts** from ``notify_chain_start`` are rows of ``timetable.pending_start``
   (the NOTIFY carries their id): this engine sets their start time (its clock + the delay)
   when it first sees them and takes the due ones (delete + claim in one statement), so a
@@ -32,9 +32,11 @@ Design (see also sql/timetable/0001_timetable.sql):
   ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
 * **@every** keeps its grid (due + interval); **@after** gets its next due time when the
   run finishes (``finish_run``); **@reboot** runs once per engine start.
-* **Dead engines.** Every open run records the backend that owns it; ``reap_dead_runs``
-  (called every few seconds and at start) marks runs whose backend is gone as failed with
-  the reason, frees their ``max_instances`` slot and ``active_chain`` row.
+* **Dead engines.** Every open run records the backend that owns it (for scheduled runs:
+  the claiming engine's control connection); ``reap_dead_runs`` (called every few seconds
+  and at start) marks runs whose backend is gone as failed with the reason, which frees
+  their ``max_instances`` slot; ``close_run`` then refuses to commit such a run's chain
+  transaction, so a reaped run cannot also succeed.
 * **Cost per tick** (bench/bench_timetable.py (c)): the due rows are read from
   ``chain_state`` alone (it keeps a copy of the schedule, zone and policy, refreshed with
   the due time), by index, ``FOR UPDATE SKIP LOCKED`` in the claim transaction, so several
@@ -85,8 +87,7 @@ class ClientNameInUse(PgttError):
 
 DIRTY_SQL = """
 SELECT s.chain_id, s.version, c.run_at, coalesce(c.live, false), o.time_zone, s.last_due_at, s.last_finished_at,
-       s.claim_session IS NOT NULL
-       OR EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = s.chain_id AND r.status IN ('claimed', 'running')),
+       EXISTS (SELECT 1 FROM timetable.chain_run r WHERE r.chain_id = s.chain_id AND r.status IN ('claimed', 'running')),
        coalesce(o.missed_runs, 'run_once')
 FROM timetable.chain_state s
 JOIN timetable.chain c ON c.chain_id = s.chain_id
@@ -128,7 +129,7 @@ SELECT least(
 REARM_SQL = """
 UPDATE timetable.chain_state SET dirty = true, version = version + 1 WHERE chain_id = %s AND next_due_at IS NULL
 """
-CLAIM_SQL = "SELECT run_id, chain_id, due_at, recorded FROM timetable.claim_due(%s, %s, %s, %s, %s, %s, %s, %s)"
+CLAIM_SQL = "SELECT run_id, chain_id, due_at, status FROM timetable.claim_due(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 REBOOT_SQL = """
 SELECT chain_id FROM timetable.chain
 WHERE live AND timetable.schedule_kind(run_at) = 'reboot' AND (client_name IS NULL OR client_name = %s)
@@ -141,8 +142,6 @@ FROM timetable.chain c WHERE c.chain_id = %s AND (c.client_name IS NULL OR c.cli
 RELEASE_SQL = """
 SELECT timetable.finish_run(r, 'failed', %s, %s) FROM unnest(%s::bigint[]) AS r
 """
-#: claimed firings without a chain_run row yet (claim_due's recorded = false) that will not start
-DROP_SQL = "SELECT timetable.drop_firings(%s, %s, %s, %s, %s, %s, %s, %s)"
 #: persistent ad-hoc starts (sql/timetable/0003_lean_runs.sql): requests for this engine get
 #: their start time on our clock when first seen; the due ones are taken (deleted) and
 #: claimed in one statement, so each runs once; then the next start time
@@ -179,9 +178,9 @@ class RunHandle:
     definition: ChainDef | None = None  # read with the claim (None: the executor reads it)
     run_state: Any = None  # the executor's state while it runs (STOP cancels through it)
     backend_start: datetime | None = None  # of the worker connection that runs it
-    #: False: a claimed firing whose chain_run row the start inserts (timetable.start_firing)
-    recorded: bool = True
-    row_trigger: str | None = None  # chain_run.trigger of that row (cron, every, after, missed)
+    #: True: its chain_run row is 'running' since the claim (claim_due); False: 'claimed', the
+    #: executor starts it (ad-hoc runs: timetable.start_run)
+    started: bool = False
 
 
 class Scheduler:
@@ -210,6 +209,7 @@ class Scheduler:
         self._ahead = timedelta(milliseconds=max(0, int(options.claim_ahead_ms)))
         self._fatal: BaseException | None = None
         self._aux: psycopg.AsyncConnection | None = None
+        self._ctl_started: datetime | None = None  # backend_start of the control connection
         self._aux_lock = asyncio.Lock()
         self._worker_conninfo: dict[str, str] = {}
         self.executor: ChainExecutor | None = None
@@ -223,6 +223,9 @@ class Scheduler:
         listener = None
         try:
             ctl = await aconnect(self.settings)
+            # the claims' runs are owned by this backend (reap_dead_runs checks it is alive)
+            self._ctl_started = (await (await ctl.execute(
+                "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid()")).fetchone())[0]
             self._aux = await aconnect(self.settings)
             await self._register(session)
             if ctl.info.server_version >= 140000:
@@ -276,8 +279,8 @@ class Scheduler:
             raise SchemaError("module timetable is not installed in this database: run `pgtt-tui db init "
                               "--modules timetable`")
         fast = (await (await session.execute(
-            "SELECT to_regprocedure('timetable.start_firing(bigint,bigint,timestamptz,text,text,bigint,timestamptz,"
-            "integer,timestamptz)') IS NOT NULL AND to_regclass('timetable.pending_start') IS NOT NULL"
+            "SELECT to_regprocedure('timetable.close_run(bigint,text,text,timestamptz,timestamptz,bigint,"
+            "timestamptz,boolean)') IS NOT NULL AND to_regclass('timetable.pending_start') IS NOT NULL"
         )).fetchone())[0]
         if not fast:
             raise SchemaError("module timetable is outdated in this database: run `pgtt-tui db upgrade`")
@@ -323,24 +326,13 @@ class Scheduler:
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
 
-    def drop_args(self, handles: list[RunHandle], reason: str) -> tuple:
-        """DROP_SQL's parameters for claimed firings that have no chain_run row yet."""
-        return (self.options.client_name, self.session_id, [h.run_id for h in handles],
-                [h.chain_id for h in handles], [h.due_at for h in handles],
-                [h.row_trigger or h.trigger for h in handles], reason, self.clock.now())
-
     async def _release(self, handles: list[RunHandle], reason: str) -> None:
         """Claimed runs that will not start: recorded as failed with the reason."""
-        recorded = [h.run_id for h in handles if h.recorded]
-        firings = [h for h in handles if not h.recorded]
         try:
             async with self._aux_lock:
                 if self._aux is None or self._aux.closed or self._aux.broken:
                     self._aux = await aconnect(self.settings)
-                if recorded:
-                    await self._aux.execute(RELEASE_SQL, (reason, self.clock.now(), recorded))
-                if firings:
-                    await self._aux.execute(DROP_SQL, self.drop_args(firings, reason))
+                await self._aux.execute(RELEASE_SQL, (reason, self.clock.now(), [h.run_id for h in handles]))
         except Exception as exc:  # noqa: BLE001 - the reaper catches them once our session is gone
             self.log.warning("cannot release claimed runs %s: %s", [h.run_id for h in handles], exc)
 
@@ -532,18 +524,23 @@ class Scheduler:
             await ctl.execute("ROLLBACK")
             return len(rows) >= n, None
         async with ctl.pipeline():
-            claim_cur = await ctl.execute(CLAIM_SQL, (self.options.client_name, self.session_id, c_ids, c_due,
-                                                      c_trig, c_old, c_new, c_ver))
+            claim_cur = await ctl.execute(CLAIM_SQL, (self.options.client_name, self.session_id, self._ctl_started,
+                                                      self.options.default_max_instances, c_ids, c_due, c_trig,
+                                                      c_old, c_new, c_ver))
             await ctl.execute("COMMIT")
             defs_cur = await ctl.execute(DEFS_SQL, (sorted(set(c_ids)),))
         claimed = await claim_cur.fetchall()
         defs = parse_defs(await defs_cur.fetchall())
-        row_trig = {(c, d): t for c, d, t in zip(c_ids, c_due, c_trig)}
-        for run_id, chain_id, due, recorded in sorted(claimed, key=lambda x: (x[2], x[0])):
+        for run_id, chain_id, due, status in sorted(claimed, key=lambda x: (x[2], x[0])):
             self.stats["claimed"] += 1
+            if status != "running":  # max_instances reached: recorded as skipped by the claim
+                self.stats["skipped"] += 1
+                if self.writer:
+                    self.writer.message("INFO", "Cannot proceed: max_instances reached; run skipped",
+                                        {"chain": chain_id, "run": run_id})
+                continue
             self._launch(RunHandle(run_id, chain_id, kinds.get(chain_id, "cron"), due_at=due,
-                                   definition=defs.get(chain_id), recorded=recorded,
-                                   row_trigger=row_trig.get((chain_id, due))))
+                                   definition=defs.get(chain_id), started=True))
         return len(rows) >= n, None
 
     # --- runs ----------------------------------------------------------------------------
@@ -598,11 +595,8 @@ class Scheduler:
         outcome_status = "failed"
         try:
             if handle.stop.is_set():
-                if handle.recorded:
-                    await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
-                                       (handle.run_id, "stopped before it started", self.clock.now()))
-                else:
-                    await conn.execute(DROP_SQL, self.drop_args([handle], "stopped before it started"))
+                await conn.execute("SELECT timetable.finish_run(%s, 'failed', %s, %s)",
+                                   (handle.run_id, "stopped before it started", self.clock.now()))
             else:
                 if handle.due_at is not None and handle.due_at > self.clock.now():
                     await self.clock.sleep_until(handle.due_at)  # claimed up to claim_ahead_ms early
