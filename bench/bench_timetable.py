@@ -15,7 +15,10 @@ fsync off as in the tests; the engine runs in this process (engine.timetable.Sch
     clock; per chain the delay from the due time to the task start (execution_log.last_run).
     Target: p99 < 100 ms.  With W cron workers only W runs can start at the due instant; the
     others wait for a free worker, so the figure is also given for the first W starts (what
-    the scheduler adds: wake-up, claim, start) and with more workers (--b-workers).
+    the scheduler adds: wake-up, claim, start) and with more workers (--b-workers).  The floor
+    is measured in the same run: the baseline of (a) for 1,000 items due at one instant on W
+    connections opened in advance (no scheduler, no bookkeeping), and the engine's p99 is
+    printed as a ratio to the baseline's.
 (c) scale: 100,000 chains defined; database time of the scheduler's per-tick queries
     (DUE_SQL, NEXT_WAKE_SQL, DIRTY_SQL from engine/timetable/scheduler.py, and DEFS_SQL from
     engine/timetable/executor.py, which reads the due chains' definitions in the claim's
@@ -199,6 +202,42 @@ async def latency(cluster: Cluster, n: int, workers: int) -> dict[str, float]:
             "first_p50": statistics.median(first), "first_max": max(first), "per_s": n / (max(lags) / 1000.0)}
 
 
+async def baseline_latency(cluster: Cluster, n: int, conns: int) -> dict[str, float]:
+    """(b)'s floor: the baseline of (a) (BEGIN; SELECT 1; COMMIT; INSERT execution_log, bare
+    psycopg, no bookkeeping) for n "chains" due at the same instant on ``conns`` connections
+    opened in advance; per item the delay from the due instant to the start of its statement."""
+    dsn = fresh_db(cluster, "tt_bb")
+    insert = ("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, "
+              "ignore_error, kind, command, output, client_name, params) "
+              "VALUES (%s, %s, %s, %s, clock_timestamp(), 1, 0, false, 'SQL', 'SELECT 1', %s, 'bench', NULL)")
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    lags: list[float] = []
+    connections = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(conns)]
+    due = time.time() + 1.0
+
+    async def worker(conn: psycopg.AsyncConnection) -> None:
+        await asyncio.sleep(max(0.0, due - time.time()))
+        while not queue.empty():
+            i = queue.get_nowait()
+            started = datetime.now(timezone.utc)
+            lags.append((started.timestamp() - due) * 1000.0)
+            await conn.execute("BEGIN")
+            cur = await conn.execute("SELECT 1")
+            tag = cur.statusmessage
+            await conn.execute("COMMIT")
+            await conn.execute(insert, (i, i, i, started, tag))
+
+    try:
+        await asyncio.gather(*(worker(c) for c in connections))
+    finally:
+        for c in connections:
+            await c.close()
+    lags.sort()
+    return {"p50": statistics.median(lags), "p99": statistics.quantiles(lags, n=100)[98], "max": lags[-1]}
+
+
 # ---- (c) scale of the due query ------------------------------------------------------------------------
 
 def explain_ms(conn: psycopg.Connection, query: str, params) -> float:
@@ -318,6 +357,10 @@ async def main() -> None:
                 print(f"  the first {workers} starts (a free worker each): p50 {res['first_p50']:.1f} ms  "
                       f"max {res['first_max']:.1f} ms;  all 1000 started at {res['per_s']:.0f} starts/s",
                       flush=True)
+                base = await baseline_latency(cluster, 1000, workers)
+                print(f"  floor: the baseline of (a) on {workers} connections, 1000 due at once: p50 {base['p50']:.1f} ms"
+                      f"  p99 {base['p99']:.1f} ms  max {base['max']:.1f} ms   (engine p99 / baseline p99: "
+                      f"{res['p99'] / base['p99']:.2f})", flush=True)
         if "c" not in skip:
             for defined in (10_000, 100_000):
                 print(f"(c) per-tick query time with {defined} chains defined (median of 7, ms)", flush=True)
