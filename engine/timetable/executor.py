@@ -197,7 +197,7 @@ class ChainExecutor:
         if value is None:
             return "NULL"
         if isinstance(value, str) and "\x00" not in value and \
-                conn.info.parameter_status("standard_conforming_strings") == "on":
+                conn.pgconn.parameter_status(b"standard_conforming_strings") == b"on":
             return "'" + value.replace("'", "''") + "'"
         return sql.Literal(value).as_string(conn)
 
@@ -673,7 +673,7 @@ class ChainExecutor:
         return ([self._insert_rows_stmt(r, log_rows)] if log_rows else []) + [close]
 
     async def _commit(self, r: _Run) -> RunOutcome:
-        """Success: the rows, finish_run and COMMIT in one step; then self_destruct."""
+        """Success: the rows, close_run and COMMIT in one step; then self_destruct."""
         outcome = RunOutcome("succeeded")
         rows, r.pending = r.pending, []
         after = [f"DELETE FROM timetable.chain WHERE chain_id = {int(r.d.chain_id)}"] if r.d.self_destruct else []

@@ -31,7 +31,7 @@ Design (see also sql/timetable/0001_timetable.sql):
   follow ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them),
   ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
 * **@every** keeps its grid (due + interval); **@after** gets its next due time when the
-  run finishes (``finish_run``); **@reboot** runs once per engine start.
+  run finishes (``close_run`` / ``finish_run``); **@reboot** runs once per engine start.
 * **Dead engines.** Every open run records the backend that owns it (for scheduled runs:
   the claiming engine's control connection); ``reap_dead_runs`` (called every few seconds
   and at start) marks runs whose backend is gone as failed with the reason, which frees
@@ -76,6 +76,21 @@ from engine.timetable.runstats import RunTimings
 
 CHANGED_CHANNEL = "pgtt_timetable_changed"
 _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immutable values
+
+
+def _array_text(values) -> str:
+    """A PostgreSQL array literal of ints, tz-aware datetimes, None and the trigger keywords
+    (none of which can hold a quote, backslash, comma or brace), every element quoted."""
+    return "{" + ",".join("NULL" if v is None else f'"{v.isoformat() if isinstance(v, datetime) else v}"'
+                          for v in values) + "}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _next_firing(sched, t: datetime, zone: str | None) -> datetime | None:
+    """``sched.next_after(t, zone)``, remembered: a schedule is a pure function of its text,
+    and the chains due at one instant mostly share a few schedules (every minute, every
+    hour ...), so a big claim computes each (schedule, due time) once, not once per chain."""
+    return sched.next_after(t, zone)
 _US = timedelta(microseconds=1)
 
 
@@ -129,7 +144,10 @@ SELECT least(
 REARM_SQL = """
 UPDATE timetable.chain_state SET dirty = true, version = version + 1 WHERE chain_id = %s AND next_due_at IS NULL
 """
-CLAIM_SQL = "SELECT run_id, chain_id, due_at, status FROM timetable.claim_due(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+#: the arrays go as array literals in text (see _array_text): adapting them element by element
+#: cost more Python per claim than the rest of the claim
+CLAIM_SQL = ("SELECT run_id, chain_id, due_at, status FROM timetable.claim_due(%s, %s, %s, %s, %s::bigint[], "
+             "%s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[])")
 REBOOT_SQL = """
 SELECT chain_id FROM timetable.chain
 WHERE live AND timetable.schedule_kind(run_at) = 'reboot' AND (client_name IS NULL OR client_name = %s)
@@ -419,7 +437,7 @@ class Scheduler:
                 return max(now, sched.next_after(last_due))
             if sched.kind == "after":
                 if has_open:
-                    return None  # finish_run sets it
+                    return None  # the end of the open run sets it (close_run / finish_run)
                 if last_finished is None:
                     return now
                 return max(now, sched.next_after(last_finished))
@@ -485,7 +503,7 @@ class Scheduler:
                 firings = [next_due]
                 t = next_due
                 while len(firings) < 1000:
-                    nxt = sched.next_after(t, zone)
+                    nxt = _next_firing(sched, t, zone)
                     if nxt is None or nxt > horizon:
                         break
                     firings.append(nxt)
@@ -524,9 +542,9 @@ class Scheduler:
             await ctl.execute("ROLLBACK")
             return len(rows) >= n, None
         async with ctl.pipeline():
-            claim_cur = await ctl.execute(CLAIM_SQL, (self.options.client_name, self.session_id, self._ctl_started,
-                                                      self.options.default_max_instances, c_ids, c_due, c_trig,
-                                                      c_old, c_new, c_ver))
+            claim_cur = await ctl.execute(CLAIM_SQL, (
+                self.options.client_name, self.session_id, self._ctl_started, self.options.default_max_instances,
+                *(_array_text(a) for a in (c_ids, c_due, c_trig, c_old, c_new, c_ver))))
             await ctl.execute("COMMIT")
             defs_cur = await ctl.execute(DEFS_SQL, (sorted(set(c_ids)),))
         claimed = await claim_cur.fetchall()
