@@ -100,51 +100,94 @@ async def test_rows_once_and_txid_on_success_and_nothing_leaks_between_runs(make
         q(dsn, "DROP ROLE fp_role")
 
 
-def test_a_firing_claimed_by_a_dead_engine_is_recorded_and_cannot_commit_later(make_db):
-    """claim_due starts the run: its chain_run row is 'running' from the claim on, owned by the
-    claiming backend.  If that engine dies before (or while) running it, reap_dead_runs records
-    the run as failed with the reason, the firing is not claimed again, and a chain
-    transaction that still tries to close the run (strictly) is refused, so it cannot commit."""
+def _claim_by_dead_backend(dsn, cid, due):
+    """claim_due the firing ``due`` of chain ``cid`` on a connection that is then closed (an
+    engine's control connection that goes away); returns (run_id, that backend's pid)."""
     import psycopg
 
-    dsn = make_db(("timetable",))
-    cid = _chain(dsn, "claimed", run_at="* * * * *")
-    due = datetime(2030, 1, 1, 0, 1, tzinfo=timezone.utc)
-    q(dsn, "UPDATE timetable.chain_state SET dirty = false, run_at = '* * * * *', next_due_at = %s", (due,))
+    q(dsn, "UPDATE timetable.chain_state SET dirty = false, run_at = '* * * * *', next_due_at = %s "
+           "WHERE chain_id = %s", (due, cid))
     version = q1(dsn, "SELECT version FROM timetable.chain_state WHERE chain_id = %s", (cid,))
-    with psycopg.connect(dsn, autocommit=True) as gone:  # the engine's control connection, soon gone
-        dead_pid = gone.info.backend_pid
+    with psycopg.connect(dsn, autocommit=True) as gone:
+        pid = gone.info.backend_pid
         started = gone.execute("SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
         (run_id, chain_id, got_due, status), = gone.execute(
             "SELECT * FROM timetable.claim_due('ghost', 777, %s, 16, %s, %s, %s, %s, %s, %s)",
             (started, [cid], [due], ["cron"], [due], [due.replace(minute=2)], [version])).fetchall()
     assert (chain_id, got_due, status) == (cid, due, "running")
-    assert q(dsn, "SELECT status, backend_pid, started_at FROM timetable.chain_run") == [("running", dead_pid, due)]
-    assert q(dsn, "SELECT last_run_id, last_status FROM timetable.chain_state WHERE chain_id = %s",
-             (cid,)) == [(run_id, "running")]
-    # the same firing cannot be claimed again: next_due_at moved on
-    assert q(dsn, "SELECT * FROM timetable.claim_due('other', 778, now(), 16, %s, %s, %s, %s, %s, %s)",
-             ([cid], [due], ["cron"], [due], [due.replace(minute=2)], [version])) == []
     for _ in range(100):
-        if not q1(dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (dead_pid,)):
+        if not q1(dsn, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)):
             break
         time.sleep(0.05)
+    return run_id, pid
+
+
+def test_a_claimed_run_of_a_dead_engine_is_reaped_and_corrected_if_it_committed_after_all(make_db):
+    """claim_due starts the run: its chain_run row is 'running' from the claim on, owned by the
+    claiming backend (the engine's control connection).  When that backend is gone the
+    reaper ends the run as failed and marks it reaped; the firing is not claimed again; and
+    if the run's chain transaction commits after all (the engine only lost its control
+    connection), close_runs still records the truth, once."""
+    dsn = make_db(("timetable",))
+    cid = _chain(dsn, "claimed", run_at="* * * * *")
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=timezone.utc)
+    run_id, dead_pid = _claim_by_dead_backend(dsn, cid, due)
+    assert q(dsn, "SELECT last_run_id, last_status FROM timetable.chain_state WHERE chain_id = %s",
+             (cid,)) == [(run_id, "running")]
+    version = q1(dsn, "SELECT version FROM timetable.chain_state WHERE chain_id = %s", (cid,))
+    assert q(dsn, "SELECT * FROM timetable.claim_due('other', 778, now(), 16, %s, %s, %s, %s, %s, %s)",
+             ([cid], [due], ["cron"], [due], [due.replace(minute=2)], [version])) == []  # next_due_at moved on
     reaped = q(dsn, "SELECT chain_id, reason FROM timetable.reap_dead_runs()")
     assert reaped == [(cid, f"engine ghost (session 777) lost its database session (backend {dead_pid}) while "
                             "the run was running")]
-    assert q(dsn, "SELECT status, due_at, trigger, client_name FROM timetable.chain_run") == [
-        ("failed", due, "cron", "ghost")]
-    # a chain transaction of that run that is still going is refused at its end
-    with psycopg.connect(dsn) as late:
-        with pytest.raises(psycopg.Error) as err:
-            late.execute("SELECT timetable.close_run(%s, 'succeeded', NULL, now(), now(), NULL, NULL, true)",
-                         (run_id,))
-        assert err.value.diag.sqlstate == "PGTT3"
-        late.rollback()
-        # not strictly (the failure path): nothing to do, nothing raised
-        assert late.execute("SELECT timetable.close_run(%s, 'failed', 'x', NULL, now(), NULL, NULL, false)",
-                            (run_id,)).fetchone()[0] is False
-    assert q(dsn, "SELECT status FROM timetable.chain_run") == [("failed",)]
+    assert q(dsn, "SELECT status, due_at, trigger, client_name, reaped FROM timetable.chain_run") == [
+        ("failed", due, "cron", "ghost", True)]
+    assert q1(dsn, "SELECT last_status FROM timetable.chain_state WHERE chain_id = %s", (cid,)) == "failed"
+    end = ("SELECT timetable.close_runs(%s, ARRAY['succeeded'], ARRAY[NULL], ARRAY[%s]::timestamptz[], "
+           "ARRAY[%s]::timestamptz[], ARRAY[42]::bigint[], ARRAY[NULL]::timestamptz[])")
+    assert q1(dsn, end, ([run_id], due, due)) == 1
+    status, reason, txid, flag = q(dsn, "SELECT status, reason, txid, reaped FROM timetable.chain_run")[0]
+    assert (status, txid, flag) == ("succeeded", 42, False)
+    assert reason.startswith("its chain transaction committed after the reaper had recorded: engine ghost")
+    assert q1(dsn, "SELECT last_status FROM timetable.chain_state WHERE chain_id = %s", (cid,)) == "succeeded"
+    assert q1(dsn, end, ([run_id], due, due)) == 0  # written twice: nothing changes
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_the_reaper_reads_the_outcome_of_a_dead_engines_run_from_its_execution_log_rows(make_db, committed):
+    """The engine died after its chain transaction ended but before the log writer recorded
+    the run's end: the reaper records 'succeeded' when the chain transaction (whose txid the
+    run's execution_log rows carry) committed, 'failed' when it rolled back."""
+    import psycopg
+
+    dsn = make_db(("timetable",))
+    cid = _chain(dsn, "ended", run_at="* * * * *")
+    due = datetime(2030, 1, 1, 0, 1, tzinfo=timezone.utc)
+    run_id, dead_pid = _claim_by_dead_backend(dsn, cid, due)
+    with psycopg.connect(dsn) as chain_tx:  # the run's chain transaction, with its log row
+        txid = chain_tx.execute("SELECT txid_current()").fetchone()[0]
+        chain_tx.execute("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, "
+                         "returncode, kind, command, client_name, run_id) "
+                         "VALUES (%s, 1, %s, now(), now(), 777, 0, 'SQL', 'SELECT 1', 'ghost', %s)",
+                         (cid, txid, run_id))
+        if committed:
+            chain_tx.commit()
+        else:  # a failed run's rows are written again after the ROLLBACK, with the same txid
+            chain_tx.rollback()
+            chain_tx.execute("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, "
+                             "pid, returncode, kind, command, client_name, run_id) "
+                             "VALUES (%s, 1, %s, now(), now(), 777, 1, 'SQL', 'SELECT 1', 'ghost', %s)",
+                             (cid, txid, run_id))
+            chain_tx.commit()
+    (reaped_run, reason), = q(dsn, "SELECT run_id, reason FROM timetable.reap_dead_runs()")
+    assert reaped_run == run_id
+    status, got_txid = q(dsn, "SELECT status, txid FROM timetable.chain_run")[0]
+    if committed:
+        assert (status, got_txid) == ("succeeded", txid)
+        assert reason == (f"engine ghost (session 777) lost its database session (backend {dead_pid}) after the "
+                          "run committed; recorded by reap_dead_runs")
+    else:
+        assert status == "failed" and "while the run was running" in reason
 
 
 def test_the_claim_records_runs_over_max_instances_as_skipped(make_db):

@@ -8,6 +8,11 @@ Since the executor's fast path (engine/timetable/executor.py), execution_log row
 tasks run in the chain transaction are written by the executor on the chain's own
 connection; this writer takes the rows of tasks that run elsewhere (PROGRAM, BUILTIN,
 autonomous and remote SQL) and every ``timetable.log`` message.
+
+It also records the ends of successful runs (``run_ended``), after their chain transactions
+committed, many per ``timetable.close_runs`` call and in a transaction of their own (so a
+log row the server refuses cannot take them down).  Nobody waits for that: if the engine
+dies first, ``reap_dead_runs`` finds the outcome in the run's committed execution_log rows.
 """
 
 from __future__ import annotations
@@ -28,10 +33,13 @@ TYPE_RANK = {"PANIC": 1, "ERROR": 1, "INFO": 2, "NOTICE": 2, "USER": 2, "DEBUG":
 
 INSERT_EXECUTION = """
 INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, ignore_error,
-                                     kind, command, output, client_name, params)
+                                     kind, command, output, client_name, params, run_id)
 SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::bigint[],
-                     %s::int[], %s::bool[], %s::timetable.command_kind[], %s::text[], %s::text[], %s::text[], %s::text[])
+                     %s::int[], %s::bool[], %s::timetable.command_kind[], %s::text[], %s::text[], %s::text[], %s::text[],
+                     %s::bigint[])
 """
+CLOSE_RUNS = ("SELECT timetable.close_runs(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[], "
+              "%s::timestamptz[], %s::bigint[], %s::timestamptz[])")
 #: a batch of log rows as ONE json parameter ([[ts, level, message, data], ...]): one C-level
 #: json.dumps per batch instead of escaping four text arrays element by element
 INSERT_LOG = """
@@ -55,6 +63,20 @@ class ExecutionEntry:
     command: str
     output: str | None
     params: str | None
+    run_id: int | None = None
+
+
+@dataclass
+class RunEnd:
+    """The end of a run whose chain transaction committed (``timetable.close_runs``)."""
+
+    run_id: int
+    status: str
+    reason: str | None
+    started: datetime | None
+    finished: datetime
+    txid: int | None
+    next_due: datetime | None  # @after chains: the next firing
 
 
 class DbWriter:
@@ -96,6 +118,10 @@ class DbWriter:
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(("exec", entry, fut))
         await asyncio.shield(fut)
+
+    def run_ended(self, end: RunEnd) -> None:
+        """Queue the end of a successful run (no wait; see the module docstring)."""
+        self._queue.put_nowait(("end", end, None))
 
     def message(self, level: str, message: str, data: dict[str, Any] | None = None,
                 ts: datetime | None = None) -> None:
@@ -147,9 +173,18 @@ class DbWriter:
     async def _write(self, batch) -> None:
         execs = [e for kind, e, _ in batch if kind == "exec"]
         logs = [e for kind, e, _ in batch if kind == "log"]
-        if not execs and not logs:
+        ends = [e for kind, e, _ in batch if kind == "end"]
+        if not execs and not logs and not ends:
             return
         conn = await self._connection()
+        if ends:  # idempotent: written again with the batch after an error, it changes nothing
+            async with conn.transaction():
+                await conn.execute(CLOSE_RUNS, (
+                    [e.run_id for e in ends], [e.status for e in ends], [e.reason for e in ends],
+                    [e.started for e in ends], [e.finished for e in ends], [e.txid for e in ends],
+                    [e.next_due for e in ends]))
+        if not execs and not logs:
+            return
         async with conn.transaction():
             if execs:
                 await conn.execute(INSERT_EXECUTION, (
@@ -157,7 +192,7 @@ class DbWriter:
                     [e.last_run for e in execs], [e.finished for e in execs], [self.session_id] * len(execs),
                     [e.returncode for e in execs], [e.ignore_error for e in execs], [e.kind for e in execs],
                     [e.command for e in execs], [e.output for e in execs], [self.client_name] * len(execs),
-                    [e.params for e in execs]))
+                    [e.params for e in execs], [e.run_id for e in execs]))
             if logs:
                 text = json.dumps(logs, default=str)
                 if "\\u0000" in text:  # PostgreSQL's text and jsonb cannot hold NUL

@@ -15,9 +15,11 @@ Semantics (pg_timetable's, see reference §3.2):
    the CLI default; 0 = none) and STOP; one execution_log row per execution;
 4. a failure of a task without ignore_error: ROLLBACK, then ``on_error`` in a fresh
    transaction; otherwise COMMIT, then ``self_destruct`` deletes the chain;
-5. ``timetable.close_run`` records the result and the real start (and, for @after chains,
-   the next due time) in the chain transaction; it refuses to commit a run that the reaper
-   has meanwhile failed.
+5. the run's result and real start (and, for @after chains, the next due time) are
+   recorded: for a success by the log writer right after COMMIT, many runs per statement
+   (``timetable.close_runs``: the chain transaction's own execution_log rows, which carry
+   the run id, tell the reaper the outcome if the engine dies in between); for a failure at
+   once on the run's connection after the ROLLBACK (``timetable.close_run``).
 
 How it stays cheap (bench/bench_timetable.py): every chain run happens on the worker's own
 connection (no pool checkout), and the statements of one step go to the server as ONE
@@ -26,8 +28,7 @@ statements, as with pg_timetable; so the values around it are composed as quoted
 with ``psycopg.sql.Literal``, never pasted).  For a one-task SQL chain that is two round trips:
 
 * ``BEGIN; SELECT <lock>, <txid>, set_config(..) ..; <task command>``
-* ``RESET ..; INSERT INTO timetable.execution_log .. VALUES (..); SELECT
-  timetable.close_run(..); COMMIT``
+* ``RESET ..; INSERT INTO timetable.execution_log .. VALUES (..); COMMIT``
 
 The execution_log rows of tasks run on the chain connection (local SQL tasks) are written
 in the chain transaction, at the next step, so later tasks of the run see them.  If the
@@ -53,7 +54,7 @@ from psycopg import pq, sql
 from engine.clock import Clock
 from engine.db import ConnSettings, aconnect, redact
 from engine.schedules import ScheduleError, parse_schedule
-from engine.timetable.dblog import DbWriter, ExecutionEntry
+from engine.timetable.dblog import DbWriter, ExecutionEntry, RunEnd
 from engine.timetable.options import TimetableOptions
 from engine.timetable.tasks import (TaskContext, TaskFailed, TaskResult, TaskRow, enforces_task_timeout,
                                     get_kind)
@@ -90,14 +91,15 @@ START_SLOW = "SELECT timetable.start_run(%s, %s, %s)"
 LOG_AND_FINISH = "SELECT timetable._log_executions(%s, %s, %s), timetable.finish_run(%s, %s, %s, %s, %s, %s)"
 #: the execution_log columns of the rows the executor writes (pid = the engine's session)
 LOG_COLUMNS = ("chain_id, task_id, txid, last_run, finished, pid, returncode, ignore_error, kind, command, output, "
-               "client_name, params")
+               "params, run_id, client_name")
 #: how long a task kind that enforces the task timeout itself (PROGRAM, BUILTIN) gets after
 #: the deadline to hand back its own result (exit status 137 and the partial output of a
 #: killed program) before the executor cancels it and records "task timed out"
 SELF_TIMEOUT_GRACE_S = 3.0
 #: what a task may leave behind on the worker's connection (RESET ALL leaves the role and
-#: the session authorization alone; session advisory locks go in close_run)
-RESET = ("RESET SESSION AUTHORIZATION", "RESET ROLE", "RESET ALL", "DISCARD TEMP", "UNLISTEN *")
+#: the session authorization alone)
+RESET = ("RESET SESSION AUTHORIZATION", "RESET ROLE", "RESET ALL", "DISCARD TEMP", "UNLISTEN *",
+         "SELECT pg_advisory_unlock_all()")
 STOPPED = "stopped by notify_chain_stop"
 
 
@@ -462,7 +464,7 @@ class ChainExecutor:
             output = output.replace("\x00", "")
         r.pending.append([r.d.chain_id, task.task_id, r.txid, started.isoformat(), _now().isoformat(),
                           result.returncode, task.ignore_error, task.kind, task.command, output,
-                          None if param is None else json.dumps(param)])
+                          None if param is None else json.dumps(param), r.handle.run_id])
 
     async def _local_task(self, r: _Run, task: TaskRow, params: list, chain_deadline: float | None
                           ) -> tuple[bool, str | None]:
@@ -636,7 +638,8 @@ class ChainExecutor:
         await self.writer.execution(ExecutionEntry(
             chain_id=r.d.chain_id, task_id=task.task_id, txid=r.txid, last_run=started, finished=_now(),
             returncode=result.returncode, ignore_error=task.ignore_error, kind=task.kind, command=task.command,
-            output=result.output or None, params=None if param is None else json.dumps(param)))
+            output=result.output or None, params=None if param is None else json.dumps(param),
+            run_id=r.handle.run_id))
 
     # --- the end of a run ----------------------------------------------------------------
 
@@ -657,44 +660,50 @@ class ChainExecutor:
         values = ",\n".join(
             f"({int(c)}, {int(t)}, {int(x)}, {lit(started, conn)}::timestamptz, {lit(finished, conn)}::timestamptz, "
             f"{session}, {int(code)}, {'true' if ignore else 'false'}, {lit(kind, conn)}, {lit(command, conn)}, "
-            f"{lit(output, conn)}, {client}, {lit(params, conn)})"
-            for c, t, x, started, finished, code, ignore, kind, command, output, params in rows)
+            f"{lit(output, conn)}, {lit(params, conn)}, {int(run_id)}, {client})"
+            for c, t, x, started, finished, code, ignore, kind, command, output, params, run_id in rows)
         return f"INSERT INTO timetable.execution_log ({LOG_COLUMNS}) VALUES {values}"
 
-    def _finish_stmts(self, r: _Run, outcome: RunOutcome, log_rows: list[list], strict: bool) -> list[str]:
-        """The run's remaining execution_log rows and close_run; strict: refuse (PGTT3) to go
-        on when the run is not open any more (the chain transaction must not commit)."""
+    def _finish_stmts(self, r: _Run, outcome: RunOutcome, log_rows: list[list]) -> list[str]:
+        """A failed run's remaining execution_log rows and close_run (after the ROLLBACK)."""
         finished = self.clock.now()
         conn = r.conn
         close = (f"SELECT timetable.close_run({int(r.handle.run_id)}, {self._lit(outcome.status, conn)}, "
                  f"{self._lit(outcome.reason, conn)}::text, {self._ts(r.started_ts)}, {self._ts(finished)}, "
-                 f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))}, "
-                 f"{'true' if strict else 'false'})")
+                 f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))})")
         return ([self._insert_rows_stmt(r, log_rows)] if log_rows else []) + [close]
 
     async def _commit(self, r: _Run) -> RunOutcome:
-        """Success: the rows, close_run and COMMIT in one step; then self_destruct."""
+        """Success: the rows and COMMIT in one step; the run's end goes to the log writer
+        (close_runs, batched); then self_destruct."""
         outcome = RunOutcome("succeeded")
         rows, r.pending = r.pending, []
         after = [f"DELETE FROM timetable.chain WHERE chain_id = {int(r.d.chain_id)}"] if r.d.self_destruct else []
-        stmts = [*RESET, *self._finish_stmts(r, outcome, rows, strict=True), "COMMIT"]
+        stmts = [*RESET, *([self._insert_rows_stmt(r, rows)] if rows else []), "COMMIT"]
         commit_at = len(r.prefix) + len(stmts) - 1
         try:
             await self._send(r, stmts + after, bounded=False)
         except (_StepFailed, psycopg.Error) as exc:
             if r.failed_at > commit_at and not r.conn.broken:
-                # only the self_destruct DELETE failed: the run is recorded as succeeded
+                # only the self_destruct DELETE failed: the run succeeded
+                self._ended(r, outcome)
                 self.writer.message("ERROR", f"self_destruct failed: {exc}", {"chain": r.d.chain_id})
                 return outcome
             r.pending = r.in_tx_rows + rows + r.pending
             r.in_tx_rows = []
             return RunOutcome("failed", f"commit failed: {exc}")
+        self._ended(r, outcome)
         if r.d.self_destruct:
             self.writer.message("INFO", "Chain deleted after a successful run (self_destruct)",
                                 {"chain": r.d.chain_id})
         self.writer.message("INFO", "Chain succeeded", {"chain": r.d.chain_id, "run": r.handle.run_id,
                                                         "reason": None})
         return outcome
+
+    def _ended(self, r: _Run, outcome: RunOutcome) -> None:
+        finished = self.clock.now()
+        self.writer.run_ended(RunEnd(r.handle.run_id, outcome.status, outcome.reason, r.started_ts, finished,
+                                     r.txid or None, self._next_due(r, finished)))
 
     async def _fail(self, r: _Run, outcome: RunOutcome) -> None:
         """ROLLBACK, the run's execution_log rows again (they were rolled back), on_error, finish."""
@@ -717,7 +726,7 @@ class ChainExecutor:
                 await self._on_error(conn, r.d.chain_id, r.d.on_error)
             rows, r.pending = r.pending, []
             try:
-                await self._send(r, [*RESET, *self._finish_stmts(r, outcome, rows, strict=False)], bounded=False)
+                await self._send(r, [*RESET, *self._finish_stmts(r, outcome, rows)], bounded=False)
             except BaseException:
                 r.pending = rows + r.pending  # after a ROLLBACK the rest is one implicit transaction
                 raise

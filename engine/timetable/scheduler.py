@@ -297,8 +297,8 @@ class Scheduler:
             raise SchemaError("module timetable is not installed in this database: run `pgtt-tui db init "
                               "--modules timetable`")
         fast = (await (await session.execute(
-            "SELECT to_regprocedure('timetable.close_run(bigint,text,text,timestamptz,timestamptz,bigint,"
-            "timestamptz,boolean)') IS NOT NULL AND to_regclass('timetable.pending_start') IS NOT NULL"
+            "SELECT to_regprocedure('timetable.close_runs(bigint[],text[],text[],timestamptz[],timestamptz[],"
+            "bigint[],timestamptz[])') IS NOT NULL AND to_regclass('timetable.pending_start') IS NOT NULL"
         )).fetchone())[0]
         if not fast:
             raise SchemaError("module timetable is outdated in this database: run `pgtt-tui db upgrade`")

@@ -16,14 +16,16 @@
 --   run ends; close_run writes the real start.
 -- * The claim_session bookkeeping of 0003 (claimed firings without a row) is not needed
 --   any more: every claimed firing has its row from the claim on.
--- * Functions only the per-worker start used are dropped: start_firing, start_firing_slow,
---   drop_firings and the old claim_due.
+-- * Functions only the per-worker start and end used are dropped: start_firing,
+--   start_firing_slow, start_run_or_raise, drop_firings, end_run and the old claim_due.
 
 DROP FUNCTION timetable.claim_due(text, bigint, bigint[], timestamptz[], text[], timestamptz[], timestamptz[], bigint[]);
 DROP FUNCTION timetable.start_firing(bigint, bigint, timestamptz, text, text, bigint, timestamptz, integer, timestamptz);
 DROP FUNCTION timetable.start_firing_slow(bigint, bigint, timestamptz, text, text, bigint, timestamptz, integer,
                                           timestamptz);
 DROP FUNCTION timetable.drop_firings(text, bigint, bigint[], bigint[], timestamptz[], text[], text, timestamptz);
+DROP FUNCTION timetable.start_run_or_raise(bigint, timestamptz, integer, timestamptz);
+DROP FUNCTION timetable.end_run(bigint, text, text, timestamptz, bigint, timestamptz, bigint, text, json);
 
 -- Claim firings and start them.  Per chain, a compare-and-set of chain_state.next_due_at from
 -- the value the engine read (p_old) to the next one it computed (p_new) decides the ONE
@@ -98,15 +100,85 @@ BEGIN
     SELECT i.run_id, i.chain_id, i.due_at, i.status FROM ins i;
 END $$;
 
--- The end of a run, in the chain transaction on the run's own connection (success: before
--- COMMIT; failure: after the ROLLBACK and on_error): the run's result and real start, the
--- chain's state (for @after chains also the next due time), and the session advisory locks a
--- task left behind.  A run that is not open any more (the reaper failed it because its
--- engine's control connection was lost) returns false, or with p_strict raises PGTT3 so that
--- the chain transaction does not commit the work of a run recorded as failed.
+ALTER TABLE timetable.execution_log ADD COLUMN run_id BIGINT;
+COMMENT ON COLUMN timetable.execution_log.run_id IS
+    'pgtt-tui: the chain_run the execution belongs to (NULL in rows written by other tools)';
+ALTER TABLE timetable.chain_run ADD COLUMN reaped BOOLEAN NOT NULL DEFAULT false;
+COMMENT ON COLUMN timetable.chain_run.reaped IS
+    'pgtt-tui: ended by reap_dead_runs because its engine lost its database session';
+
+-- The execution_log rows the engine writes on a chain's own connection (0002's function, now
+-- with the run id as the twelfth element of each row).
+CREATE OR REPLACE FUNCTION timetable._log_executions(p_session bigint, p_client text, p_rows json)
+RETURNS integer LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH ins AS (
+        INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode,
+                                             ignore_error, kind, command, output, client_name, params, run_id)
+        SELECT (r->>0)::bigint, (r->>1)::bigint, (r->>2)::bigint, (r->>3)::timestamptz, (r->>4)::timestamptz,
+               p_session, (r->>5)::integer, (r->>6)::boolean, (r->>7)::timetable.command_kind, r->>8, r->>9,
+               p_client, r->>10, (r->>11)::bigint
+          FROM json_array_elements(p_rows) AS r
+        RETURNING 1)
+    SELECT count(*)::integer FROM ins
+$$;
+
+-- The chain's state at the end of one of its runs (last result; for @after chains the next
+-- due time, unless the chain was edited meanwhile).  Rows are locked in chain_id order (by
+-- primary key, like claim_due's compare-and-set), so a batch of ends and a batch of claims
+-- cannot deadlock.
+CREATE FUNCTION timetable._chain_ended(p_chain bigint[], p_status text[], p_finished timestamptz[],
+                                       p_next_due timestamptz[])
+RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $$
+BEGIN
+    UPDATE timetable.chain_state s
+       SET last_finished_at = e.finished, last_status = e.status,
+           next_due_at = CASE WHEN e.next_due IS NOT NULL AND NOT s.dirty AND s.next_due_at IS NULL
+                              THEN e.next_due ELSE s.next_due_at END
+      FROM (SELECT DISTINCT ON (i.chain_id) i.chain_id, i.status, i.finished, i.next_due
+              FROM unnest(p_chain, p_status, p_finished, p_next_due) AS i(chain_id, status, finished, next_due)
+             ORDER BY i.chain_id, i.finished DESC) e
+     WHERE s.chain_id = ANY (p_chain) AND s.chain_id = e.chain_id;
+    IF EXISTS (SELECT 1 FROM unnest(p_next_due) AS d WHERE d IS NOT NULL) THEN
+        PERFORM pg_notify('pgtt_timetable_changed', '');
+    END IF;
+END $$;
+
+-- The ends of successful runs, many at once (the engine's log writer, after each run's chain
+-- transaction committed).  A run still open, or ended by the reaper meanwhile (its chain
+-- transaction committed after all), gets its result; anything else is left alone, so a
+-- batch written twice changes nothing the second time.  Returns the number of runs ended.
+CREATE FUNCTION timetable.close_runs(p_run bigint[], p_status text[], p_reason text[], p_started timestamptz[],
+                                     p_finished timestamptz[], p_txid bigint[], p_next_due timestamptz[])
+RETURNS integer LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_chain bigint[]; v_status text[]; v_finished timestamptz[]; v_next timestamptz[];
+BEGIN
+    WITH fin AS (
+        UPDATE timetable.chain_run x
+           SET status = i.status, finished_at = i.finished, started_at = coalesce(i.started, x.started_at),
+               txid = coalesce(i.txid, x.txid), reaped = false,
+               reason = CASE WHEN x.reaped
+                             THEN concat_ws('; ', i.reason, 'its chain transaction committed after the reaper '
+                                                           'had recorded: ' || x.reason)
+                             ELSE i.reason END
+          FROM unnest(p_run, p_status, p_reason, p_started, p_finished, p_txid, p_next_due)
+               AS i(run_id, status, reason, started, finished, txid, next_due)
+         WHERE x.run_id = ANY (p_run) AND x.run_id = i.run_id AND (x.status IN ('claimed', 'running') OR x.reaped)
+        RETURNING x.chain_id, i.status, i.finished, i.next_due)
+    SELECT array_agg(f.chain_id ORDER BY f.chain_id), array_agg(f.status ORDER BY f.chain_id),
+           array_agg(f.finished ORDER BY f.chain_id), array_agg(f.next_due ORDER BY f.chain_id)
+      INTO v_chain, v_status, v_finished, v_next FROM fin f;
+    IF v_chain IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM timetable._chain_ended(v_chain, v_status, v_finished, v_next);
+    RETURN cardinality(v_chain);
+END $$;
+
+-- The end of one run on the run's own connection: a failed run after its ROLLBACK (and
+-- on_error).  Returns whether the run was still open.
 CREATE FUNCTION timetable.close_run(p_run_id bigint, p_status text, p_reason text, p_started timestamptz,
-                                    p_finished timestamptz, p_txid bigint, p_next_due timestamptz,
-                                    p_strict boolean)
+                                    p_finished timestamptz, p_txid bigint, p_next_due timestamptz)
 RETURNS boolean LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_chain bigint;
@@ -117,21 +189,9 @@ BEGIN
      WHERE x.run_id = p_run_id AND x.status IN ('running', 'claimed')
     RETURNING x.chain_id INTO v_chain;
     IF NOT FOUND THEN
-        IF p_strict THEN
-            RAISE EXCEPTION USING ERRCODE = 'PGTT3',
-                MESSAGE = format('run %s was already ended by another session (see its reason)', p_run_id);
-        END IF;
         RETURN false;
     END IF;
-    UPDATE timetable.chain_state s
-       SET last_finished_at = p_finished, last_status = p_status,
-           next_due_at = CASE WHEN p_next_due IS NOT NULL AND NOT s.dirty AND s.next_due_at IS NULL
-                              THEN p_next_due ELSE s.next_due_at END
-     WHERE s.chain_id = v_chain;
-    PERFORM pg_advisory_unlock_all();
-    IF p_next_due IS NOT NULL THEN
-        PERFORM pg_notify('pgtt_timetable_changed', '');
-    END IF;
+    PERFORM timetable._chain_ended(ARRAY[v_chain], ARRAY[p_status], ARRAY[p_finished], ARRAY[p_next_due]);
     RETURN true;
 END $$;
 
@@ -147,21 +207,38 @@ BEGIN
     DELETE FROM timetable.active_session s WHERE NOT timetable._backend_alive(s.server_pid, NULL);
     RETURN QUERY
     WITH dead AS (
-        UPDATE timetable.chain_run r
-           SET status = 'failed', finished_at = now(),
-               reason = format('engine %s (session %s) lost its database session (backend %s) while the run was %s',
-                               r.client_name, r.session_id, r.backend_pid, r.status)
+        SELECT r.run_id, r.chain_id, r.client_name, r.session_id, r.backend_pid, r.status, r.claimed_at,
+               -- the run's chain transaction committed: its execution_log rows carry its txid
+               (SELECT max(e.txid) FROM timetable.execution_log e
+                 WHERE e.chain_id = r.chain_id AND e.finished >= r.claimed_at - interval '1 day'
+                   AND e.run_id = r.run_id AND e.txid IS NOT NULL AND e.txid <> 0
+                   AND txid_status(e.txid) = 'committed') AS committed_txid
+          FROM timetable.chain_run r
          WHERE r.status IN ('claimed', 'running')
            AND NOT timetable._backend_alive(r.backend_pid, r.backend_start)
-        RETURNING r.run_id, r.chain_id, r.reason
+           FOR UPDATE OF r
+    ), ended AS (
+        UPDATE timetable.chain_run r
+           SET status = CASE WHEN d.committed_txid IS NOT NULL THEN 'succeeded' ELSE 'failed' END,
+               finished_at = now(), reaped = true, txid = coalesce(d.committed_txid, r.txid),
+               reason = CASE WHEN d.committed_txid IS NOT NULL
+                             THEN format('engine %s (session %s) lost its database session (backend %s) after the '
+                                         'run committed; recorded by reap_dead_runs',
+                                         d.client_name, d.session_id, d.backend_pid)
+                             ELSE format('engine %s (session %s) lost its database session (backend %s) while '
+                                         'the run was %s', d.client_name, d.session_id, d.backend_pid, d.status)
+                        END
+          FROM dead d
+         WHERE r.run_id = d.run_id
+        RETURNING r.run_id, r.chain_id, r.status, r.reason
     ), st AS (
         UPDATE timetable.chain_state s
-           SET last_status = 'failed', last_finished_at = now(),
+           SET last_status = e.status, last_finished_at = now(),
                dirty = s.dirty OR s.next_due_at IS NULL, version = s.version + 1
-          FROM dead d
-         WHERE s.chain_id = d.chain_id
+          FROM ended e
+         WHERE s.chain_id = e.chain_id
     )
-    SELECT d.run_id, d.chain_id, d.reason FROM dead d;
+    SELECT e.run_id, e.chain_id, e.reason FROM ended e;
 END $$;
 
 ALTER TABLE timetable.chain_state DROP COLUMN claim_session;
