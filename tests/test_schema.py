@@ -44,10 +44,11 @@ def test_outdated_schema_is_refused_with_the_upgrade_command(empty_dsn):
         schema.install(conn, ["pgtt"])
         schema.require_current(conn, ["pgtt"])
         top = schema.available_version("pgtt")
-        # pretend the newest file was never applied (the row stands for an older release)
+        # pretend the newest file was never applied; a row for the version before it stays
+        # (when pgtt had one file, a fake version 0 row stood for the older release)
         conn.execute("DELETE FROM pgtt.schema_migration WHERE module = 'pgtt' AND version = %s", (top,))
         conn.execute("INSERT INTO pgtt.schema_migration (module, version, name, checksum) "
-                     "VALUES ('pgtt', %s, 'older', 'x')", (top - 1,))
+                     "VALUES ('pgtt', %s, 'older', 'x') ON CONFLICT DO NOTHING", (top - 1,))
         assert {s.module: s.state for s in schema.status(conn)}["pgtt"] == "outdated"
         with pytest.raises(SchemaError, match="pgtt-tui db upgrade"):
             schema.require_current(conn, ["pgtt"])
