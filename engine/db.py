@@ -271,3 +271,23 @@ async def listen(conn: psycopg.AsyncConnection, channel: str) -> AsyncIterator[p
     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
     async for notify in conn.notifies():
         yield notify
+
+
+def array_literal(values) -> str:
+    """A PostgreSQL array literal (text) of ints, strings, None and timezone-aware datetimes,
+    to send with a ``::type[]`` cast.  For batches of plain values this is several times
+    cheaper than letting psycopg adapt a Python list element by element; every element is
+    quoted, with backslash and double quote escaped as the array syntax requires."""
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append("NULL")
+            continue
+        if hasattr(v, "isoformat"):
+            if getattr(v, "tzinfo", None) is None:
+                raise ValueError("timestamps in array literals must be timezone-aware")
+            text = v.isoformat()
+        else:
+            text = str(v)
+        parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"

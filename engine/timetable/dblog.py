@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from engine.db import ConnSettings, aconnect, backoff_delays
+from engine.db import ConnSettings, aconnect, array_literal, backoff_delays
 
 LEVEL_RANK = {"none": 0, "error": 1, "info": 2, "debug": 3}
 TYPE_RANK = {"PANIC": 1, "ERROR": 1, "INFO": 2, "NOTICE": 2, "USER": 2, "DEBUG": 3}
@@ -179,10 +179,10 @@ class DbWriter:
         conn = await self._connection()
         if ends:  # idempotent: written again with the batch after an error, it changes nothing
             async with conn.transaction():
-                await conn.execute(CLOSE_RUNS, (
+                await conn.execute(CLOSE_RUNS, tuple(array_literal(column) for column in (
                     [e.run_id for e in ends], [e.status for e in ends], [e.reason for e in ends],
                     [e.started for e in ends], [e.finished for e in ends], [e.txid for e in ends],
-                    [e.next_due for e in ends]))
+                    [e.next_due for e in ends])))
         if not execs and not logs:
             return
         async with conn.transaction():

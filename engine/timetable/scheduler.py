@@ -66,7 +66,7 @@ from psycopg import pq, sql
 from engine.clock import Clock
 from psycopg import conninfo as pg_conninfo
 
-from engine.db import ConnSettings, aconnect
+from engine.db import ConnSettings, aconnect, array_literal
 from engine.errors import PgttError, SchemaError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable.dblog import DbWriter
@@ -76,13 +76,6 @@ from engine.timetable.runstats import RunTimings
 
 CHANGED_CHANNEL = "pgtt_timetable_changed"
 _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immutable values
-
-
-def _array_text(values) -> str:
-    """A PostgreSQL array literal of ints, tz-aware datetimes, None and the trigger keywords
-    (none of which can hold a quote, backslash, comma or brace), every element quoted."""
-    return "{" + ",".join("NULL" if v is None else f'"{v.isoformat() if isinstance(v, datetime) else v}"'
-                          for v in values) + "}"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -144,8 +137,8 @@ SELECT least(
 REARM_SQL = """
 UPDATE timetable.chain_state SET dirty = true, version = version + 1 WHERE chain_id = %s AND next_due_at IS NULL
 """
-#: the arrays go as array literals in text (see _array_text): adapting them element by element
-#: cost more Python per claim than the rest of the claim
+#: the arrays go as array literals in text (engine.db.array_literal): adapting them element by
+#: element cost more Python per claim than the rest of the claim
 CLAIM_SQL = ("SELECT run_id, chain_id, due_at, status FROM timetable.claim_due(%s, %s, %s, %s, %s::bigint[], "
              "%s::timestamptz[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::bigint[])")
 REBOOT_SQL = """
@@ -544,7 +537,7 @@ class Scheduler:
         async with ctl.pipeline():
             claim_cur = await ctl.execute(CLAIM_SQL, (
                 self.options.client_name, self.session_id, self._ctl_started, self.options.default_max_instances,
-                *(_array_text(a) for a in (c_ids, c_due, c_trig, c_old, c_new, c_ver))))
+                *(array_literal(a) for a in (c_ids, c_due, c_trig, c_old, c_new, c_ver))))
             await ctl.execute("COMMIT")
             defs_cur = await ctl.execute(DEFS_SQL, (sorted(set(c_ids)),))
         claimed = await claim_cur.fetchall()
