@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -127,16 +129,46 @@ async def wait_for(dsn: str, query: str, target: int, timeout: float = 600) -> N
 
 # ---- (a) throughput --------------------------------------------------------------------------------
 
+def server_cpu_seconds(cluster: Cluster) -> float:
+    """CPU time of this benchmark's server: its postmaster (with the backends that exited)
+    and its running children, from /proc; other servers on the machine are not counted."""
+    postmaster = cluster.pid()
+    if postmaster is None:
+        return 0.0
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
+            total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+#: CPU per run of the last engine_throughput() (server, engine process), in ms
+LAST_CPU: dict[str, float] = {}
+
+
 async def engine_throughput(cluster: Cluster, n: int, workers: int) -> float:
     dsn = fresh_db(cluster, "tt_a")
     add_chains(dsn, n, "'* * * * *'")
     clock = StepClock(datetime(2030, 1, 1, 0, 0, 30, tzinfo=timezone.utc))
     sched, stopping, task = await start_engine(dsn, clock, cron_workers=workers, poll_seconds=0.5)
     await wait_for(dsn, "SELECT count(*) FROM timetable.chain_state WHERE next_due_at IS NOT NULL", n)
+    cpu0, own0 = server_cpu_seconds(cluster), own_cpu_seconds()
     t0 = time.perf_counter()
     clock.set(datetime(2030, 1, 1, 0, 1, 0, tzinfo=timezone.utc))
     await wait_for(dsn, "SELECT count(*) FROM timetable.chain_run WHERE status = 'succeeded'", n)
     elapsed = time.perf_counter() - t0
+    LAST_CPU.update(server=(server_cpu_seconds(cluster) - cpu0) / n * 1000, engine=(own_cpu_seconds() - own0) / n * 1000)
     stopping.set()
     await task
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -342,6 +374,8 @@ async def main() -> None:
                 base_one = await baseline_throughput(cluster, args.n, 1)
                 ratios.append(eng / base_par)
                 ratios_one.append(eng / base_one)
+                print(f"  round {rnd}: CPU per run in the timed window: server {LAST_CPU['server']:.2f} ms, "
+                      f"engine process {LAST_CPU['engine']:.2f} ms (includes this benchmark's polling)", flush=True)
                 print(f"  round {rnd}: engine {eng:6.0f} chains/s   baseline, {args.workers} connections {base_par:6.0f} "
                       f"runs/s (ratio {eng / base_par:.2f})   baseline, 1 connection {base_one:6.0f} runs/s "
                       f"(ratio {eng / base_one:.2f})", flush=True)
