@@ -178,14 +178,22 @@ async def engine_throughput(cluster: Cluster, n: int, workers: int) -> float:
     return n / elapsed
 
 
-async def baseline_throughput(cluster: Cluster, n: int, conns: int) -> float:
-    dsn = fresh_db(cluster, "tt_base")
-    insert = ("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, "
-              "ignore_error, kind, command, output, client_name, params) "
-              "VALUES (%s, %s, %s, %s, clock_timestamp(), 1, 0, false, 'SQL', 'SELECT 1', %s, 'bench', NULL)")
+#: the baseline's execution_log row (a, b): what the engine writes per one-task run
+BASELINE_INSERT = ("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, "
+                   "ignore_error, kind, command, output, client_name, params) "
+                   "VALUES (%s, %s, %s, %s, clock_timestamp(), 1, 0, false, 'SQL', 'SELECT 1', %s, 'bench', NULL)")
+
+
+def _numbers(n: int) -> asyncio.Queue[int]:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
+    return queue
+
+
+async def baseline_throughput(cluster: Cluster, n: int, conns: int) -> float:
+    dsn = fresh_db(cluster, "tt_base")
+    insert, queue = BASELINE_INSERT, _numbers(n)
 
     async def worker() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -239,12 +247,7 @@ async def baseline_latency(cluster: Cluster, n: int, conns: int) -> dict[str, fl
     psycopg, no bookkeeping) for n "chains" due at the same instant on ``conns`` connections
     opened in advance; per item the delay from the due instant to the start of its statement."""
     dsn = fresh_db(cluster, "tt_bb")
-    insert = ("INSERT INTO timetable.execution_log (chain_id, task_id, txid, last_run, finished, pid, returncode, "
-              "ignore_error, kind, command, output, client_name, params) "
-              "VALUES (%s, %s, %s, %s, clock_timestamp(), 1, 0, false, 'SQL', 'SELECT 1', %s, 'bench', NULL)")
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
+    insert, queue = BASELINE_INSERT, _numbers(n)
     lags: list[float] = []
     connections = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(conns)]
     due = time.time() + 1.0
