@@ -48,6 +48,7 @@ OPERATIONS = (
     ("pause", "p", "pause / resume the worker"),
     ("provider", "c", "change provider (pick the new one)"),
     ("switchover", "s", "switchover: this node becomes the root (root alive)"),
+    ("takeover", "t", "takeover: this branch takes the place of a live branch (its provider)"),
     ("failover", "f", "failover: the root is dead, this node becomes root"),
     ("resurrect", "e", "resurrect: bring this dead old root back as a branch"),
     ("tag_dead", "d", "tag this node dead"),
@@ -55,6 +56,23 @@ OPERATIONS = (
     ("drop", "x", "drop this node from the cascade"),
 )
 HIGHLIGHT_POLLS = 10
+
+
+def is_live_branch(n: NodeStatus) -> bool:
+    return n.reachable and not n.dead and n.node_type == "branch"
+
+
+def takeover_refusal(st: CascadeStatus, new: NodeStatus, old: str) -> str | None:
+    """Why a branch takeover of ``old`` by ``new`` is not even asked of the engine, or None.
+
+    Only what the engine would not say in the console's words: a takeover of the root is
+    the engine's switchover, which has its own key; everything else is the engine's to judge."""
+    if old == new.name:
+        return f"{new.name} cannot take over from itself: select the branch that should take its place"
+    target = st.nodes.get(old)
+    if target is not None and target.node_type == "root" and new.node_type == "branch":
+        return f"{old} is the root: to make {new.name} the root use s (switchover)"
+    return None
 
 
 @dataclass
@@ -85,6 +103,7 @@ class CascadeScreen(BaseView):
         Binding("p", "op('pause')", "pause/resume"),
         Binding("c", "op('provider')", "provider"),
         Binding("s", "op('switchover')", "switchover"),
+        Binding("t", "op('takeover')", "takeover"),
         Binding("f", "op('failover')", "failover"),
         Binding("e", "op('resurrect')", "resurrect", show=False),
         Binding("d", "op('tag_dead')", "tag dead", show=False),
@@ -120,7 +139,7 @@ class CascadeScreen(BaseView):
         with Vertical(classes="panel", id="node-panel") as panel:
             panel.border_title = "Node"
             yield Static("", id="node-detail")
-        yield Static("Enter: operations · p pause/resume · c provider · s switchover · f failover · "
+        yield Static("Enter: operations · p pause/resume · c provider · s switchover · t takeover · f failover · "
                      "e resurrect · d/a tag dead/alive · x drop", id="cascade-keys")
 
     def on_mount(self) -> None:
@@ -364,6 +383,40 @@ class CascadeScreen(BaseView):
             self.notify("no live root: use f (failover) instead", severity="error")
             return
         self._build(f"switchover {st.root} → {n.name}", ops.plan_takeover, self._dsn(), st.queue, st.root, n.name,
+                    wait_timeout=self.wait_timeout)
+
+    def _op_takeover(self, st: CascadeStatus, n: NodeStatus) -> None:
+        if not n.reachable:
+            self.notify(f"{n.name} does not answer: it cannot take over", severity="error")
+            return
+        if not n.provider:
+            self.notify(f"{n.name} has no provider: only a branch can take over", severity="warning")
+            return
+        others = [x for x in sorted(st.nodes.values(), key=lambda x: x.name)
+                  if x.name not in (n.name, n.provider) and is_live_branch(x)]
+        if n.node_type != "branch" or not others:
+            # nothing to choose: its provider, or the refusal that names it
+            self._takeover(st, n, n.provider)
+            return
+        provider = st.nodes.get(n.provider)
+        mine = [provider] if provider is not None and is_live_branch(provider) else []
+        choices = [(x.name, f"{x.name}  ({'its provider, ' if x is provider else ''}branch of {x.provider}, "
+                            f"tick {x.last_tick})") for x in mine + others]
+        hint = (f"its provider {n.provider} is the root: s (switchover) makes {n.name} the root"
+                if provider is not None and provider.node_type == "root" else "")
+
+        def go(old: str | None) -> None:
+            if old:
+                self._takeover(st, n, old)
+
+        self.app.push_screen(PickScreen(f"Which branch should {n.name} take over?", choices, hint=hint), go)
+
+    def _takeover(self, st: CascadeStatus, n: NodeStatus, old: str) -> None:
+        refusal = takeover_refusal(st, n, old)
+        if refusal:
+            self.notify(refusal, severity="warning", timeout=8)
+            return
+        self._build(f"takeover {old} → {n.name}", ops.plan_takeover, self._dsn(), st.queue, old, n.name,
                     wait_timeout=self.wait_timeout)
 
     def dead_root_candidates(self, st: CascadeStatus, new: str) -> list[str]:
