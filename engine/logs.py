@@ -76,7 +76,7 @@ def _exists(conn: psycopg.Connection, name: str) -> bool:
 
 def denied_sources(conn: psycopg.Connection) -> dict[str, str]:
     """Installed log sources this role may not read (part -> what is missing)."""
-    from engine.sessions import access, denied  # noqa: PLC0415
+    from engine.access import access, denied  # noqa: PLC0415
 
     return {p: text for p, text in denied(access(conn)).items() if p == "timetable"}
 
@@ -84,7 +84,7 @@ def denied_sources(conn: psycopg.Connection) -> dict[str, str]:
 def discover_sources(conn: psycopg.Connection) -> list[_Source]:
     """The log sources present in this database that this role may read, with the cursor
     each one is followed by."""
-    from engine.sessions import access  # noqa: PLC0415
+    from engine.access import access  # noqa: PLC0415
 
     parts = access(conn)
     out: list[_Source] = []

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from engine.sessions import access, denied
+from engine.access import access, denied
 
 ENGINE_COUNTS_SQL = """
 SELECT count(*) FILTER (WHERE alive) AS alive, count(*) FILTER (WHERE stopped_at IS NULL AND NOT alive) AS lost

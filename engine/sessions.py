@@ -6,10 +6,10 @@ on a database with only some modules.
 
 Roles: the schedule tables are not granted to PUBLIC (its SQL API is SECURITY DEFINER and
 shows a role its own jobs), and the pgtt / timetable schemas need explicit grants.  So
-``access(conn)`` tells, per part, whether it is installed and whether this role may read
-its tables; a role that may not read the schedule tables gets the same answers through the
-schedule SQL API (its own jobs), and a part it may not read at all is reported in
-``denied`` (part -> what is missing) instead of failing with a permission error.
+``access(conn)`` (engine.access) tells, per part, whether it is installed and whether this
+role may read its tables; a role that may not read the schedule tables gets the same
+answers through the schedule SQL API (its own jobs), and a part it may not read at all is
+reported in ``denied`` (part -> what is missing) instead of failing with a permission error.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+
+from engine.access import Access, access, denied  # noqa: F401 - callers import them from here too
 
 ENGINES_SQL = """
 SELECT engine_id, client_name, backend_pid, host, os_pid, modules, version, started_at, heartbeat_at,
@@ -78,49 +80,6 @@ ORDER BY a.start_time
 LIMIT %(limit)s
 """
 
-# The relations each part needs, found in the catalogs (no name lookup, so no permission
-# error): installed = the first one exists; readable = schema USAGE and SELECT on all.
-PART_RELATIONS = {
-    "pgtt": ("engine_status",),
-    "timetable": ("chain_run", "chain", "chain_state", "task", "log", "execution_log"),
-    "schedule": ("cron_run", "cron", "at_job"),
-}
-_ACCESS_SQL = """
-SELECT n.nspname, c.relname,
-       has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') AS readable
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = ANY(%(schemas)s) AND c.relname = ANY(%(names)s)
-"""
-_EXISTS_SQL = "SELECT to_regclass(%s) IS NOT NULL"
-
-
-class Access(dict):
-    """installed(part) / readable(part) for pgtt, timetable, schedule; ``self[part]`` is
-    whether the part is installed (the old ``installed()`` mapping)."""
-
-    def __init__(self, found: dict[tuple[str, str], bool], role: str = "") -> None:
-        self.found = found
-        self.role = role
-        super().__init__({part: (part, names[0]) in found for part, names in PART_RELATIONS.items()})
-
-    def readable(self, part: str) -> bool:
-        names = PART_RELATIONS[part]
-        return self[part] and all(self.found.get((part, n), True) for n in names)
-
-    def denied_text(self, part: str) -> str:
-        """What the role may not read, and the grant that would let it."""
-        return (f"role {self.role or 'this role'} may not read the {part} tables (needs USAGE on schema {part} "
-                f"and SELECT on its tables)")
-
-
-def access(conn: psycopg.Connection) -> Access:
-    """Which parts are installed, and which this role may read directly."""
-    names = sorted({n for rels in PART_RELATIONS.values() for n in rels})
-    rows = conn.execute(_ACCESS_SQL, {"schemas": list(PART_RELATIONS), "names": names}).fetchall()
-    found = {(r[0], r[1]): bool(r[2]) for r in rows if r[1] in PART_RELATIONS.get(r[0], ())}
-    role = conn.execute("SELECT current_user").fetchone()[0]
-    return Access(found, role)
-
 
 def has_relation(conn: psycopg.Connection, name: str) -> bool:
     schema, _, rel = name.partition(".")
@@ -165,11 +124,6 @@ def running(conn: psycopg.Connection, limit: int = 500, parts: Access | None = N
     far = datetime.max.replace(tzinfo=timezone.utc)
     out.sort(key=lambda r: r["started"] or far)
     return out[:limit]
-
-
-def denied(parts: Access) -> dict[str, str]:
-    """Installed parts this role may not read at all (the schedule part always has its API)."""
-    return {p: parts.denied_text(p) for p in ("pgtt", "timetable") if parts[p] and not parts.readable(p)}
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, Any]:

@@ -31,6 +31,15 @@ class PollFailed(Message):
 
 
 @dataclass
+class PollDenied(Message):
+    """A view's poll was refused for lack of privileges; ``no_access`` (engine.access.NoAccess)
+    says what this role lacks and the grant that would fix it."""
+
+    view: str
+    no_access: Any
+
+
+@dataclass
 class ConnectionChanged(Message):
     """The console lost (ok=False) or regained (ok=True) the database."""
 

@@ -23,6 +23,7 @@ from engine.schedules import ScheduleError, firings_between
 
 class PermissionDenied(PgttError):
     exit_code = 7
+    sqlstate = "42501"  # the server's insufficient_privilege it stands for (engine.access.is_permission_error)
 
 
 LIST_JOBS = "SELECT * FROM schedule.list_jobs()"

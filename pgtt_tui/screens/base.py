@@ -7,12 +7,19 @@ interval; nothing is polled while the view is hidden, a modal is open, or the op
 paused refreshing. Write actions go through ``act()``: a worker calls the engine on the
 ``action`` connection and posts ActionDone / ActionFailed; read-only mode refuses them
 here and the engine (guard_write + default_transaction_read_only) refuses them again.
+
+A view that names the module it reads (``ACCESS_PART``) tells a lack of privileges from
+other failures: when a poll fails with a permission error and engine.access finds what
+this role lacks, the view shows the no-access panel in place of its tables, checks again
+only every DENIED_RECHECK_S seconds (or on ``r``), comes back by itself once the grant is
+there, and refuses the actions marked ``@needs_access`` meanwhile with one line.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
 from textual.app import ComposeResult
@@ -21,14 +28,33 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
+from engine import access as access_api
 from engine.db import guard_write, translate_db_error
 from engine.errors import PgttError
 from pgtt_tui.dbaccess import ConnectionLost
-from pgtt_tui.messages import ActionDone, ActionFailed, PollDone, PollFailed
-from pgtt_tui.widgets.common import Banner, StatusBar
+from pgtt_tui.messages import ActionDone, ActionFailed, PollDenied, PollDone, PollFailed
+from pgtt_tui.widgets.common import Banner, NoAccessPanel, StatusBar
 
 if TYPE_CHECKING:
     from pgtt_tui.app import PgttApp
+
+#: seconds between checks while this role may not read a view's module (r checks at once)
+DENIED_RECHECK_S = 30.0
+A = TypeVar("A", bound=Callable[..., Any])
+
+
+def needs_access(action: A) -> A:
+    """For a view's ``action_*`` methods that need the module the view reads: while the
+    no-access panel is up they are refused with one line instead of failing later."""
+
+    @functools.wraps(action)
+    def guarded(view: BaseView, *args: Any) -> Any:
+        if view.no_access is not None:
+            view.refuse_without_access(action.__name__.removeprefix("action_"))
+            return None
+        return action(view, *args)
+
+    return guarded  # type: ignore[return-value]
 
 
 def describe_error(exc: BaseException) -> str:
@@ -43,6 +69,9 @@ class BaseView(Screen):
     #: actions that change the database: hidden and refused in read-only mode
     WRITE_ACTIONS: ClassVar[frozenset[str]] = frozenset()
     POLLS: ClassVar[bool] = True
+    #: the module this view reads (engine.access.VIEW_PARTS): a permission error on it shows
+    #: the no-access panel instead of an error
+    ACCESS_PART: ClassVar[str | None] = None
 
     BINDINGS = [Binding("escape", "back", "back", show=False)]
 
@@ -54,6 +83,8 @@ class BaseView(Screen):
         self._generation = 0
         self.last_data: Any = None
         self._last_poll_error = ""
+        self.no_access: access_api.NoAccess | None = None
+        self._focus_before_denied: Any = None
 
     @property
     def papp(self) -> PgttApp:
@@ -64,6 +95,8 @@ class BaseView(Screen):
         yield StatusBar(id="status")
         yield Banner(id="banner")
         yield from self.compose_body()
+        if self.ACCESS_PART:
+            yield NoAccessPanel(id="no-access")
         yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
@@ -111,20 +144,67 @@ class BaseView(Screen):
         except ConnectionLost as exc:
             self.post_message(PollFailed(self.VIEW, str(exc), lost=True))
         except (PgttError, psycopg.Error) as exc:
-            self.post_message(PollFailed(self.VIEW, describe_error(exc)))
+            denied = self._explain_denial(exc)
+            self.post_message(PollDenied(self.VIEW, denied) if denied else PollFailed(self.VIEW, describe_error(exc)))
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the refresh loop
             self.post_message(PollFailed(self.VIEW, f"{type(exc).__name__}: {exc}"))
         else:
             self.post_message(PollDone(self.VIEW, data, generation))
+
+    def _explain_denial(self, exc: BaseException) -> access_api.NoAccess | None:  # worker thread
+        """What this role lacks to read the view's module, when ``exc`` is a permission error."""
+        if self.ACCESS_PART is None or not access_api.is_permission_error(exc):
+            return None
+        try:
+            return self.papp.db.run("poll", access_api.no_access, self.ACCESS_PART)
+        except Exception:  # noqa: BLE001 - then the original error is shown as it is
+            return None
 
     def on_poll_done(self, message: PollDone) -> None:
         message.stop()
         self._polling = False
         self._last_poll_error = ""
         self.papp.mark_ok()
+        self._clear_no_access()
         self.last_data = message.data
         self.show(message.data)
         self._schedule_next()
+
+    def on_poll_denied(self, message: PollDenied) -> None:
+        message.stop()
+        self._polling = False
+        self._last_poll_error = ""
+        self.papp.mark_ok()  # the database answers: this is no connection problem
+        if self.no_access is None:
+            self._focus_before_denied = self.focused
+        self.no_access = message.no_access
+        self.query_one(NoAccessPanel).show_denied(self.TITLE, message.no_access, self._denied_recheck_s())
+        for child in self.children:  # what compose_body made: hidden while the panel is up (app.tcss)
+            if not isinstance(child, (StatusBar, Banner, NoAccessPanel, Footer)):
+                child.add_class("view-body")
+        self.add_class("-no-access")
+        self._schedule_next(denied=True)
+
+    def _clear_no_access(self) -> None:
+        if self.no_access is None:
+            return
+        self.no_access = None
+        self.remove_class("-no-access")
+        if self._focus_before_denied is not None and self.focused is None:
+            self.set_focus(self._focus_before_denied)
+        self._focus_before_denied = None
+
+    def _denied_recheck_s(self) -> float:
+        return max(DENIED_RECHECK_S, self.papp.refresh_s)
+
+    def refuse_without_access(self, action: str) -> None:
+        denied = self.no_access
+        label = next((b.description for b in self._bindings_for(action)), "") or action.replace("_", " ")
+        self.notify(f"{label}: refused, {denied.summary if denied else 'no access'} (see the panel)",
+                    severity="error", timeout=6)
+
+    def _bindings_for(self, action: str) -> list[Binding]:
+        return [b for b in self.BINDINGS if isinstance(b, Binding) and b.action == action and b.description]
 
     def on_poll_failed(self, message: PollFailed) -> None:
         message.stop()
@@ -136,7 +216,7 @@ class BaseView(Screen):
         self._last_poll_error = "" if message.lost else message.error
         self._schedule_next(lost=message.lost)
 
-    def _schedule_next(self, lost: bool = False) -> None:
+    def _schedule_next(self, lost: bool = False, denied: bool = False) -> None:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
@@ -146,7 +226,10 @@ class BaseView(Screen):
             return
         if not self.is_current or self.papp.paused:
             return
-        delay = self.papp.refresh_s if not lost else min(5.0, max(1.0, self.papp.refresh_s))
+        if denied:
+            delay = self._denied_recheck_s()
+        else:
+            delay = self.papp.refresh_s if not lost else min(5.0, max(1.0, self.papp.refresh_s))
         self._timer = self.set_timer(delay, self.request_poll)
 
     # ---- actions ----------------------------------------------------------------------------
@@ -213,7 +296,10 @@ class BaseView(Screen):
 
     def help_topic(self) -> str | None:
         """Which part of the view's help page fits what has the focus: the ``help_topic``
-        of the focused widget or of the nearest container that has one, else its id."""
+        of the focused widget or of the nearest container that has one, else its id; the
+        no-access part while the no-access panel is up."""
+        if self.no_access is not None:
+            return "no-access"
         node = self.focused
         while node is not None and node is not self:
             topic = getattr(node, "help_topic", None)

@@ -18,7 +18,7 @@ from textual.widgets import Static
 
 from engine.timetable.api import ChainPage
 from pgtt_tui import actions
-from pgtt_tui.screens.base import BaseView
+from pgtt_tui.screens.base import BaseView, needs_access
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
 from pgtt_tui.widgets.common import FilterBar, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_duration, fmt_relative, fmt_stamp, fmt_time
@@ -85,6 +85,7 @@ class PagedTable(VimTable):
 class ChainsScreen(BaseView):
     VIEW = "chains"
     TITLE = "Chains"
+    ACCESS_PART = "timetable"
     WRITE_ACTIONS = CHAIN_WRITES
     BINDINGS = [
         Binding("enter", "open", "open"),
@@ -198,42 +199,50 @@ class ChainsScreen(BaseView):
             self.notify("no chain selected", severity="warning")
         return row
 
+    @needs_access
     def action_open(self) -> None:
         row = self._need()
         if row:
             self.app.push_screen(ChainDetailScreen(row["chain_name"]))
 
+    @needs_access
     def action_history(self) -> None:
         row = self._need()
         if row:
             self.app.push_screen(RunHistoryScreen(row["chain_name"]))
 
+    @needs_access
     def action_new_chain(self) -> None:
         from pgtt_tui.screens.editors import ChainEditor  # noqa: PLC0415
 
         self.app.push_screen(ChainEditor(None))
 
+    @needs_access
     def action_copy(self) -> None:
         row = self._need()
         if row:
             self.app.copy_to_clipboard(row["chain_name"])
             self.notify(f"copied {row['chain_name']!r} (OSC 52)", timeout=2)
 
+    @needs_access
     def action_run_now(self) -> None:
         row = self._need()
         if row:
             chain_actions_run(self, row["chain_name"])
 
+    @needs_access
     def action_stop(self) -> None:
         row = self._need()
         if row:
             chain_actions_stop(self, row["chain_name"])
 
+    @needs_access
     def action_toggle_pause(self) -> None:
         row = self._need()
         if row:
             chain_actions_pause(self, row["chain_name"], bool(row["live"]))
 
+    @needs_access
     def action_delete(self) -> None:
         row = self._need()
         if row:
@@ -282,6 +291,7 @@ def chain_actions_delete(view: BaseView, name: str, then: Any = None) -> None:
 class ChainDetailScreen(BaseView):
     VIEW = "chain"
     TITLE = "Chain"
+    ACCESS_PART = "timetable"
     HELP = "chain"
     WRITE_ACTIONS = CHAIN_WRITES
     ENTER_ACTION = "edit_task"  # Enter on the task table (the table's own enter key selects the row)
@@ -386,6 +396,7 @@ class ChainDetailScreen(BaseView):
         lines = [f"{i}: {escape(json.dumps(v, ensure_ascii=False))}" for i, v in enumerate(values, 1)]
         params.update("\n".join(lines) if lines else "(none: the task runs once without parameters)")
 
+    @needs_access
     def action_edit_chain(self) -> None:
         from pgtt_tui.screens.editors import ChainEditor  # noqa: PLC0415
 
@@ -397,12 +408,14 @@ class ChainDetailScreen(BaseView):
             self.chain_name = new_name
         self.request_poll()
 
+    @needs_access
     def action_add_task(self) -> None:
         from pgtt_tui.screens.editors import TaskEditor  # noqa: PLC0415
 
         if self.detail:
             self.app.push_screen(TaskEditor(self.chain_name, None), lambda _: self.request_poll())
 
+    @needs_access
     def action_edit_task(self) -> None:
         from pgtt_tui.screens.editors import TaskEditor  # noqa: PLC0415
 
@@ -412,6 +425,7 @@ class ChainDetailScreen(BaseView):
             return
         self.app.push_screen(TaskEditor(self.chain_name, task), lambda _: self.request_poll())
 
+    @needs_access
     def action_delete_task(self) -> None:
         task = self.selected_task()
         if task is None:
@@ -426,33 +440,41 @@ class ChainDetailScreen(BaseView):
         self.app.push_screen(ConfirmScreen("Delete task", f"Delete {label!r} from chain {self.chain_name!r}?"),
                              done)
 
+    @needs_access
     def action_move_up(self) -> None:
         task = self.selected_task()
         if task:
             self.engine_act("move_up", "move task up", actions.move_task, task["task_id"], -1, summary="task moved up")
 
+    @needs_access
     def action_move_down(self) -> None:
         task = self.selected_task()
         if task:
             self.engine_act("move_down", "move task down", actions.move_task, task["task_id"], 1,
                      summary="task moved down")
 
+    @needs_access
     def action_run_now(self) -> None:
         chain_actions_run(self, self.chain_name)
 
+    @needs_access
     def action_stop(self) -> None:
         chain_actions_stop(self, self.chain_name)
 
+    @needs_access
     def action_toggle_pause(self) -> None:
         if self.detail:
             chain_actions_pause(self, self.chain_name, bool(self.detail["chain"].get("live")))
 
+    @needs_access
     def action_delete(self) -> None:
         chain_actions_delete(self, self.chain_name, then=lambda _: self.app.pop_screen())
 
+    @needs_access
     def action_history(self) -> None:
         self.app.push_screen(RunHistoryScreen(self.chain_name))
 
+    @needs_access
     def action_copy(self) -> None:
         task = self.selected_task()
         if task:
@@ -465,6 +487,7 @@ class ChainDetailScreen(BaseView):
 class RunHistoryScreen(BaseView):
     VIEW = "history"
     TITLE = "Run history"
+    ACCESS_PART = "timetable"
     HELP = "history"
     ENTER_ACTION = "show_output"
     BINDINGS = [

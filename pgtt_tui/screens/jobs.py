@@ -15,7 +15,7 @@ from textual.widgets import Button, Checkbox, Input, Static, TabbedContent, TabP
 from engine import sessions as sessions_api
 from engine.errors import PgttError
 from pgtt_tui import actions
-from pgtt_tui.screens.base import BaseView, describe_error
+from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.editors import _Editor, check_int, preview_schedule
 from pgtt_tui.screens.modals import ConfirmScreen
 from pgtt_tui.widgets.common import FilterBar, VimTable
@@ -29,6 +29,7 @@ CAL_STATE = {"submitted": "submitted", "inprogress": "running", "done": "done", 
 class JobsScreen(BaseView):
     VIEW = "jobs"
     TITLE = "Schedule jobs"
+    ACCESS_PART = "schedule"
     WRITE_ACTIONS = JOB_WRITES
     BINDINGS = [
         Binding("enter", "open", "open"),
@@ -49,6 +50,7 @@ class JobsScreen(BaseView):
         super().__init__(**kw)
         self.filter_text = ""
         self.window_offset = 0  # calendar window: hours from now (steps of 12h)
+        self._said_not_installed = False
 
     def compose_body(self) -> ComposeResult:
         with TabbedContent(id="job-tabs", initial="cron"):
@@ -128,8 +130,9 @@ class JobsScreen(BaseView):
             f"{fmt_stamp(start, tz)[5:16]} → {fmt_stamp(end, tz)[5:16]} · "
             + (f"[$error]✗ {escape(error)}[/]" if error else f"{len(data['calendar'])} runs, past and planned")
             + " · \\[ earlier  ] later")
-        if not data["installed"]:
+        if not data["installed"] and not self._said_not_installed:  # once, not on every poll
             self.notify("the schedule module is not installed here (pgtt-tui db init)", severity="warning")
+        self._said_not_installed = not data["installed"]
         tabs = self.query_one(TabbedContent)
         tabs.get_tab("cron").label = f"Cron jobs ({len(data['cron'])})"
         tabs.get_tab("onetime").label = f"One-time jobs ({len(data['onetime'])})"
@@ -195,6 +198,7 @@ class JobsScreen(BaseView):
         self.request_poll()
 
     # ---- actions ------------------------------------------------------------------------------
+    @needs_access
     def action_open(self) -> None:
         sel = self.selected()
         if sel is None:
@@ -202,9 +206,11 @@ class JobsScreen(BaseView):
         kind, row = sel
         self.app.push_screen(JobDetailScreen(row["id"] if kind == "cron" else f"at:{row['id']}"))
 
+    @needs_access
     def action_new_job(self) -> None:
         self.app.push_screen(CronJobEditor(None), lambda _: self.request_poll())
 
+    @needs_access
     def action_edit_job(self) -> None:
         """Read the whole job (commands, time zone, limits) first, then open the editor on it."""
         row = self._need("cron")
@@ -215,9 +221,11 @@ class JobsScreen(BaseView):
     def _open_editor(self, job: dict[str, Any]) -> None:
         self.app.push_screen(CronJobEditor(job), lambda _: self.request_poll())
 
+    @needs_access
     def action_submit_job(self) -> None:
         self.app.push_screen(OneTimeJobEditor(), lambda _: self.request_poll())
 
+    @needs_access
     def action_toggle_active(self) -> None:
         row = self._need("cron")
         if row is None:
@@ -230,6 +238,7 @@ class JobsScreen(BaseView):
             self.engine_act("toggle_active", f"activate {label}", actions.activate_job, row["id"],
                      summary=f"{label} activated")
 
+    @needs_access
     def action_cancel_job(self) -> None:
         row = self._need("at")
         if row is None:
@@ -244,6 +253,7 @@ class JobsScreen(BaseView):
         self.app.push_screen(ConfirmScreen("Cancel one-time job", f"Cancel {label} (id {row['id']})? A queued job "
                                            "will not run; a running one is not resubmitted."), done)
 
+    @needs_access
     def action_resubmit_job(self) -> None:
         row = self._need("at")
         if row:
@@ -251,6 +261,7 @@ class JobsScreen(BaseView):
             self.engine_act("resubmit_job", f"resubmit {label}", actions.resubmit_onetime, row["id"],
                      summary=f"{label} resubmitted")
 
+    @needs_access
     def action_drop_job(self) -> None:
         row = self._need("cron")
         if row is None:
@@ -327,6 +338,7 @@ class JobDetailScreen(BaseView):
 
     VIEW = "job"
     TITLE = "Job"
+    ACCESS_PART = "schedule"
     HELP = "jobs"
     BINDINGS = [Binding("escape", "back", "back"), Binding("y", "copy", "copy")]
 

@@ -23,7 +23,7 @@ from engine import queue_views
 from engine.errors import PgttError
 from engine.pgq import api as pgq_api
 from pgtt_tui.dbaccess import ConnectionLost
-from pgtt_tui.screens.base import BaseView, describe_error
+from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
 from pgtt_tui.screens.prompts import PromptScreen
 from pgtt_tui.widgets.common import FilterBar, VimTable
@@ -84,6 +84,7 @@ def feeders_text(tables: list[str], limit: int = 3) -> str:
 class QueuesScreen(BaseView):
     VIEW = "queues"
     TITLE = "Queues"
+    ACCESS_PART = "pgq"
     WRITE_ACTIONS = frozenset({"register", "unregister", "ticker"})
     BINDINGS = [
         Binding("e", "peek", "events"),
@@ -201,6 +202,7 @@ class QueuesScreen(BaseView):
         return consumer if queue == self.selected_queue else None
 
     # ---- actions --------------------------------------------------------------------------
+    @needs_access
     def action_ticker(self) -> None:
         q = self._queue()
         if q is None:
@@ -223,6 +225,7 @@ class QueuesScreen(BaseView):
 
         self.app.push_screen(ConfirmScreen(f"{verb.capitalize()} ticker", body, danger=pause), done)
 
+    @needs_access
     def action_register(self) -> None:
         q = self._queue()
         if q is None:
@@ -239,6 +242,7 @@ class QueuesScreen(BaseView):
                                           "It starts at the newest tick: only events after it are delivered.",
                                           placeholder="consumer name"), done)
 
+    @needs_access
     def action_unregister(self) -> None:
         q = self._queue()
         consumer = self._consumer()
@@ -255,6 +259,7 @@ class QueuesScreen(BaseView):
 
         self.app.push_screen(ConfirmScreen("Unregister consumer", body, type_to_confirm=consumer), done)
 
+    @needs_access
     def action_peek(self) -> None:
         q = self._queue()
         if q is None:

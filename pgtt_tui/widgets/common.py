@@ -1,4 +1,5 @@
-"""Small shared widgets: the status bar, the stale banner, the filter bar, a vim-keyed table."""
+"""Small shared widgets: the status bar, the stale banner, the no-access panel, the filter bar, a
+vim-keyed table."""
 
 from __future__ import annotations
 
@@ -74,6 +75,27 @@ class Banner(Static):
 
     def clear(self) -> None:
         self.remove_class("-shown")
+
+
+class NoAccessPanel(Static):
+    """Stands in place of a view's tables while this role may not read what the view shows
+    (app.tcss: ``.-no-access``): what is not readable, for which role, and the grant."""
+
+    DEFAULT_CSS = """
+    NoAccessPanel { display: none; height: 1fr; border: round $warning; border-title-color: $warning;
+                    padding: 1 2; }
+    """
+
+    def show_denied(self, title: str, denied: Any, recheck_s: float) -> None:
+        """``denied`` is an engine.access.NoAccess."""
+        self.border_title = f"{title}: no access"
+        lines = [f"[$warning]? no access[/] for role [b]{escape(denied.role)}[/b] to {escape(denied.label)}", "",
+                 f"{escape(title)} cannot be shown: the role lacks {escape(' and '.join(denied.missing))}.",
+                 "An administrator can grant read access with:",
+                 *(f"  [b]{escape(grant)}[/b]" for grant in denied.grants), "",
+                 "Actions here stay refused until then (changes need write grants too).",
+                 f"[$text-muted]Checked again every {recheck_s:g} s · r: check now[/]"]
+        self.update("\n".join(lines))
 
 
 class FilterBar(Horizontal):
