@@ -34,9 +34,9 @@ Design (see also sql/timetable/0001_timetable.sql):
   run finishes (``close_run`` / ``finish_run``); **@reboot** runs once per engine start.
 * **Dead engines.** Every open run records the backend that owns it (for scheduled runs:
   the claiming engine's control connection); ``reap_dead_runs`` (called every few seconds
-  and at start) marks runs whose backend is gone as failed with the reason, which frees
-  their ``max_instances`` slot; ``close_run`` then refuses to commit such a run's chain
-  transaction, so a reaped run cannot also succeed.
+  and at start) ends runs whose backend is gone, with the reason, which frees their
+  ``max_instances`` slot: 'succeeded' when the run's execution_log rows carry a committed
+  txid (the engine died between COMMIT and recording the end), else 'failed'.
 * **Cost per tick** (bench/bench_timetable.py (c)): the due rows are read from
   ``chain_state`` alone (it keeps a copy of the schedule, zone and policy, refreshed with
   the due time), by index, ``FOR UPDATE SKIP LOCKED`` in the claim transaction, so several

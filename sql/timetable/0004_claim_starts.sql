@@ -1,19 +1,29 @@
--- timetable: the claim starts the run.
+-- timetable: the claim starts the run; successful runs end in batches.
 --
 -- Until 0003 every scheduled run cost three transactions on the server: the claim (batched),
 -- a start of its own (start_firing: insert the chain_run row as 'running', committed before
 -- the chain transaction so that other engines count it for max_instances), and the chain
--- transaction.  A run's start is now part of the claim: the claim that wins a firing (the
--- compare-and-set on chain_state, as before) inserts the firing's chain_run row directly as
--- 'running' -- or as 'skipped' when max_instances is reached -- for the whole batch in one
--- statement, and the worker only runs the chain transaction, which ends with close_run.
+-- transaction, which also updated the run's row at its end.  Now:
 --
+-- * The claim starts the run.  The claim that wins a firing (the compare-and-set on
+--   chain_state, as before) inserts the firing's chain_run row directly as 'running' -- or
+--   as 'skipped' when max_instances is reached -- for the whole batch in one statement, and
+--   the worker only runs the chain transaction.
+-- * The end of a successful run is recorded after its chain transaction commits, by the
+--   engine's log writer, for many runs in one statement (close_runs): updating each run's
+--   row inside its own chain transaction cost more server time than the rest of a trivial
+--   run (bench/bench_timetable.py (a)).  The chain transaction still writes the run's
+--   execution_log rows, now with the run's id (execution_log.run_id, a compatible
+--   addition): a committed chain transaction leaves committed rows, so the outcome of a run
+--   whose engine died between COMMIT and close_runs is known (reap_dead_runs asks
+--   txid_status() about the txid in those rows).  A failed run is still closed at once on
+--   its own connection (close_run), after the ROLLBACK.
 -- * The run's row names the claiming backend (the engine's control connection) as its
---   owner, so reap_dead_runs fails it when that engine dies, before or during the run;
---   close_run then refuses to commit the chain transaction of a run that somebody else
---   already ended (SQLSTATE PGTT3), so a reaped run cannot also succeed.
+--   owner, so reap_dead_runs ends it when that engine dies, before, during or after the
+--   run, and marks it reaped; close_runs may still correct a reaped run (its chain
+--   transaction committed after all: the engine had only lost its control connection).
 -- * started_at is the planned start (the due time, or the claim time if later) until the
---   run ends; close_run writes the real start.
+--   run ends; the end writes the real start.
 -- * The claim_session bookkeeping of 0003 (claimed firings without a row) is not needed
 --   any more: every claimed firing has its row from the claim on.
 -- * Functions only the per-worker start and end used are dropped: start_firing,
