@@ -228,8 +228,13 @@ async def run_piped(argv: list[str], *, timeout_ms: int | None, output_limit: in
         await asyncio.gather(*readers, return_exceptions=True)
     except asyncio.CancelledError:
         _kill_group(proc)
-        for task in (*readers, waiter, *([feeder] if feeder else [])):
+        for task in (*readers, *([feeder] if feeder else [])):
             task.cancel()
+        # reap the killed program before going on: a run cancelled at engine shutdown must
+        # not leave a zombie, nor a pipe transport that outlives the event loop
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(waiter), timeout=2.0)
+        await asyncio.gather(*readers, *([feeder] if feeder else []), return_exceptions=True)
         raise
     if sink_error:
         raise sink_error[0]
