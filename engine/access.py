@@ -1,15 +1,17 @@
 """What this role may read of each module, and the grant that would let it.
 
 The one place for privilege detection. Everything is asked from the catalogs
-(pg_namespace, pg_class, has_schema_privilege, has_table_privilege), which every role may
+(pg_namespace, pg_class, pg_proc and the has_*_privilege functions), which every role may
 read: asking never fails with a permission error, and a module that is not installed (no
 catalog entry) is told apart from one this role may not read.
 
 - ``access(conn)``: per part (pgtt, timetable, schedule) installed and readable; the
   overview, sessions and logs read models show what they can and name the rest (``denied``);
 - ``no_access(conn, part)``: for a console view whose reads failed with a permission
-  error, what this role lacks and the GRANT statements that would give it read access
-  (None when nothing is missing, so the error is something else);
+  error, what this role lacks (schema USAGE, SELECT on the tables it reads, EXECUTE on the
+  functions it calls; has_function_privilege, signatures from pg_proc) and the GRANT
+  statements that would give it read access (None when nothing is missing, so the error
+  is something else);
 - ``is_permission_error(exc)``: SQLSTATE 42501 (insufficient_privilege), raised by the
   server or passed on by an engine API.
 """
@@ -74,13 +76,29 @@ def denied(parts: Access) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ViewPart:
-    """What a console view reads of one module (the schema has the module's name)."""
+    """What a console view reads of one module (its schema has the part's name unless
+    ``schema`` says otherwise)."""
 
     label: str  # how the panel names it: "the timetable tables"
     marker: str  # a relation that exists when the module is installed
     reads: tuple[str, ...]  # relations the view selects from directly
     all_tables: bool  # the fix grants SELECT on all tables of the schema (else on those missing)
+    schema: str = ""
+    uses: tuple[str, ...] = ()  # further schemas the view calls into (USAGE)
+    calls: tuple[tuple[str, str, int], ...] = ()  # (schema, function, argument count) it calls: EXECUTE
 
+
+# What the cascade view does on the console's own database: queue_views.cascade_queues
+# selects from pgq_node.node_info, engine.cascade.status calls these functions (the
+# members' probes run with the members' locations, not with this role). Both pgq_node
+# versions (ours, the real extension) grant them to pgq_reader, not to PUBLIC.
+CASCADE_CALLS = (
+    ("pgq_node", "get_queue_locations", 1),
+    ("pgq_node", "get_node_info", 1),
+    ("pgq_node", "get_consumer_info", 1),
+    ("pgq_node", "get_subscriber_info", 1),
+    ("pgq", "get_queue_info", 1),
+)
 
 VIEW_PARTS = {
     "pgtt": ViewPart("the engine registry (schema pgtt)", "engine_status", PART_RELATIONS["pgtt"], True),
@@ -90,18 +108,29 @@ VIEW_PARTS = {
     "schedule": ViewPart("the schedule module", "cron", (), False),
     # PgQ grants these to PUBLIC (sql/pgq/0003_grants.sql); pgq.get_queue_info reads them
     "pgq": ViewPart("the PgQ tables", "queue", ("queue", "consumer", "tick", "subscription"), False),
+    "cascade": ViewPart("the cascade status (pgq_node)", "node_info", ("node_info",), False, schema="pgq_node",
+                        uses=("pgq",), calls=CASCADE_CALLS),
 }
 
 _NO_ACCESS_SQL = """
 SELECT current_user, quote_ident(current_user), quote_ident(%(schema)s),
        EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = %(schema)s AND c.relname = %(marker)s) AS installed,
-       coalesce((SELECT has_schema_privilege(n.oid, 'USAGE') FROM pg_namespace n WHERE n.nspname = %(schema)s),
-                false) AS usage,
+       ARRAY(SELECT quote_ident(s.name) FROM unnest(%(schemas)s::text[]) WITH ORDINALITY s(name, i)
+             JOIN pg_namespace n ON n.nspname = s.name
+             WHERE NOT has_schema_privilege(n.oid, 'USAGE') ORDER BY s.i) AS no_usage,
        ARRAY(SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = %(schema)s AND c.relname = ANY(%(reads)s) AND NOT has_table_privilege(c.oid, 'SELECT')
-             ORDER BY c.relname) AS unreadable
+             ORDER BY c.relname) AS unreadable,
+       ARRAY(SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname) || '('
+                    || coalesce((SELECT string_agg(format_type(a.type, NULL), ', ' ORDER BY a.i)
+                                 FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY a(type, i)), '') || ')'
+             FROM unnest(%(fn_schemas)s::text[], %(fn_names)s::text[], %(fn_nargs)s::int[])
+                  WITH ORDINALITY f(nspname, proname, nargs, i)
+             JOIN pg_namespace n ON n.nspname = f.nspname
+             JOIN pg_proc p ON p.pronamespace = n.oid AND p.proname = f.proname AND p.pronargs = f.nargs
+             WHERE NOT has_function_privilege(p.oid, 'EXECUTE') ORDER BY f.i, p.oid) AS no_execute
 """
 
 
@@ -125,20 +154,28 @@ def no_access(conn: psycopg.Connection, part: str) -> NoAccess | None:
     """What reading ``part`` needs that this role lacks; None when the part is not installed
     or nothing is missing (then a permission error has another cause and is shown as it is)."""
     spec = VIEW_PARTS[part]
-    row = conn.execute(_NO_ACCESS_SQL, {"schema": part, "marker": spec.marker, "reads": list(spec.reads)}).fetchone()
-    role, q_role, q_schema, installed, usage, unreadable = row
-    if not installed or (usage and not unreadable):
+    schema = spec.schema or part
+    row = conn.execute(_NO_ACCESS_SQL, {
+        "schema": schema, "marker": spec.marker, "reads": list(spec.reads), "schemas": [schema, *spec.uses],
+        "fn_schemas": [c[0] for c in spec.calls], "fn_names": [c[1] for c in spec.calls],
+        "fn_nargs": [c[2] for c in spec.calls]}).fetchone()
+    role, q_role, q_schema, installed, no_usage, unreadable, no_execute = row
+    if not installed or not (no_usage or unreadable or no_execute):
         return None
     missing: list[str] = []
     grants: list[str] = []
-    if not usage:
-        missing.append(f"USAGE on schema {part}")
-        grants.append(f"GRANT USAGE ON SCHEMA {q_schema} TO {q_role};")
+    if no_usage:
+        missing.append(f"USAGE on schema{'s' if len(no_usage) > 1 else ''} {', '.join(no_usage)}")
+        grants.extend(f"GRANT USAGE ON SCHEMA {q} TO {q_role};" for q in no_usage)
     if unreadable:
         missing.append(f"SELECT on {', '.join(unreadable)}" if len(unreadable) <= 2
                        else f"SELECT on {len(unreadable)} of its tables")
         target = f"ALL TABLES IN SCHEMA {q_schema}" if spec.all_tables else ", ".join(unreadable)
         grants.append(f"GRANT SELECT ON {target} TO {q_role};")
+    if no_execute:
+        missing.append(f"EXECUTE on {', '.join(no_execute)}" if len(no_execute) <= 2
+                       else f"EXECUTE on {len(no_execute)} of the functions it calls")
+        grants.append(f"GRANT EXECUTE ON FUNCTION {', '.join(no_execute)} TO {q_role};")
     return NoAccess(part, role, spec.label, tuple(missing), tuple(grants))
 
 

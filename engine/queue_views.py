@@ -19,7 +19,12 @@ from engine.pgq import capture
 Q_CASCADE_QUEUES = """
 SELECT queue_name FROM pgq_node.node_info ORDER BY queue_name
 """
-Q_HAS_PGQ_NODE = "SELECT to_regclass('pgq_node.node_info') IS NOT NULL"
+# from the catalog, which every role may read: a role that may not use schema pgq_node
+# then gets the permission error of the SELECT, not an empty list (engine.access explains it)
+Q_HAS_PGQ_NODE = """
+SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'pgq_node' AND c.relname = 'node_info')
+"""
 Q_HAS_PGQ = "SELECT to_regclass('pgq.queue') IS NOT NULL"
 
 
@@ -56,8 +61,10 @@ def set_ticker_paused(conn: psycopg.Connection, queue: str, paused: bool) -> boo
     return paused
 
 
-def cascade_queues(conn: psycopg.Connection) -> list[str]:
-    """The queues this database takes part in as a cascade node (empty without pgq_node)."""
+def cascade_queues(conn: psycopg.Connection) -> list[str] | None:
+    """The queues this database takes part in as a cascade node: empty when it is none, None
+    when pgq_node (ours or the real extension) is not installed; a role that may not read
+    pgq_node.node_info gets the server's permission error."""
     if not conn.execute(Q_HAS_PGQ_NODE).fetchone()[0]:
-        return []
+        return None
     return [r[0] for r in conn.execute(Q_CASCADE_QUEUES).fetchall()]

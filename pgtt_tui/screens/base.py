@@ -50,7 +50,7 @@ def needs_access(action: A) -> A:
     @functools.wraps(action)
     def guarded(view: BaseView, *args: Any) -> Any:
         if view.no_access is not None:
-            view.refuse_without_access(action.__name__.removeprefix("action_"))
+            view.refuse_without_access(action.__name__.removeprefix("action_"), *args)
             return None
         return action(view, *args)
 
@@ -197,9 +197,12 @@ class BaseView(Screen):
     def _denied_recheck_s(self) -> float:
         return max(DENIED_RECHECK_S, self.papp.refresh_s)
 
-    def refuse_without_access(self, action: str) -> None:
+    def refuse_without_access(self, action: str, *args: Any) -> None:
+        """One line for a refused action; a parameterised one (``op('pause')``) is named by the
+        binding that carries its parameters."""
         denied = self.no_access
-        label = next((b.description for b in self._bindings_for(action)), "") or action.replace("_", " ")
+        bound = f"{action}({', '.join(map(repr, args))})" if args else action
+        label = next((b.description for b in self._bindings_for(bound)), "") or action.replace("_", " ")
         self.notify(f"{label}: refused, {denied.summary if denied else 'no access'} (see the panel)",
                     severity="error", timeout=6)
 

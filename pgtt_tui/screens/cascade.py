@@ -12,6 +12,11 @@ Operations (single keys, or Enter for a menu): each builds the engine's plan in 
 (``engine.cascade.ops.plan_*``, exactly what ``pgtt-tui node …`` runs) and opens the plan
 walker (:class:`pgtt_tui.screens.plan.PlanScreen`).  Building a plan changes nothing, so
 plans can be opened in read-only mode too; the walker refuses to run them there.
+
+A role that may not read pgq_node on the console's database (schema USAGE, SELECT on
+pgq_node.node_info, EXECUTE on the status functions) gets the no-access panel of the other
+views (``ACCESS_PART = "cascade"``, engine.access), not "not a cascade node"; the
+operations are refused with one line meanwhile.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from engine.cascade.status import CascadeStatus, NodeStatus, collect_status
 from engine.db import redact
 from engine.errors import PgttError
 from pgtt_tui.dbaccess import ConnectionLost
-from pgtt_tui.messages import PollDone, PollFailed
-from pgtt_tui.screens.base import BaseView, describe_error
+from pgtt_tui.messages import PollDenied, PollDone, PollFailed
+from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.plan import PlanScreen
 from pgtt_tui.screens.prompts import PickScreen, PromptScreen
 from pgtt_tui.widgets.format import escape, fmt_duration
@@ -98,6 +103,7 @@ class CascadeData:
 class CascadeScreen(BaseView):
     VIEW = "cascade"
     TITLE = "Cascade"
+    ACCESS_PART = "cascade"
     BINDINGS = [
         Binding("enter", "menu", "operations"),
         Binding("p", "op('pause')", "pause/resume"),
@@ -160,22 +166,34 @@ class CascadeScreen(BaseView):
         return out
 
     def _poll_body(self, generation: int) -> None:  # worker thread: no widgets here
+        own = self.papp.settings.dsn
         queues = list(self.queues)
+        installed = True
         try:
-            queues = self.papp.db.run("poll", queue_views.cascade_queues)
-        except (ConnectionLost, PgttError, psycopg.Error):
+            listed = self.papp.db.run("poll", queue_views.cascade_queues)
+        except ConnectionLost:
             pass  # the console's database may be the dead root: ask the other members
+        except (PgttError, psycopg.Error) as exc:
+            if self._posted_denial(exc):
+                return
+        else:
+            installed = listed is not None
+            queues = listed or []
         queue = self.queue or (queues[0] if queues else None)
         if queue is None:
-            self.post_message(PollDone(self.VIEW, CascadeData(None, queues, self.papp.settings.dsn,
-                                                              "this database is not a cascade node (pgq_node)"),
-                                       generation))
+            note = ("this database is not a cascade node: pgq_node is not installed here (pgtt-tui db init "
+                    "--modules pgq_node, or CREATE EXTENSION pgq_node)" if not installed
+                    else "this database is not a cascade node (pgq_node has no queue here)")
+            self.post_message(PollDone(self.VIEW, CascadeData(None, queues, own, note), generation))
             return
         errors = []
         for dsn in self._candidates():
             try:
                 status = collect_status(dsn, queue, timeout=3)
             except (PgttError, psycopg.Error) as exc:
+                # this role refused on its own database is no reason to ask the other members
+                if dsn == own and self._posted_denial(exc):
+                    return
                 errors.append(describe_error(exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the refresh loop
@@ -185,6 +203,13 @@ class CascadeScreen(BaseView):
             return
         self.post_message(PollFailed(self.VIEW, "no member of the cascade answers: " + "; ".join(errors[:2]),
                                      lost=True))
+
+    def _posted_denial(self, exc: BaseException) -> bool:  # worker thread
+        """The no-access panel's message when ``exc`` is this role lacking a grant on pgq_node."""
+        denied = self._explain_denial(exc)
+        if denied is not None:
+            self.post_message(PollDenied(self.VIEW, denied))
+        return denied is not None
 
     # ---- showing (UI thread) ---------------------------------------------------------------
     def show(self, data: CascadeData) -> None:
@@ -229,7 +254,8 @@ class CascadeScreen(BaseView):
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
         event.stop()
-        if event.node.data is not None:
+        # the hidden tree gets the focus back after a modal: Enter must be refused there too
+        if event.node.data is not None or self.no_access is not None:
             self.action_menu()
 
     def node_text(self, n: NodeStatus) -> str:
@@ -274,6 +300,7 @@ class CascadeScreen(BaseView):
         return self.status.nodes.get(name)
 
     # ---- operations ------------------------------------------------------------------------
+    @needs_access
     def action_menu(self) -> None:
         n = self.selected()
         if n is None:
@@ -287,6 +314,7 @@ class CascadeScreen(BaseView):
 
         self.app.push_screen(PickScreen(f"Operations on {n.name}", choices), done)
 
+    @needs_access
     def action_pick_queue(self) -> None:
         if len(self.queues) < 2:
             self.notify("this database takes part in one cascaded queue only", timeout=3)
@@ -301,6 +329,7 @@ class CascadeScreen(BaseView):
 
         self.app.push_screen(PickScreen("Cascaded queue", [(q, q) for q in self.queues]), done)
 
+    @needs_access
     def action_op(self, action: str) -> None:
         n = self.selected()
         st = self.status
