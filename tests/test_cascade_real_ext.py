@@ -68,3 +68,31 @@ def test_function_contract_matches_real_pgq_node(ext_servers, case):
         conn.execute("CREATE EXTENSION pgq")
         conn.execute("CREATE EXTENSION pgq_node")
         getattr(fn_tests, case)(conn)
+
+
+def _table_acl(conn) -> list[tuple]:
+    """(schema.table, privilege, grantee) of pgq's and pgq_node's base tables, owner excluded."""
+    return conn.execute(
+        "SELECT c.oid::regclass::text, a.privilege_type, coalesce(r.rolname, 'public') "
+        "FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a LEFT JOIN pg_roles r ON r.oid = a.grantee "
+        "WHERE c.relkind = 'r' AND a.grantee <> c.relowner AND c.oid::regclass::text = ANY (%s) ORDER BY 1, 2, 3",
+        (["pgq.consumer", "pgq.queue", "pgq.tick", "pgq.subscription", "pgq.event_template", "pgq.retry_queue",
+          "pgq_node.node_location", "pgq_node.node_info", "pgq_node.local_state", "pgq_node.subscriber_info"],)
+    ).fetchall()
+
+
+@needs_ext
+def test_table_privileges_match_the_real_extensions(ext_servers):
+    """Who may read (and change) the pgq and pgq_node tables: as with CREATE EXTENSION."""
+    from engine import schema
+
+    (server,) = ext_servers(1)
+    with psycopg.connect(server.dsn(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE real_ext")
+        admin.execute("CREATE DATABASE ours")
+    with psycopg.connect(server.dsn("real_ext"), autocommit=True) as real, \
+            psycopg.connect(server.dsn("ours"), autocommit=True) as ours:
+        real.execute("CREATE EXTENSION pgq")
+        real.execute("CREATE EXTENSION pgq_node")
+        schema.install(ours, ["pgtt", "pgq", "pgq_node"])
+        assert _table_acl(ours) == _table_acl(real)
