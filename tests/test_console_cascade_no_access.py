@@ -26,6 +26,7 @@ from pgtt_tui.widgets.common import NoAccessPanel
 from tests.test_cascade_helpers import QUEUE, prepare_db, run_plan
 from tests.test_cascade_real_ext import BINDIR, needs_ext
 from tests.test_console_no_access import Recorder, drop_role, make_app, make_role, panel_text, until
+from tests.test_console_polling import on_hidden_widget
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,6 +82,8 @@ async def test_no_usage_on_pgq_node_shows_the_panel_refuses_operations_and_recov
         assert app.screen.focus_topic == "no-access"
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is screen)
+        await pilot.pause()
+        assert not on_hidden_widget(screen), screen.focused  # not back on the hidden tree
         # operation keys and the menu: one line each, nothing opened, nothing built
         await pilot.press("s")
         await until(pilot, lambda: len(seen.toasts) == 1)

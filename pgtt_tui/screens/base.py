@@ -3,8 +3,9 @@
 A view implements ``fetch(conn)`` (runs in a worker thread, calls engine functions and
 returns plain data) and ``show(data)`` (runs on the UI thread, updates widgets). The
 next poll is scheduled only after the previous one finished, at the app's refresh
-interval; nothing is polled while the view is hidden, a modal is open, or the operator
-paused refreshing. Write actions go through ``act()``: a worker calls the engine on the
+interval, and only while the view is in sight (``in_sight``: the active screen, or under
+dialogs only); a view that comes back into sight polls at once, a paused one not again
+until the operator resumes. Write actions go through ``act()``: a worker calls the engine on the
 ``action`` connection and posts ActionDone / ActionFailed; read-only mode refuses them
 here and the engine (guard_write + default_transaction_read_only) refuses them again.
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import psycopg
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import Footer
 
@@ -81,6 +82,10 @@ class BaseView(Screen):
         self._poll_again = False
         self._timer: Timer | None = None
         self._generation = 0
+        # whether the view counts itself in sight (its schedule runs), and the poll generation
+        # when it last went out of sight: see on_screen_resume
+        self._watching = False
+        self._generation_hidden = 0
         self.last_data: Any = None
         self._last_poll_error = ""
         self.no_access: access_api.NoAccess | None = None
@@ -107,13 +112,47 @@ class BaseView(Screen):
 
     def on_screen_resume(self) -> None:
         self.papp.sync_status(self)
-        if self.POLLS:
-            self.request_poll()
+        # Already watching: Textual resumes a mode's first screen twice, and a dialog closed
+        # over the view did not interrupt its schedule.
+        if not self.POLLS or self._watching or not self.in_sight:
+            return
+        self._watching = True
+        if self._polling and self._generation > self._generation_hidden:
+            return  # started since it went out of sight (the cover's dismiss callback asked): that is the refresh
+        self.request_poll()
 
     def on_screen_suspend(self) -> None:
+        if not self.in_sight:
+            self._stop_watching()
+
+    @property
+    def in_sight(self) -> bool:
+        """Whether the operator sees this view: it is the active screen, or only ModalScreens
+        are above it in the current mode. Every ModalScreen of the console (modals.py,
+        prompts.py) is a dialog over the view dimmed through a see-through background (app.tcss:
+        ModalScreen, ``.dialog`` at most 90% of the screen), so the view stays visible around
+        it and keeps polling; a full Screen pushed on top (the plan walker, an editor, a detail
+        view) hides it. Not ``is_current``: Textual counts the screen right below the top one
+        as visible even when the top one is a full opaque screen."""
+        try:
+            stack = self.app.screen_stack
+        except Exception:  # noqa: BLE001 - no app or no stack (shutting down): nothing in sight
+            return False
+        for screen in reversed(stack):
+            if screen is self:
+                return True
+            if not isinstance(screen, ModalScreen):
+                return False
+        return False
+
+    def _stop_watching(self) -> None:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        self._poll_again = False  # the poll on coming back reads whatever changed meanwhile
+        if self._watching:
+            self._watching = False
+            self._generation_hidden = self._generation
 
     # ---- polling --------------------------------------------------------------------------
     def fetch(self, conn: psycopg.Connection) -> Any:  # worker thread
@@ -123,11 +162,15 @@ class BaseView(Screen):
         pass
 
     def request_poll(self) -> None:
-        """Poll now unless a poll is already running (then its completion schedules the next)."""
+        """Poll now unless a poll is already running (then its completion schedules the next);
+        out of sight, not at all (coming back into sight polls)."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
         if not self.POLLS:
+            return
+        if not self.in_sight:
+            self._stop_watching()
             return
         if self._polling:
             self._poll_again = True  # what is shown changed: poll again as soon as this one ends
@@ -179,17 +222,28 @@ class BaseView(Screen):
             self._focus_before_denied = self.focused
         self.no_access = message.no_access
         self.query_one(NoAccessPanel).show_denied(self.TITLE, message.no_access, self._denied_recheck_s())
-        for child in self.children:  # what compose_body made: hidden while the panel is up (app.tcss)
-            if not isinstance(child, (StatusBar, Banner, NoAccessPanel, Footer)):
-                child.add_class("view-body")
         self.add_class("-no-access")
+        # Hidden is not enough: Textual's auto-focus on resume (after a dialog) takes the first
+        # focusable widget even when it is not displayed, and Enter would reach the hidden
+        # table. Disabled widgets cannot take the focus.
+        for child in self._body():
+            child.add_class("view-body")
+            child.disabled = True
         self._schedule_next(denied=True)
+
+    def _body(self) -> list[Any]:
+        """What compose_body made: hidden while the no-access panel is up (app.tcss). Not the
+        widgets Textual gives every screen (toast rack, tooltip): the refusals are toasts."""
+        return [child for child in self.children if not isinstance(child, (StatusBar, Banner, NoAccessPanel, Footer))
+                and not child.has_class("-textual-system")]
 
     def _clear_no_access(self) -> None:
         if self.no_access is None:
             return
         self.no_access = None
         self.remove_class("-no-access")
+        for child in self._body():
+            child.disabled = False
         if self._focus_before_denied is not None and self.focused is None:
             self.set_focus(self._focus_before_denied)
         self._focus_before_denied = None
@@ -223,11 +277,16 @@ class BaseView(Screen):
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        if not self.in_sight:
+            # covered while this poll ran; no screen event may tell us (a mode switched away
+            # from over a dialog suspends the dialog, not us): the next resume polls
+            self._stop_watching()
+            return
         if self._poll_again and not lost:
             self._poll_again = False
             self.request_poll()
             return
-        if not self.is_current or self.papp.paused:
+        if self.papp.paused:
             return
         if denied:
             delay = self._denied_recheck_s()

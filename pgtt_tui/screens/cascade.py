@@ -254,8 +254,7 @@ class CascadeScreen(BaseView):
 
     def on_tree_node_selected(self, event: Tree.NodeSelected) -> None:
         event.stop()
-        # the hidden tree gets the focus back after a modal: Enter must be refused there too
-        if event.node.data is not None or self.no_access is not None:
+        if event.node.data is not None:
             self.action_menu()
 
     def node_text(self, n: NodeStatus) -> str:
