@@ -74,6 +74,7 @@ def test_failover_catches_up_from_the_most_advanced_branch_and_moves_the_other_s
 
         plan = ops.plan_takeover(b, QUEUE, "A", "B", dead_root=True, wait_timeout=30)
         titles = [s.title for s in plan.steps]
+        assert "B catches up from D to its tick" in titles, (titles, plan.notes)
         catch_up = titles.index("B catches up from D to its tick")
         assert titles.index("tag A dead on B") < titles.index("resume worker B_worker on B") < catch_up
         assert catch_up < titles.index("switch D to provider B") < titles.index("promote B to root")
@@ -122,3 +123,23 @@ def test_failover_catches_up_from_the_most_advanced_branch_and_moves_the_other_s
     finally:
         for w in workers.values():
             w.stop()
+
+
+def test_status_finds_members_the_starting_node_does_not_know(make_servers):
+    """A node learns other members' locations from its provider through its worker, so a
+    node whose worker was paused may not know a branch added since.  The status (and so a
+    failover planned from that node) still finds it: every member answering names the
+    members it knows, and those are probed too."""
+    (server,) = make_servers(1)
+    a = prepare_db(server, db="node_a")
+    b = prepare_db(server, db="node_b")
+    d = prepare_db(server, db="node_d")
+    run_plan(ops.plan_create_root(QUEUE, "A", a))
+    run_plan(ops.plan_create_branch(QUEUE, "B", b, a))
+    run_plan(ops.plan_create_branch(QUEUE, "D", d, a))
+    q(b, "SELECT * FROM pgq_node.unregister_location(%s, 'D')", (QUEUE,))  # B never heard of D
+    assert "D" not in {r[0] for r in q(b, "SELECT node_name FROM pgq_node.get_queue_locations(%s)", (QUEUE,))}
+    st = collect_status(b, QUEUE)
+    assert sorted(st.nodes) == ["A", "B", "D"]
+    assert (st.nodes["D"].reachable, st.nodes["D"].node_type, st.nodes["D"].provider) == (True, "branch", "A")
+    assert sorted(st.nodes["A"].children) == ["B", "D"]

@@ -131,14 +131,18 @@ def node_info(conn: psycopg.Connection, queue: str) -> dict[str, Any] | None:
     return row if row and row["ret_code"] < 400 else None
 
 
-def _probe(queue: str, name: str, location: str, dead: bool, timeout: int) -> NodeStatus:
+def _probe(queue: str, name: str, location: str, dead: bool, timeout: int
+           ) -> tuple[NodeStatus, list[tuple[str, str, bool]]]:
+    """One member's status, and the member locations it knows (see collect_status)."""
     st = NodeStatus(name=name, location=location, dead=dead)
+    known: list[tuple[str, str, bool]] = []
     try:
         with connect(node_settings(location, timeout=timeout)) as conn:
+            known = read_locations(conn, queue)
             info = node_info(conn, queue)
             if info is None:
                 st.error = f"queue {queue} not set up on this node"
-                return st
+                return st, known
             st.node_type = info["node_type"]
             st.provider = info["provider_node"]
             st.worker = info["worker_name"]
@@ -165,7 +169,7 @@ def _probe(queue: str, name: str, location: str, dead: bool, timeout: int) -> No
     except psycopg.Error as exc:
         st.reachable = False
         st.error = translate_db_error(exc)
-    return st
+    return st, known
 
 
 def collect_status(dsn: str, queue: str, *, timeout: int = 5) -> CascadeStatus:
@@ -180,9 +184,23 @@ def collect_status(dsn: str, queue: str, *, timeout: int = 5) -> CascadeStatus:
         local = node_info(conn, queue)
     if not locations and local is None:
         raise NotFoundError(f"queue {queue!r} has no cascade on this node")
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(locations)))) as pool:
-        futures = [pool.submit(_probe, queue, name, loc, dead, timeout) for name, loc, dead in locations]
-        nodes = {f.result().name: f.result() for f in futures}
+    # Members learn each other's locations from their provider through their worker, so a
+    # node whose worker was paused (or is behind) may not know a member added since: every
+    # member answering tells the locations it knows, and unknown ones are probed too, until
+    # nobody names a new member.  A failover planned from such a node must still see the
+    # most advanced branch.
+    nodes: dict[str, NodeStatus] = {}
+    wanted = list(locations)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        while wanted:
+            futures = [pool.submit(_probe, queue, name, loc, dead, timeout) for name, loc, dead in wanted]
+            wanted = []
+            for future in futures:
+                st, known = future.result()
+                nodes[st.name] = st
+                for name, loc, dead in known:
+                    if name not in nodes and all(name != w[0] for w in wanted):
+                        wanted.append((name, loc, dead))
     root = next((n.name for n in nodes.values() if n.node_type == "root" and not n.dead), None)
     top = nodes[root].last_tick if root else None
     for n in nodes.values():
