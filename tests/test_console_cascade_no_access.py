@@ -25,23 +25,13 @@ from pgtt_tui.screens.plan import PlanScreen
 from pgtt_tui.widgets.common import NoAccessPanel
 from tests.test_cascade_helpers import QUEUE, prepare_db, run_plan
 from tests.test_cascade_real_ext import BINDIR, needs_ext
-from tests.test_console_no_access import Recorder, drop_role, make_app, make_role, panel_text, until
+from tests.test_console_no_access import (  # noqa: F401 - bare_role is a fixture
+    Recorder, bare_role, drop_role, make_app, make_role, panel_text, until)
 from tests.test_console_polling import on_hidden_widget
 
 pytestmark = pytest.mark.timeout(120)
 
 STATUS_FUNCTIONS = ("get_queue_locations", "get_node_info", "get_consumer_info", "get_subscriber_info")
-
-
-@pytest.fixture
-def bare_role(conn, dsn):
-    """A LOGIN role with no grants of its own (only what PUBLIC has)."""
-    role = f"nocasc_{conn.info.dbname}"
-    settings = make_role(conn, dsn, role)
-    try:
-        yield role, settings
-    finally:
-        drop_role(conn, dsn, role)
 
 
 @pytest.fixture
