@@ -160,3 +160,17 @@ def make_servers(pg_tmp_root):
     yield factory
     for cluster in started:
         cluster.destroy()
+
+
+@pytest.fixture
+def snap_compare(snap_compare):
+    """pytest-textual-snapshot's snap_compare, with the app's animations off: a tab underline
+    still sliding when the picture is taken on a slow, loaded machine is not a change of the
+    screen (seen once in CI), and the finished state is what the snapshots hold."""
+
+    def compare(app, *args, **kwargs):
+        if hasattr(app, "animation_level"):
+            app.animation_level = "none"
+        return snap_compare(app, *args, **kwargs)
+
+    return compare
