@@ -209,3 +209,32 @@ def test_the_claim_records_runs_over_max_instances_as_skipped(make_db):
     assert q(dsn, "SELECT reason FROM timetable.chain_run WHERE status = 'skipped' ORDER BY due_at") == [
         ("max_instances (2) reached: 2 run(s) in progress",)] * 2
     assert q1(dsn, "SELECT next_due_at FROM timetable.chain_state WHERE chain_id = %s", (cid,)) == t0.replace(minute=4)
+
+
+async def test_a_run_records_when_it_really_started(make_db):
+    """The claim records a run's planned start (its due time); the end records the real one,
+    for a success (close_runs, batched by the log writer) and a failure (finish_run): here
+    two runs wait behind a slow one for the only worker while the clock moves on."""
+    dsn = make_db(("timetable",))
+    slow = _chain(dsn, "slow", run_at="* * * * *")
+    _task(dsn, slow, 1, "SELECT pg_sleep(1)")
+    ok = _chain(dsn, "ok", run_at="* * * * *")
+    _task(dsn, ok, 1, "SELECT 1")
+    bad = _chain(dsn, "bad", run_at="* * * * *")
+    _task(dsn, bad, 1, "SELECT 1/0")
+    clock = SteppingClock(T0)
+    due = T0.replace(minute=1, second=0)
+    later = due.replace(second=10)
+    async with running_engine(dsn, "fp", clock, cron_workers=1):
+        await until(lambda: q1(dsn, "SELECT count(*) FROM timetable.chain_state WHERE next_due_at = %s", (due,)) == 3,
+                    what="due times")
+        clock.set(due)
+        await until(lambda: q1(dsn, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(1)%%' "
+                                    "AND state = 'active' AND pid <> pg_backend_pid()"), what="the slow run")
+        assert q(dsn, "SELECT status, started_at FROM timetable.chain_run WHERE chain_id = %s", (ok,)) == [
+            ("running", due)]  # claimed and waiting: the planned start
+        clock.set(later)
+        for cid in (slow, ok, bad):
+            await _finished(dsn, cid)
+    got = dict((c, (s, t)) for c, s, t in q(dsn, "SELECT chain_id, status, started_at FROM timetable.chain_run"))
+    assert got == {slow: ("succeeded", due), ok: ("succeeded", later), bad: ("failed", later)}

@@ -109,7 +109,7 @@ def test_next_wake_up_is_one_index_probe_per_client(big_dsn):
 
 
 def test_claim_and_start_functions_use_indexes(big_dsn):
-    """The statements inside claim_due / close_runs / close_run (auto_explain, nested)."""
+    """The statements inside claim_due / close_runs / finish_run (auto_explain, nested)."""
     with psycopg.connect(big_dsn) as conn:
         rows = conn.execute("SELECT chain_id, next_due_at, version FROM timetable.chain_state "
                             "WHERE next_due_at <= %s ORDER BY chain_id", (NOW,)).fetchall()
@@ -133,7 +133,7 @@ def test_claim_and_start_functions_use_indexes(big_dsn):
         conn.execute("SELECT timetable.close_runs(%s, %s, %s, %s, %s, %s, %s)",
                      (ends, ["succeeded"] * 500, [None] * 500, [NOW] * 500, [NOW] * 500, [None] * 500,
                       [None] * 500))
-        conn.execute("SELECT timetable.close_run(%s, 'failed', 'x', %s, %s, NULL, NULL)",
+        conn.execute("SELECT timetable.finish_run(%s, 'failed', 'x', %s, NULL, NULL, %s)",
                      (claimed[600][0], NOW, NOW))
         conn.rollback()
         plans = [json.loads(n[n.index("{"):]) for n in notes if "plan:" in n]

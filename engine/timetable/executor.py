@@ -19,7 +19,7 @@ Semantics (pg_timetable's, see reference §3.2):
    recorded: for a success by the log writer right after COMMIT, many runs per statement
    (``timetable.close_runs``: the chain transaction's own execution_log rows, which carry
    the run id, tell the reaper the outcome if the engine dies in between); for a failure at
-   once on the run's connection after the ROLLBACK (``timetable.close_run``).
+   once on the run's connection after the ROLLBACK (``timetable.finish_run``).
 
 How it stays cheap (bench/bench_timetable.py): every chain run happens on the worker's own
 connection (no pool checkout), and the statements of one step go to the server as ONE
@@ -165,7 +165,6 @@ class _Run:
     d: ChainDef
     prefix: list[str] = field(default_factory=list)   # statements to send before the next one
     lock_at: int = -1                # index of the lock/txid statement in prefix
-    started: bool = True             # False: the ad-hoc start refused it (nothing to record)
     txid: int = 0
     pending: list[list] = field(default_factory=list)  # execution_log rows not yet sent
     in_tx_rows: list[list] = field(default_factory=list)  # rows written inside the chain transaction
@@ -665,12 +664,13 @@ class ChainExecutor:
         return f"INSERT INTO timetable.execution_log ({LOG_COLUMNS}) VALUES {values}"
 
     def _finish_stmts(self, r: _Run, outcome: RunOutcome, log_rows: list[list]) -> list[str]:
-        """A failed run's remaining execution_log rows and close_run (after the ROLLBACK)."""
+        """A failed run's remaining execution_log rows and finish_run (after the ROLLBACK)."""
         finished = self.clock.now()
         conn = r.conn
-        close = (f"SELECT timetable.close_run({int(r.handle.run_id)}, {self._lit(outcome.status, conn)}, "
-                 f"{self._lit(outcome.reason, conn)}::text, {self._ts(r.started_ts)}, {self._ts(finished)}, "
-                 f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))})")
+        close = (f"SELECT timetable.finish_run({int(r.handle.run_id)}, {self._lit(outcome.status, conn)}, "
+                 f"{self._lit(outcome.reason, conn)}::text, {self._ts(finished)}, "
+                 f"{int(r.txid) if r.txid else 'NULL'}::bigint, {self._ts(self._next_due(r, finished))}, "
+                 f"{self._ts(r.started_ts)})")
         return ([self._insert_rows_stmt(r, log_rows)] if log_rows else []) + [close]
 
     async def _commit(self, r: _Run) -> RunOutcome:

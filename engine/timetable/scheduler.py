@@ -31,7 +31,7 @@ Design (see also sql/timetable/0001_timetable.sql):
   follow ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them),
   ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
 * **@every** keeps its grid (due + interval); **@after** gets its next due time when the
-  run finishes (``close_run`` / ``finish_run``); **@reboot** runs once per engine start.
+  run finishes (``close_runs`` / ``finish_run``); **@reboot** runs once per engine start.
 * **Dead engines.** Every open run records the backend that owns it (for scheduled runs:
   the claiming engine's control connection); ``reap_dead_runs`` (called every few seconds
   and at start) ends runs whose backend is gone, with the reason, which frees their
@@ -430,7 +430,7 @@ class Scheduler:
                 return max(now, sched.next_after(last_due))
             if sched.kind == "after":
                 if has_open:
-                    return None  # the end of the open run sets it (close_run / finish_run)
+                    return None  # the end of the open run sets it (close_runs / finish_run)
                 if last_finished is None:
                     return now
                 return max(now, sched.next_after(last_finished))

@@ -17,7 +17,7 @@
 --   addition): a committed chain transaction leaves committed rows, so the outcome of a run
 --   whose engine died between COMMIT and close_runs is known (reap_dead_runs asks
 --   txid_status() about the txid in those rows).  A failed run is still closed at once on
---   its own connection (close_run), after the ROLLBACK.
+--   its own connection (finish_run), after the ROLLBACK.
 -- * The run's row names the claiming backend (the engine's control connection) as its
 --   owner, so reap_dead_runs ends it when that engine dies, before, during or after the
 --   run, and marks it reaped; close_runs may still correct a reaped run (its chain
@@ -185,10 +185,14 @@ BEGIN
     RETURN cardinality(v_chain);
 END $$;
 
--- The end of one run on the run's own connection: a failed run after its ROLLBACK (and
--- on_error).  Returns whether the run was still open.
-CREATE FUNCTION timetable.close_run(p_run_id bigint, p_status text, p_reason text, p_started timestamptz,
-                                    p_finished timestamptz, p_txid bigint, p_next_due timestamptz)
+-- The end of one run (a failed run after its ROLLBACK and on_error, a run ended from another
+-- connection, a claimed run that will not start): 0003's finish_run, now also with the
+-- run's real start (p_started, NULL: keep the planned one) and the chain's state through
+-- _chain_ended, as close_runs does for many.  Returns whether the run was still open.
+DROP FUNCTION timetable.finish_run(bigint, text, text, timestamptz, bigint, timestamptz);
+CREATE FUNCTION timetable.finish_run(p_run_id bigint, p_status text, p_reason text, p_finished timestamptz,
+                                     p_txid bigint DEFAULT NULL, p_next_due timestamptz DEFAULT NULL,
+                                     p_started timestamptz DEFAULT NULL)
 RETURNS boolean LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_chain bigint;
