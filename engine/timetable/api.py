@@ -7,6 +7,7 @@ InputError naming the field; nothing is changed then) and returns plain dicts.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -417,12 +418,17 @@ def live_engines(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in rows]
 
 
+#: the longest start delay notify_chain_start accepts (sql/timetable/0006_chain_control.sql)
+MAX_START_DELAY_SECONDS = 30 * 86400.0
+
+
 def run_chain(conn: psycopg.Connection, ref: int | str, *, worker: str | None = None,
               delay_seconds: float = 0, settings: ConnSettings | None = None) -> dict[str, Any]:
     """Run now (or after a delay) through ``notify_chain_start`` to the right engine."""
     _guard(conn, settings, "running a chain")
-    if delay_seconds < 0:
-        raise InputError("--delay", "must be 0 or more seconds")
+    if not math.isfinite(delay_seconds) or delay_seconds < 0 or delay_seconds > MAX_START_DELAY_SECONDS:
+        raise InputError("--delay", f"must be a number of seconds from 0 to {MAX_START_DELAY_SECONDS:.0f} (30 days), "
+                                    f"got {delay_seconds!r}")
     chain = _chain_row(conn, ref)
     engines = live_engines(conn)
     target = worker or chain["client_name"] or (engines[0] if engines else None)

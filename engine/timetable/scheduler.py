@@ -23,10 +23,14 @@ Design (see also sql/timetable/0001_timetable.sql):
   so a worker only runs the chain transaction (sql/timetable/0004_claim_starts.sql).  The
   firing key ``(chain_id, due_at)`` is the second line of defence.  Firings are claimed up
   to ``claim_ahead_ms`` early; the worker waits for the due time.
-* **Ad-hoc starts** from ``notify_chain_start`` are rows of ``timetable.pending_start``
-  (the NOTIFY carries their id): this engine sets their start time (its clock + the delay)
-  when it first sees them and takes the due ones (delete + claim in one statement), so a
-  START, delayed or not, survives a restart and runs once.
+* **Ad-hoc control.** START and STOP from ``notify_chain_start`` / ``notify_chain_stop``
+  are rows of ``timetable.pending_start`` with the role that asked (set by a trigger as the
+  inserting role, sql/timetable/0006_chain_control.sql); the NOTIFY only wakes this engine.
+  Requests from a role that may not control chains (``timetable.may_control``) are deleted
+  and logged, the others taken: a START gets its start time (our clock + the delay) when
+  first seen and is taken when due (delete + claim in one statement), so it survives a
+  restart and runs once; a STOP ends this engine's runs of the chain.  A notification that
+  names no request (a bare ``pg_notify``) changes nothing and is logged with its sender.
 * **Missed firings** (due longer than ``missed_grace_seconds`` ago, e.g. after downtime)
   follow ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them),
   ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
@@ -75,6 +79,7 @@ from engine.timetable.options import TimetableOptions
 from engine.timetable.runstats import RunTimings
 
 CHANGED_CHANNEL = "pgtt_timetable_changed"
+BARE_REPEAT_SECONDS = 60.0  # the same notification from the same sender is logged once in this time
 _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immutable values
 
 
@@ -153,22 +158,37 @@ FROM timetable.chain c WHERE c.chain_id = %s AND (c.client_name IS NULL OR c.cli
 RELEASE_SQL = """
 SELECT timetable.finish_run(r, 'failed', %s, %s) FROM unnest(%s::bigint[]) AS r
 """
-#: persistent ad-hoc starts (sql/timetable/0003_lean_runs.sql): requests for this engine get
-#: their start time on our clock when first seen; the due ones are taken (deleted) and
-#: claimed in one statement, so each runs once; then the next start time
+#: ad-hoc control (sql/timetable/0006_chain_control.sql): requests from roles that may not
+#: control chains are deleted and reported; START requests for this engine get their start
+#: time on our clock when first seen; the due ones are taken (deleted) and claimed in one
+#: statement, so each runs once; STOP requests are taken; then the next start time
+PENDING_REFUSE_SQL = """
+DELETE FROM timetable.pending_start p
+ WHERE p.worker_name = %(me)s AND NOT timetable.may_control(p.requested_by, p.command)
+RETURNING p.id, p.command, p.chain_id, p.requested_by, p.requested_pid
+"""
 PENDING_ARM_SQL = """
-UPDATE timetable.pending_start SET start_at = %(now)s + start_delay WHERE worker_name = %(me)s AND start_at IS NULL
+UPDATE timetable.pending_start SET start_at = %(now)s + start_delay
+ WHERE worker_name = %(me)s AND command = 'START' AND start_at IS NULL
 """
 PENDING_TAKE_SQL = """
 WITH taken AS (
-    DELETE FROM timetable.pending_start p WHERE p.worker_name = %(me)s AND p.start_at <= %(now)s
+    DELETE FROM timetable.pending_start p
+     WHERE p.worker_name = %(me)s AND p.command = 'START' AND p.start_at <= %(now)s
     RETURNING p.id, p.chain_id, p.start_at)
 SELECT t.id, t.chain_id, t.start_at,
        (SELECT timetable.claim_adhoc(c.chain_id, 'manual', %(me)s, %(session)s) FROM timetable.chain c
          WHERE c.chain_id = t.chain_id AND (c.client_name IS NULL OR c.client_name = %(me)s))
 FROM taken t ORDER BY t.id
 """
-PENDING_NEXT_SQL = "SELECT min(start_at) FROM timetable.pending_start WHERE worker_name = %(me)s"
+PENDING_STOPS_SQL = """
+DELETE FROM timetable.pending_start p WHERE p.worker_name = %(me)s AND p.command = 'STOP'
+RETURNING p.id, p.chain_id, p.requested_by
+"""
+#: STOP requests made while this engine was not running: nothing of ours ran then
+STALE_STOPS_SQL = "DELETE FROM timetable.pending_start WHERE worker_name = %s AND command = 'STOP'"
+SENDER_SQL = "SELECT usename FROM pg_catalog.pg_stat_activity WHERE pid = %s"
+PENDING_NEXT_SQL = "SELECT min(start_at) FROM timetable.pending_start WHERE worker_name = %(me)s AND command = 'START'"
 
 
 @dataclass
@@ -213,6 +233,7 @@ class Scheduler:
         self._queues = {"cron": asyncio.Queue(), "interval": asyncio.Queue()}
         self._workers: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
+        self._bare_seen: dict[tuple[int, str], float] = {}  # notifications naming no request, when logged
         self._starved = False
         self._dirty = True  # look for dirty chain_state rows on the next pass
         self._pending = True  # look at timetable.pending_start on the next pass
@@ -291,7 +312,7 @@ class Scheduler:
                               "--modules timetable`")
         fast = (await (await session.execute(
             "SELECT to_regprocedure('timetable.close_runs(bigint[],text[],text[],timestamptz[],timestamptz[],"
-            "bigint[],timestamptz[])') IS NOT NULL AND to_regclass('timetable.pending_start') IS NOT NULL"
+            "bigint[],timestamptz[])') IS NOT NULL AND to_regprocedure('timetable.may_control(name,text)') IS NOT NULL"
         )).fetchone())[0]
         if not fast:
             raise SchemaError("module timetable is outdated in this database: run `pgtt-tui db upgrade`")
@@ -307,6 +328,7 @@ class Scheduler:
         except ScheduleError:
             self.log.warning("server TimeZone %r is not an IANA zone; cron chains without a time zone use UTC", tz)
             self.default_tz = None
+        await session.execute(STALE_STOPS_SQL, (self.options.client_name,))
         await session.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.options.client_name)))
         await session.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANGED_CHANNEL)))
 
@@ -676,12 +698,13 @@ class Scheduler:
         """STOP every run in progress in this engine but ``except_run`` (the Shutdown builtin)."""
         return self._stop_runs(lambda h: h.run_id == except_run, reason)
 
-    def stop_chain(self, chain_id: int) -> int:
+    def stop_chain(self, chain_id: int, requested_by: str | None = None) -> int:
         """STOP every running instance of a chain in this engine; returns how many."""
         n = self._stop_runs(lambda h: h.chain_id != chain_id, STOPPED)
         if self.writer:
-            self.writer.message("INFO", f"STOP for chain {chain_id}: {n} running instance(s) stopped",
-                                {"chain": chain_id})
+            by = f" (asked by role {requested_by})" if requested_by else ""
+            self.writer.message("INFO", f"STOP for chain {chain_id}{by}: {n} running instance(s) stopped",
+                                {"chain": chain_id, "role": requested_by})
         return n
 
     # --- notifications -------------------------------------------------------------------
@@ -692,45 +715,70 @@ class Scheduler:
                 self._dirty = True
                 self.wake.set()
                 continue
-            self._command(note.payload)
+            self._notified(note.payload, note.pid)
 
-    def _command(self, payload: str) -> None:
+    def _notified(self, payload: str, pid: int) -> None:
+        """A notification on our channel only wakes us: what we do comes from the requests
+        recorded in timetable.pending_start (with the role that asked), never from the
+        payload.  One that names no request (pg_timetable's payload sent with a bare
+        pg_notify, by anyone who can connect) changes nothing and is logged."""
         try:
             data = json.loads(payload)
-            chain_id = int(data["ConfigID"])
-            command = str(data["Command"]).upper()
-            delay = float(data.get("Delay") or 0)
-        except (ValueError, KeyError, TypeError) as exc:
-            self.log.warning("ignoring bad notification %r: %s", payload, exc)
-            if self.writer:
-                self.writer.message("ERROR", f"bad notification ignored: {payload!r}")
-            return
-        if chain_id <= 0 or command not in ("START", "STOP"):
-            self.log.warning("ignoring notification %r", payload)
-            return
-        if command == "STOP":
-            self.stop_chain(chain_id)
-            return
-        if data.get("PendingID") is not None:
-            # written to timetable.pending_start by notify_chain_start: taken from there (when
-            # its delay has passed), so it survives a restart and runs once
+            request = data.get("PendingID") if isinstance(data, dict) else None
+            ok = isinstance(request, int) and not isinstance(request, bool) and request > 0
+        except ValueError:
+            ok = False
+        if ok:
             self._pending = True
             self.wake.set()
             return
-        task = asyncio.create_task(self._delayed_start(chain_id, delay), name=f"start-{chain_id}")
+        key = (pid, payload)
+        now = asyncio.get_running_loop().time()
+        for k, t in list(self._bare_seen.items()):
+            if now - t > BARE_REPEAT_SECONDS:
+                del self._bare_seen[k]
+        if key in self._bare_seen:
+            return  # logged once; the same sender repeating itself is not logged again for a while
+        self._bare_seen[key] = now
+        task = asyncio.create_task(self._log_bare(payload, pid), name=f"bare-notify-{pid}")
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    async def _delayed_start(self, chain_id: int, delay: float) -> None:
-        if delay > 0:
-            await self.clock.sleep_until(self.clock.now() + timedelta(seconds=delay))
+    async def _log_bare(self, payload: str, pid: int) -> None:
+        role = None
         try:
-            await self.start_adhoc(chain_id, "manual")
-        except psycopg.Error as exc:
-            self.log.error("START of chain %s failed: %s", chain_id, exc)
+            async with self._aux_lock:
+                if self._aux is None or self._aux.closed or self._aux.broken:
+                    self._aux = await aconnect(self.settings)
+                row = await (await self._aux.execute(SENDER_SQL, (pid,))).fetchone()
+            role = row[0] if row else None
+        except Exception as exc:  # noqa: BLE001 - the log line matters more than the role
+            self.log.debug("cannot look up the sender of a notification: %s", exc)
+        who = role if role is not None else "unknown (session ended)"
+        shown = payload if len(payload) <= 200 else payload[:200] + "..."
+        self.log.warning("ignored a notification on channel %r from pid %s (role %s) that names no request: %r",
+                         self.options.client_name, pid, who, shown)
+        if self.writer:
+            self.writer.message(
+                "ERROR", f"ignored a notification from pid {pid} (role {who}) that names no recorded request: "
+                         "START and STOP must come through timetable.notify_chain_start / notify_chain_stop",
+                {"pid": pid, "role": role, "payload": shown})
+
+    def _refused(self, rows) -> None:
+        for request_id, command, chain_id, role, pid in rows:
+            who = role if role is not None else "unknown (asked before the upgrade)"
+            self.log.warning("%s of chain %s refused: role %s (pid %s) may not control chains", command, chain_id,
+                             who, pid)
+            if self.writer:
+                self.writer.message(
+                    "ERROR", f"{command} of chain {chain_id} refused: role {who} (pid {pid}) may not control "
+                             "chains (needs membership in timetable_operator or EXECUTE on "
+                             f"timetable.notify_chain_{command.lower()})",
+                    {"chain": chain_id, "request": request_id, "role": role, "pid": pid})
 
     async def _take_pending(self, now: datetime) -> None:
-        """Arm (start time = our clock + delay) and take the due persistent START requests."""
+        """Refuse the requests of roles that may not control chains; arm (start time = our
+        clock + delay) and take the due START requests; take and carry out the STOPs."""
         me = self.options.client_name
         args = {"me": me, "now": now, "session": self.session_id}
         try:
@@ -738,15 +786,22 @@ class Scheduler:
                 if self._aux is None or self._aux.closed or self._aux.broken:
                     self._aux = await aconnect(self.settings)
                 async with self._aux.pipeline():
+                    refused_cur = await self._aux.execute(PENDING_REFUSE_SQL, args)
+                    stops_cur = await self._aux.execute(PENDING_STOPS_SQL, args)
                     await self._aux.execute(PENDING_ARM_SQL, args)
                     taken_cur = await self._aux.execute(PENDING_TAKE_SQL, args)
                     next_cur = await self._aux.execute(PENDING_NEXT_SQL, args)
+                refused = await refused_cur.fetchall()
+                stops = await stops_cur.fetchall()
                 taken = await taken_cur.fetchall()
                 self._pending_at = (await next_cur.fetchone())[0]
         except psycopg.Error as exc:
-            self.log.error("cannot read pending START requests: %s", exc)
+            self.log.error("cannot read pending START/STOP requests: %s", exc)
             self._pending_at = now + timedelta(seconds=max(self.options.poll_seconds, 0.5))
             return
+        self._refused(refused)
+        for _request_id, chain_id, role in stops:
+            self.stop_chain(chain_id, role)
         for request_id, chain_id, start_at, run_id in taken:
             if run_id is None:
                 self.log.warning("START for chain %s ignored: no such chain for client %s", chain_id, me)
