@@ -20,12 +20,27 @@ GET /metrics           Prometheus text exposition format 0.0.4 of ``Supervisor.m
 
 Every response closes the connection (``Connection: close``); requests larger than 8 KiB
 or slower than the read timeout are dropped. Only GET and HEAD are served.
+
+Who may call it (the one place these rules are enforced: ``HttpEndpoint._refusal``):
+
+* **Host.** A request's ``Host`` must name the bound address (``localhost`` too when bound to
+  loopback; any IP address when bound to every interface) or a configured name
+  (``--rest-allowed-host``), with the endpoint's port if it gives one: a web page that
+  rebinds its own name to 127.0.0.1 (DNS rebinding) is refused with 403.
+* **Cross-origin.** An ``Origin`` that is not the endpoint's own, or ``Sec-Fetch-Site``
+  other than ``same-origin`` / ``none`` (a browser sends it with every request, an ``<img>``
+  included), is refused with 403: another web page cannot start or stop chains (CSRF).
+* **Token.** With a bearer token (``--rest-token`` / ``PGTT_REST_TOKEN``), ``/startchain``
+  and ``/stopchain`` need ``Authorization: Bearer <token>`` (401 otherwise). An endpoint
+  that listens beyond localhost refuses to start without one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -36,14 +51,16 @@ from typing import Any
 import psycopg
 
 from engine.db import ConnSettings, aconnect, translate_db_error
-from engine.errors import PgttError
+from engine.errors import InputError, PgttError
 
 log = logging.getLogger("pgtt.http")
 
 DEFAULT_HOST = "127.0.0.1"
+TOKEN_ENV = "PGTT_REST_TOKEN"
+CONTROL_PATHS = ("/startchain", "/stopchain")
 READ_TIMEOUT = 10.0
 MAX_REQUEST = 8192
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 413: "Payload Too Large", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
@@ -115,27 +132,97 @@ def prometheus_text(metrics: Iterable[Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- who may call ----------------------------------------------------------------------------------
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the endpoint on this machine."""
+    if host.lower() == "localhost":
+        return True
+    ip = _ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def is_wildcard(host: str) -> bool:
+    ip = _ip(host) if host else None
+    return host == "" or (ip is not None and ip.is_unspecified)
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``name``, ``name:port``, ``[v6]`` or ``[v6]:port`` -> (lower-case name, port); None if malformed."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[1:end], value[end + 1:]
+        if rest and not rest.startswith(":"):
+            return None
+        port_text = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        name, port_text = value.split(":")
+    elif ":" in value:  # a bare IPv6 address
+        name, port_text = value, None
+    else:
+        name, port_text = value, None
+    if port_text is not None:
+        if not port_text.isdigit():
+            return None
+        return name.lower(), int(port_text)
+    return name.lower(), None
+
+
+def require_token(host: str, token: str | None) -> None:
+    """An endpoint that listens beyond localhost must have a bearer token."""
+    if not is_loopback(host) and not token:
+        raise InputError("--rest-token", f"required when the HTTP endpoint listens beyond localhost "
+                                         f"(--rest-host {host}): set --rest-token or {TOKEN_ENV}")
+
+
+def _headers(head: bytes) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out.setdefault(k.strip().lower(), []).append(v.strip())
+    return out
+
+
 # ---- the server -----------------------------------------------------------------------------------
 
 class HttpEndpoint:
     """Serves the endpoints for one Supervisor (anything with state, health(), metrics())."""
 
     def __init__(self, supervisor: Any, settings: ConnSettings, client_name: str,
-                 host: str = DEFAULT_HOST, port: int = 0):
+                 host: str = DEFAULT_HOST, port: int = 0, *, token: str | None = None,
+                 allowed_hosts: Iterable[str] = ()):
         self.supervisor = supervisor
         self.settings = settings.with_app(f"pgtt-tui http {client_name}")
         self.client_name = client_name
         self.host = host
         self.port = port
+        self.token = token or None
+        self.allowed_hosts = {h.strip().lower().strip("[]") for h in allowed_hosts if h and h.strip()}
         self.server: asyncio.AbstractServer | None = None
         self.requests = 0
+        self.refused = 0
 
     async def start(self) -> HttpEndpoint:
+        require_token(self.host, self.token)
+        for name in self.allowed_hosts:
+            if not name or any(c in name for c in "/@ \t") or split_host(name) is None:
+                raise InputError("--rest-allowed-host", f"{name!r} is not a host name or address")
         try:
             self.server = await asyncio.start_server(self._serve, self.host, self.port, limit=MAX_REQUEST)
         except OSError as exc:
-            from engine.errors import InputError  # noqa: PLC0415
-
             raise InputError("--rest-port", f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = self.server.sockets[0].getsockname()[1]
         log.info("HTTP endpoint on http://%s:%s/ (liveness, readiness, startchain, stopchain, metrics)",
@@ -171,6 +258,15 @@ class HttpEndpoint:
                 return
             url = urllib.parse.urlsplit(target)
             query = urllib.parse.parse_qs(url.query)
+            refusal = self._refusal(_headers(head), url.path)
+            if refusal is not None:
+                self.refused += 1
+                status, message = refusal
+                log.warning("HTTP %s %s refused: %s", method, url.path, message)
+                extra = {"WWW-Authenticate": 'Bearer realm="pgtt-tui"'} if status == 401 else None
+                await self._send(writer, status, {"error": message}, head_only=method == "HEAD",
+                                 extra_headers=extra)
+                return
             try:
                 status, body, ctype = await self.dispatch(url.path, query)
             except Exception as exc:  # noqa: BLE001 - one bad request never stops the server
@@ -181,6 +277,58 @@ class HttpEndpoint:
             with contextlib.suppress(Exception):
                 writer.close()
                 await writer.wait_closed()
+
+    # ---- who may call ----------------------------------------------------------------------------
+
+    def _host_allowed(self, name: str) -> bool:
+        if name in self.allowed_hosts:
+            return True
+        bound = self.host.lower().strip("[]")
+        if is_wildcard(self.host):
+            return name == "localhost" or _ip(name) is not None
+        if is_loopback(self.host) and (name == "localhost" or (_ip(name) is not None and _ip(name).is_loopback)):
+            return True
+        if name == bound:
+            return True
+        ip, bound_ip = _ip(name), _ip(bound)
+        return ip is not None and ip == bound_ip
+
+    def _origin_ok(self, origin: str) -> bool:
+        parts = urllib.parse.urlsplit(origin)
+        if parts.scheme != "http" or not parts.hostname:
+            return False
+        try:
+            port = parts.port or 80
+        except ValueError:
+            return False
+        return port == self.port and self._host_allowed(parts.hostname.lower())
+
+    def _refusal(self, headers: dict[str, list[str]], path: str) -> tuple[int, str] | None:
+        """(status, message) when the request may not be served, else None."""
+        hosts = headers.get("host") or []
+        if len(hosts) != 1:
+            return 400, "Host: exactly one Host header is required"
+        parsed = split_host(hosts[0])
+        if parsed is None or not self._host_allowed(parsed[0]) or parsed[1] not in (None, self.port):
+            return 403, (f"Host: {hosts[0]!r} does not name this endpoint (allowed: the address it listens on"
+                         f"{', localhost' if is_loopback(self.host) else ''} or --rest-allowed-host)")
+        for origin in headers.get("origin") or []:
+            if not self._origin_ok(origin):
+                return 403, f"Origin: cross-origin requests are refused ({origin!r} is not this endpoint)"
+        for site in headers.get("sec-fetch-site") or []:
+            if site.lower() not in ("same-origin", "none"):
+                return 403, f"Sec-Fetch-Site: cross-site requests are refused ({site!r})"
+        if path in CONTROL_PATHS and self.token:
+            given = ""
+            for value in headers.get("authorization") or []:
+                scheme, _, credentials = value.partition(" ")
+                if scheme.lower() == "bearer":
+                    given = credentials.strip()
+            if not given:
+                return 401, f"Authorization: {path} needs 'Authorization: Bearer <token>' (--rest-token)"
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return 401, "Authorization: the bearer token is wrong"
+        return None
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, body: Any, *, head_only: bool,
                     content_type: str | None = None, extra_headers: dict[str, str] | None = None) -> None:
@@ -254,5 +402,7 @@ class HttpEndpoint:
 
 
 async def start_endpoint(supervisor: Any, settings: ConnSettings, client_name: str, port: int,
-                         host: str = DEFAULT_HOST) -> HttpEndpoint:
-    return await HttpEndpoint(supervisor, settings, client_name, host, port).start()
+                         host: str = DEFAULT_HOST, *, token: str | None = None,
+                         allowed_hosts: Iterable[str] = ()) -> HttpEndpoint:
+    return await HttpEndpoint(supervisor, settings, client_name, host, port, token=token,
+                              allowed_hosts=allowed_hosts).start()

@@ -330,7 +330,9 @@ async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supe
         from engine.http import DEFAULT_HOST, start_endpoint  # noqa: PLC0415
 
         endpoint = await start_endpoint(supervisor, options.settings, supervisor.ctx.client_name,
-                                        int(http_opts["rest_port"]), http_opts.get("rest_host") or DEFAULT_HOST)
+                                        int(http_opts["rest_port"]), http_opts.get("rest_host") or DEFAULT_HOST,
+                                        token=http_opts.get("rest_token") or None,
+                                        allowed_hosts=http_opts.get("rest_allowed_hosts") or ())
     supervisor.http = endpoint
     try:
         await supervisor.run()

@@ -61,8 +61,16 @@ def worker(
         "--rest-port", envvar="PGTT_RESTPORT", min=0, max=65535, help="HTTP endpoint port for /liveness, "
         "/readiness, /startchain, /stopchain, /metrics (0: off)")] = 0,
     rest_host: Annotated[str, typer.Option(
-        "--rest-host", help="address the HTTP endpoint binds to (0.0.0.0 exposes it, without authentication)")
+        "--rest-host", help="address the HTTP endpoint binds to (anything but loopback needs --rest-token)")
     ] = "127.0.0.1",
+    rest_token: Annotated[str, typer.Option(
+        "--rest-token", envvar="PGTT_REST_TOKEN", show_default=False,
+        help="bearer token /startchain and /stopchain require (Authorization: Bearer ...); required when "
+             "--rest-host is not loopback; prefer the environment variable (the command line shows in ps)")] = "",
+    rest_allowed_hosts: Annotated[list[str] | None, typer.Option(
+        "--rest-allowed-host", help="another name clients use in the Host header to reach the endpoint "
+                                    "(repeatable; the bound address, and localhost on loopback, always are)")
+    ] = None,
     log_retention_days: Annotated[float, typer.Option(
         "--log-retention-days", min=0, help="timetable: delete timetable.log / execution_log rows older than "
         "this many days (0: keep)")] = 0,
@@ -108,6 +116,10 @@ def worker(
         raise InputError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     level = {"warn": "WARNING", "notice": "INFO"}.get(log_level.lower(), log_level.upper())
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if rest_port:
+        from engine.http import require_token  # noqa: PLC0415
+
+        require_token(rest_host, rest_token or None)  # before anything connects
     settings = settings_from(ctx, dsn, application_name=f"pgtt-tui worker {clientname}".strip())
     with connect_waiting(settings, startup_wait) as conn:
         installed = [s.module for s in schema.status(conn) if s.state in ("up to date", "extension", "outdated")]
@@ -146,7 +158,8 @@ def worker(
                 logging.getLogger("pgtt.worker").info("--file %s: %s", entry["file"], entry["action"])
         if validate_files:
             raise typer.Exit(0)
-    module_options["http"] = {"rest_port": rest_port, "rest_host": rest_host}
+    module_options["http"] = {"rest_port": rest_port, "rest_host": rest_host, "rest_token": rest_token or None,
+                              "rest_allowed_hosts": list(rest_allowed_hosts or [])}
     module_options["timetable_retention"] = {"log_retention_days": log_retention_days or None,
                                              "log_max_rows": log_max_rows or None}
     # ---- end timetable files/programs/REST/retention ---------------------------------------------
