@@ -32,6 +32,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.errors import PgttError
@@ -44,6 +45,19 @@ SUPERUSER = "postgres"
 
 class EmbeddedError(PgttError):
     exit_code = 3
+
+
+class EmbeddedInUse(PgttError):
+    """Stopping the shared server would cut off other clients (``--force`` insists)."""
+
+    exit_code = 2
+
+
+#: the other sessions of a server (ours excluded): who would lose their connection
+OTHER_CLIENTS_SQL = """
+SELECT pid, usename, application_name, datname FROM pg_catalog.pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() ORDER BY pid
+"""
 
 
 def wheel_bindir() -> Path | None:
@@ -393,19 +407,114 @@ def ensure_shared_running(bindir: Path | None = None) -> Cluster:
     return cluster
 
 
-def shared_status(bindir: Path | None = None) -> dict:
-    cluster = shared_cluster(bindir)
+def running_server(cluster: Cluster) -> dict | None:
+    """What the postmaster running on ``cluster``'s data directory really is, read from its
+    postmaster.pid, its process (``/proc/<pid>/exe``) and the server itself; None if none runs."""
     pid = cluster.pid()
-    if pid is not None:
-        cluster.port = cluster._running_port() or cluster.port
-    return {
+    if pid is None:
+        return None
+    try:
+        lines = (cluster.datadir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    info: dict = {"pid": pid, "datadir": lines[1] if len(lines) > 1 else str(cluster.datadir)}
+    try:
+        info["started_at"] = datetime.fromtimestamp(int(lines[2]), timezone.utc).isoformat()
+    except (IndexError, ValueError):
+        info["started_at"] = None
+    try:
+        info["port"] = int(lines[3])
+    except (IndexError, ValueError):
+        info["port"] = None
+    info["socket_dir"] = lines[4] if len(lines) > 4 and lines[4] else None
+    try:
+        binary = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        binary = None
+    info["binary"] = binary
+    info["bindir"] = str(Path(binary).parent) if binary else None
+    info["version"] = None
+    if info["port"] is not None:
+        cluster.port = info["port"]
+    try:
+        import psycopg  # noqa: PLC0415 - only when a server runs
+
+        with psycopg.connect(cluster.dsn(), connect_timeout=5, autocommit=True,
+                             application_name="pgtt-tui db embedded") as conn:
+            info["version"] = conn.execute("SHOW server_version").fetchone()[0]
+    except Exception:  # noqa: BLE001 - not accepting connections yet: ask the binary
+        if binary:
+            try:
+                major, minor = server_version(Path(binary).parent)
+                info["version"] = f"{major}.{minor}"
+            except (OSError, subprocess.SubprocessError, EmbeddedError):
+                pass
+    return info
+
+
+def other_clients(cluster: Cluster) -> list[dict]:
+    """The sessions connected to the running server (application_name, pid, user, database)."""
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(cluster.dsn(), connect_timeout=5, autocommit=True,
+                         application_name="pgtt-tui db embedded stop") as conn:
+        rows = conn.execute(OTHER_CLIENTS_SQL).fetchall()
+    return [{"pid": pid, "user": user, "application_name": app, "database": db} for pid, user, app, db in rows]
+
+
+def stop_shared(bindir: Path | None = None, *, force: bool = False) -> dict:
+    """Stop the shared server, refusing while other clients are connected unless ``force``."""
+    cluster = shared_cluster(bindir)
+    base = cluster.base
+    if not base.exists():
+        return {"stopped": False, "disconnected": []}
+    with open(base / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # no start-up meanwhile
+        try:
+            running = running_server(cluster)
+            if running is None:
+                cluster.stop()
+                return {"stopped": False, "disconnected": []}
+            try:
+                clients = other_clients(cluster)
+            except Exception as exc:  # noqa: BLE001
+                if not force:
+                    raise EmbeddedInUse(f"cannot tell who is connected to the embedded server (pid {running['pid']}): "
+                                        f"{exc} — use --force to stop it anyway") from None
+                clients = []
+            if clients and not force:
+                named = "; ".join(f"{c['application_name'] or '(no application_name)'} (pid {c['pid']}, user "
+                                  f"{c['user']})" for c in clients)
+                raise EmbeddedInUse(f"the embedded server in {cluster.base} has {len(clients)} other client(s) "
+                                    f"connected: {named} — stop them first, or use --force")
+            if running.get("bindir") and (Path(running["bindir"]) / "pg_ctl").exists():
+                cluster.bindir = Path(running["bindir"])  # the running server's own pg_ctl
+            cluster.stop()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return {"stopped": True, "disconnected": clients}
+
+
+def shared_status(bindir: Path | None = None) -> dict:
+    """The shared server: where it lives and, when one runs, what runs there (its own binary,
+    version, port and data directory, not this caller's)."""
+    cluster = shared_cluster(bindir)
+    running = running_server(cluster)
+    out = {
         "path": str(cluster.base),
         "datadir": str(cluster.datadir),
         "bindir": str(cluster.bindir),
         "initialized": cluster.initialized(),
-        "running": pid is not None,
-        "pid": pid,
+        "running": running is not None,
+        "pid": None,
         "port": cluster.port,
         "dsn": cluster.dsn(),
         "os_user": cluster.user.pw_name if cluster.user else None,
     }
+    if running is not None:
+        out.update({k: running[k] for k in ("pid", "binary", "version", "started_at")})
+        out["bindir"] = running["bindir"] or out["bindir"]
+        out["datadir"] = running["datadir"]
+        out["port"] = running["port"] or cluster.port
+        out["dsn"] = cluster.dsn()
+    return out

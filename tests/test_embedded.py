@@ -26,7 +26,7 @@ def embedded_home(pg_tmp_root):
     env[embedded.HOME_ENV] = str(home)
     env.pop(embedded.PG_BINDIR_ENV, None)
     yield home, env
-    subprocess.run([sys.executable, "-m", "pgtt_tui", "db", "embedded", "stop"], env=env, cwd=REPO,
+    subprocess.run([sys.executable, "-m", "pgtt_tui", "db", "embedded", "stop", "--force"], env=env, cwd=REPO,
                    capture_output=True, timeout=60)
 
 

@@ -64,12 +64,11 @@ def embedded_start(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 
 
 @embedded_app.command("stop")
-def embedded_stop(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Stop the embedded server (other pgtt-tui processes using it lose their connection)."""
-    cluster = embedded.shared_cluster()
-    was_running = cluster.pid() is not None
-    cluster.stop()
-    emit({"stopped": was_running}, want_json(ctx, as_json))
+def embedded_stop(ctx: typer.Context, as_json: JsonOpt = False, force: Annotated[bool, typer.Option(
+        "--force", help="stop it even while other clients are connected (they lose their connection)")] = False,
+) -> None:
+    """Stop the embedded server; refused while other clients are connected (named), unless --force."""
+    emit(embedded.stop_shared(force=force), want_json(ctx, as_json))
 
 
 @embedded_app.command("path")
