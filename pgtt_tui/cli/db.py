@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from engine import embedded, schema
-from engine.db import connect
+from engine import embedded, grants, schema
+from engine.db import connect, guard_write
 from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
 
 app = typer.Typer(help="Install, upgrade and inspect the database modules.", no_args_is_help=True)
@@ -48,6 +48,24 @@ def status(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False) -> 
     with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui db status")) as conn:
         rows = [s.as_dict() for s in schema.status(conn)]
     emit(rows, want_json(ctx, as_json), ["module", "installed", "available", "state", "note"])
+
+
+@app.command("grant")
+def grant(ctx: typer.Context,
+          role: Annotated[str, typer.Option("--role", help="the role to give the profile to (it must exist)")],
+          profile: Annotated[str, typer.Option("--as", help="reader (sees everything but connection secrets) or "
+                                                            "operator (also starts and stops chains, operates "
+                                                            "queues and cascades)")],
+          dsn: DsnOpt = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="print the statements, run nothing")] = False,
+          as_json: JsonOpt = False) -> None:
+    """Give a role one of the documented profiles (README "Security model") in this database."""
+    settings = settings_from(ctx, dsn, application_name="pgtt-tui db grant")
+    if not dry_run:
+        guard_write(settings, "granting")
+    with connect(settings) as conn:
+        done = grants.apply(conn, role, profile, dry_run=dry_run)
+    emit(done if want_json(ctx, as_json) else [s + ";" for s in done], want_json(ctx, as_json))
 
 
 @embedded_app.command("status")
