@@ -137,6 +137,10 @@ class PgttApp(App):
         self.tz = tz
         self.log_lines = log_lines
         self.demo = demo
+        #: plan records already offered for resuming in this console (offered once each)
+        self.offered_plans: set[str] = set()
+        #: plan walkers open in any mode (quitting asks while one of them is half-run)
+        self.plan_walkers: set[Any] = set()
         self.profile = profile
         self.start_view = start_view
         self.db = Db(settings)
@@ -272,6 +276,26 @@ class PgttApp(App):
             screen.on_pause_changed(self.paused)
         if not self.paused and hasattr(screen, "request_poll"):
             screen.request_poll()
+
+    async def action_quit(self) -> None:
+        """``q``, ctrl+q and the palette's Quit: ask first while a plan is half-run."""
+        from pgtt_tui.screens.modals import ConfirmScreen  # noqa: PLC0415
+
+        half = [w for w in self.plan_walkers if w.half_run()]
+        if not half:
+            self.exit()
+            return
+        walker = half[0]
+        saved = f" Its record {walker.record_id()} is on disk: the next console offers to continue it." \
+            if walker.record_id() else ""
+        body = (f"{walker.plan.title}: {walker.progress_text()}. The cascade is left half-way.{saved}\n\n"
+                "Quit anyway?")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("Quit with a half-run plan", body), done)
 
     def action_help(self) -> None:
         from pgtt_tui.screens.modals import HelpScreen  # noqa: PLC0415
