@@ -179,7 +179,9 @@ class PlanScreen(BaseView):
             self._out(f"  [$text-muted]{escape(fmt_stamp(e.time, self.papp.tz))} [{escape(e.node)}] "
                       f"{escape(e.statement)} → {escape(e.result)}[/]", f"  [{e.node}] {e.statement} → {e.result}")
         nxt = self.runner.next_step
-        if nxt < len(self.plan.steps) and self.plan.steps[nxt].checks:
+        if nxt < len(self.plan.steps) and not self.plan.steps[nxt].checks:
+            self._out(f"step {nxt + 1} has no pre-checks: n runs it", f"step {nxt + 1} has no pre-checks")
+        elif nxt < len(self.plan.steps):
             self._out(f"pre-checks of step {nxt + 1} (nothing runs until you press n):",
                       f"pre-checks of step {nxt + 1}:")
             self.run_worker(lambda: self._precheck_body(nxt), thread=True, group="plan-precheck",
