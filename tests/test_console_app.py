@@ -273,6 +273,7 @@ async def test_lost_connection_shows_banner_and_recovers(make_servers):
         await asyncio.to_thread(server.stop, "immediate")
         await until(pilot, lambda: app.stale, timeout=15)
         assert screen.query_one(Banner).has_class("-shown")
+        assert "connection lost" in str(screen.query_one(Banner).render())
         assert screen.query_one(StatusBar).stale and screen.last_data == before  # the last data stays, marked stale
         await asyncio.to_thread(server.start)
         await until(pilot, lambda: not app.stale, timeout=20)
@@ -357,3 +358,17 @@ async def test_chain_created_in_the_editor_runs_and_its_log_line_arrives(setting
             await until(pilot, lambda: type(app.screen).__name__ == "ChainsScreen")
     finally:
         await asyncio.to_thread(engine.stop)
+
+
+async def test_never_connected_says_so_not_stale(make_servers):
+    """A console that never reached its server has no last data to call stale."""
+    (server,) = make_servers(1)
+    dsn = server.dsn()
+    await asyncio.to_thread(server.stop, "fast")
+    app = make_app(ConnSettings(dsn=dsn, application_name="pgtt-test", connect_timeout=2), refresh=0.3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.stale, timeout=15)
+        banner = app.screen.query_one(Banner)
+        text = str(banner.render())
+        assert "cannot connect" in text and "nothing has been read yet" in text
+        assert "connection lost" not in text and "stale" not in text

@@ -68,9 +68,13 @@ class Banner(Static):
     Banner.-shown { display: block; }
     """
 
-    def show_error(self, text: str, since: str) -> None:
-        self.update(f"[b]✗ connection lost[/b] (since {escape(since)}): {escape(text)} — showing the last data "
-                    f"(stale); retrying by itself")
+    def show_error(self, text: str, since: str, *, ever_connected: bool = True) -> None:
+        if ever_connected:
+            self.update(f"[b]✗ connection lost[/b] (since {escape(since)}): {escape(text)} — showing the last "
+                        f"data (stale); retrying by itself")
+        else:  # there is no "last data": say that nothing was ever read
+            self.update(f"[b]✗ cannot connect[/b] (trying since {escape(since)}): {escape(text)} — nothing has "
+                        f"been read yet; retrying by itself")
         self.add_class("-shown")
 
     def clear(self) -> None:
