@@ -108,10 +108,12 @@ async def test_read_only_hides_write_actions_and_the_server_refuses_them(setting
         screen = app.screen
         await until(pilot, lambda: screen.page is not None and screen.page.rows)
         assert screen.query_one(StatusBar).read_only
-        for key in ("d", "x", "p", "n"):
+        for key, label in (("d", "delete"), ("x", "run now"), ("p", "pause/resume"), ("n", "new")):
             await pilot.press(key)
             await pilot.pause(0.1)
             assert not isinstance(app.screen, ConfirmScreen) and app.screen is screen
+            # not silence: one line says why
+            assert any(f"read-only mode: {label} is not allowed" in n.message for n in app._notifications), key
         assert "delete" not in [d for _, d in screen.help_keys()]
         # the engine's connection refuses writes too (default_transaction_read_only)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
@@ -297,8 +298,26 @@ class BaseView(Screen):
     # ---- actions ----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.WRITE_ACTIONS and self.papp.read_only:
-            return False
+            return False  # not offered in the footer and help; on_key says why when pressed
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """In read-only mode a write key is not bound (check_action), so it would do nothing at
+        all: say why instead."""
+        if not self.papp.read_only or not self.WRITE_ACTIONS:
+            return
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action in self.WRITE_ACTIONS \
+                    and event.key in binding.key.split(","):
+                event.stop()
+                self.refuse_read_only(binding.action)
+                return
+
+    def refuse_read_only(self, action: str) -> None:
+        """One line for a write key pressed in read-only mode (instead of nothing happening)."""
+        label = next((b.description for b in self._bindings_for(action)), "") or action.replace("_", " ")
+        self.notify(f"read-only mode: {label} is not allowed (the console was started with --read-only)",
+                    severity="warning", timeout=4)
 
     def act(self, name: str, what: str, fn: Callable[..., Any], *args: Any, write: bool = True,
             summary: str | Callable[[Any], str] = "", then: Callable[[Any], None] | None = None,
