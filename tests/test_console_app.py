@@ -374,3 +374,28 @@ async def test_never_connected_says_so_not_stale(make_servers):
         text = str(banner.render())
         assert "cannot connect" in text and "nothing has been read yet" in text
         assert "connection lost" not in text and "stale" not in text
+
+
+async def test_escape_clears_an_applied_filter_in_every_view(settings, conn):
+    """/ then Enter applies a filter; it stays visible after switching views and back; Esc
+    (focus on the table, not in the filter) clears it."""
+    from pgtt_tui.widgets.common import FilterBar
+
+    app = make_app(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key in ("2", "3", "4", "5", "6"):
+            await pilot.press(key)
+            await until(pilot, lambda: app.screen.query(FilterBar))
+            view = app.screen
+            bar = view.query_one(FilterBar)
+            await pilot.press("slash", "z", "z", "enter")
+            await until(pilot, lambda: bar.value == "zz" and not bar.query_one("Input").has_focus)
+            await pilot.press("1")
+            await until(pilot, lambda: app.screen is not view)
+            await pilot.press(key)
+            await until(pilot, lambda: app.screen is view)
+            assert bar.value == "zz" and bar.has_class("-shown") and bar.display, key
+            await pilot.press("escape")
+            await until(pilot, lambda: bar.value == "" and not bar.has_class("-shown"),
+                        msg=lambda: (key, bar.value, app.focused))
+            assert app.screen is view

@@ -372,8 +372,21 @@ class BaseView(Screen):
             method()
 
     def action_back(self) -> None:
+        """Esc: first clears an applied filter (the help says so), then goes back."""
+        if self.clear_filter():
+            return
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
+
+    def clear_filter(self) -> bool:
+        """Clear this view's filter when one is applied; True if there was one."""
+        from pgtt_tui.widgets.common import FilterBar  # noqa: PLC0415
+
+        for bar in self.query(FilterBar):
+            if bar.value or bar.has_class("-shown"):
+                bar.action_clear()
+                return True
+        return False
 
     def help_topic(self) -> str | None:
         """Which part of the view's help page fits what has the focus: the ``help_topic``
