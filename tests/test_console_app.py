@@ -399,3 +399,27 @@ async def test_escape_clears_an_applied_filter_in_every_view(settings, conn):
             await until(pilot, lambda: bar.value == "" and not bar.has_class("-shown"),
                         msg=lambda: (key, bar.value, app.focused))
             assert app.screen is view
+
+
+async def test_chains_view_without_the_timetable_module_shows_the_not_installed_panel(make_db):
+    """Not a toast with the server's 'relation does not exist', and the view keeps checking."""
+    from pgtt_tui.widgets.common import NoAccessPanel
+
+    dsn = make_db(("schedule",))
+    app = make_app(ConnSettings(dsn=dsn, application_name="pgtt-test"), start_view="chains")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.no_access is not None)
+        panel = screen.query_one(NoAccessPanel)
+        assert panel.display and "not installed" in panel.border_title
+        text = str(panel.render())
+        assert "pgtt-tui db init --modules timetable" in text
+        assert not any("does not exist" in n.message for n in app._notifications)
+        await pilot.press("x")  # run now: refused with one line, not an error
+        await until(pilot, lambda: any("not installed" in n.message for n in app._notifications))
+        with psycopg.connect(dsn, autocommit=True) as c:
+            from engine import schema
+
+            schema.install(c, ["timetable"])
+        await pilot.press("r")
+        await until(pilot, lambda: screen.no_access is None and screen.page is not None, timeout=15)

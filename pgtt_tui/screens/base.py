@@ -188,7 +188,7 @@ class BaseView(Screen):
         except ConnectionLost as exc:
             self.post_message(PollFailed(self.VIEW, str(exc), lost=True))
         except (PgttError, psycopg.Error) as exc:
-            denied = self._explain_denial(exc)
+            denied = (access_api.not_installed(exc) if self.ACCESS_PART else None) or self._explain_denial(exc)
             self.post_message(PollDenied(self.VIEW, denied) if denied else PollFailed(self.VIEW, describe_error(exc)))
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the refresh loop
             self.post_message(PollFailed(self.VIEW, f"{type(exc).__name__}: {exc}"))
@@ -222,7 +222,11 @@ class BaseView(Screen):
         if self.no_access is None:
             self._focus_before_denied = self.focused
         self.no_access = message.no_access
-        self.query_one(NoAccessPanel).show_denied(self.TITLE, message.no_access, self._denied_recheck_s())
+        panel = self.query_one(NoAccessPanel)
+        if isinstance(message.no_access, access_api.NotInstalled):
+            panel.show_not_installed(self.TITLE, message.no_access, self._denied_recheck_s())
+        else:
+            panel.show_denied(self.TITLE, message.no_access, self._denied_recheck_s())
         self.add_class("-no-access")
         # Hidden is not enough: Textual's auto-focus on resume (after a dialog) takes the first
         # focusable widget even when it is not displayed, and Enter would reach the hidden

@@ -90,6 +90,14 @@ class NoAccessPanel(Static):
                     padding: 1 2; }
     """
 
+    def show_not_installed(self, title: str, missing: Any, recheck_s: float) -> None:
+        """``missing`` is an engine.access.NotInstalled: the module is not in this database."""
+        self.border_title = f"{title}: not installed"
+        self.update("\n".join([f"[$warning]? not installed[/]: {escape(missing.message)}", "",
+                                f"{escape(title)} shows the {escape(missing.module)} module, which this database "
+                                "does not have.",
+                                f"[$text-muted]Checked again every {recheck_s:g} s · r: check now[/]"]))
+
     def show_denied(self, title: str, denied: Any, recheck_s: float) -> None:
         """``denied`` is an engine.access.NoAccess."""
         self.border_title = f"{title}: no access"
