@@ -423,3 +423,16 @@ async def test_chains_view_without_the_timetable_module_shows_the_not_installed_
             schema.install(c, ["timetable"])
         await pilot.press("r")
         await until(pilot, lambda: screen.no_access is None and screen.page is not None, timeout=15)
+
+
+def test_logs_say_why_a_chain_failed(conn):
+    """The engine's "Chain failed" row carries the failing task's error in message_data.reason;
+    the log read model (console and CLI) shows it, and a text filter finds it."""
+    chain_id = conn.execute("INSERT INTO timetable.chain (chain_name) VALUES ('etl') RETURNING chain_id").fetchone()[0]
+    reason = 'task 7 (extract) failed: role "x" does not exist'
+    conn.execute("INSERT INTO timetable.log (pid, log_level, client_name, message, message_data) "
+                 "VALUES (1, 'ERROR', 'node-a', 'Chain failed', %s)",
+                 (json.dumps({"chain": chain_id, "run": 1, "reason": reason}),))
+    (entry,) = [e for e in logs_api.history(conn, level="error") if "Chain failed" in e.message]
+    assert entry.message == f"Chain failed: {reason}" and entry.chain == "etl"
+    assert [e.message for e in logs_api.history(conn, text="does not exist")] == [entry.message]
