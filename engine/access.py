@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from engine.errors import SchemaError
+
 INSUFFICIENT_PRIVILEGE = "42501"
 
 # The relations each part needs, found in the catalogs (no name lookup, so no permission
@@ -148,6 +150,33 @@ class NoAccess:
     @property
     def summary(self) -> str:
         return f"no access for role {self.role} to {self.label}"
+
+
+@dataclass(frozen=True)
+class NotInstalled:
+    """A view's module is missing from this database (``schema.missing_module``): the view
+    shows this in place of its tables, like a NoAccess, and checks again by itself."""
+
+    module: str
+    message: str
+
+    @property
+    def summary(self) -> str:
+        return f"the {self.module} module is not installed here"
+
+
+def not_installed(exc: BaseException) -> NotInstalled | None:
+    from engine.schema import missing_module  # noqa: PLC0415
+
+    if isinstance(exc, SchemaError) and "not installed" in str(exc):
+        missing: SchemaError | None = exc
+    else:
+        missing = missing_module(exc)
+    if missing is None:
+        return None
+    words = str(missing).split()
+    module = words[1] if len(words) > 1 and words[0] == "the" else "?"
+    return NotInstalled(module, str(missing))
 
 
 def no_access(conn: psycopg.Connection, part: str) -> NoAccess | None:

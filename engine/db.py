@@ -78,11 +78,26 @@ def resolve_settings(dsn: str | None, *, application_name: str = DEFAULT_APP_NAM
     if dsn is None and not env_names_a_server():
         from engine import embedded  # noqa: PLC0415 - starts a server only when needed
 
-        dsn = embedded.ensure_shared_running().dsn()
+        cluster = embedded.ensure_shared_running()
+        dsn = cluster.dsn(_embedded_working_database(cluster.dsn()))
     settings = ConnSettings(dsn=dsn or "", application_name=application_name, read_only=read_only,
                             statement_timeout_ms=statement_timeout_ms, connect_timeout=connect_timeout)
     settings.conninfo()  # validates the DSN syntax now, with the field named
     return settings
+
+
+#: where ``pgtt-tui demo`` loads its data (engine.demo); on the embedded server a command
+#: without --dsn works there once it exists, so the CLI sees what the demo console shows
+DEMO_DATABASE = "pgtt_demo"
+
+
+def _embedded_working_database(admin_dsn: str) -> str:
+    try:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)).fetchone()
+    except psycopg.Error:
+        return "postgres"  # the connection itself will report what is wrong
+    return DEMO_DATABASE if found else "postgres"
 
 
 _PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)

@@ -38,11 +38,11 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
 from engine import schema
-from engine.db import ConnSettings, connect, resolve_settings
+from engine.db import DEMO_DATABASE, ConnSettings, connect, redact, resolve_settings
 
 log = logging.getLogger("pgtt.demo")
 
-DEMO_DB = "pgtt_demo"
+DEMO_DB = DEMO_DATABASE
 
 #: The fixed "now" for load_history in screenshots.  It lies in the future on purpose: an
 #: engine row counts as alive only while its registering backend runs and started no later
@@ -52,12 +52,17 @@ DEMO_DB = "pgtt_demo"
 #: registered against the caller's live connection and is alive by the real rule.
 FIXED_NOW = datetime(2036, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
 
+#: fails about one run in three.  The divisor must not be a constant: PostgreSQL folds
+#: ``1 / 0`` while planning, so ``CASE WHEN random() < 0.3 THEN 1 / 0 …`` failed every time
+FLAKY_FETCH = "SELECT CASE WHEN random() < 0.3 THEN 1 / floor(random() * 0)::int ELSE 1 END"
+_OLD_FLAKY_FETCH = "SELECT CASE WHEN random() < 0.3 THEN 1 / 0 ELSE 1 END"
+
 # name, schedule, tasks [(name, kind, command, ignore_error, autonomous)], live
 SAMPLE_CHAINS: list[tuple[str, str, list[tuple[str, str, str, bool, bool]], bool]] = [
     ("heartbeat", "@every 5 seconds",
      [("beat", "SQL", "INSERT INTO demo.beat (at) VALUES (now())", False, False)], True),
     ("flaky-import", "@every 10 seconds",
-     [("fetch", "SQL", "SELECT CASE WHEN random() < 0.3 THEN 1 / 0 ELSE 1 END", False, False),
+     [("fetch", "SQL", FLAKY_FETCH, False, False),
       ("load", "SQL", "INSERT INTO demo.imported (n) SELECT g FROM generate_series(1, 10) g", False, False)], True),
     ("hourly-report", "* * * * *",
      [("count", "SQL", "SELECT count(*) FROM demo.beat", False, False),
@@ -130,6 +135,8 @@ def load_samples(conn: psycopg.Connection, extra_chains: int = 0) -> None:
     conn.execute(DEMO_TABLES)
     present = conn.execute("SELECT 1 FROM timetable.chain WHERE chain_name = %s",
                            (SAMPLE_CHAINS[0][0],)).fetchone()
+    # demo databases loaded by earlier versions carry the always-failing task
+    conn.execute("UPDATE timetable.task SET command = %s WHERE command = %s", (FLAKY_FETCH, _OLD_FLAKY_FETCH))
     if present is None:
         with conn.transaction():
             for name, run_at, tasks, live in SAMPLE_CHAINS:
@@ -367,6 +374,15 @@ def prepare(dsn: str | None = None, reset: bool = False, extra_chains: int = 0,
         conn.execute("SELECT schedule.enable()")
     demo = build_cascade(base, dbname, reset=reset) if cascade else None
     return DemoSetup(settings, demo)
+
+
+def how_to_reach(settings: ConnSettings, *, embedded: bool) -> str:
+    """One line for the operator: how the command line reaches the demo's data."""
+    dsn = redact(settings.dsn)
+    if embedded:
+        return (f"the demo's data is in database {DEMO_DB} of the embedded server: pgtt-tui commands without "
+                f"--dsn use it (e.g. pgtt-tui chain list), or --dsn \"{dsn}\"")
+    return f"the demo's data is in database {DEMO_DB}: pgtt-tui --dsn \"{dsn}\" chain list"
 
 
 def cascade_tree(setup: DemoSetup) -> list[str]:

@@ -96,9 +96,12 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
         chain = ("coalesce(lc.chain_name, l.message_data->>'name', l.message_data->>'chain_name', "
                  "l.message_data->>'chain', '')") if has_chain else "''"
         client = "coalesce(l.client_name, '')" if "client_name" in cols else "''"
+        # "Chain failed" says why: the engine puts the failing task's error in message_data.reason
+        text = ("coalesce(l.message, '') || coalesce(': ' || (l.message_data->>'reason'), '')"
+                if "message_data" in cols else "coalesce(l.message, '')")
         out.append(_Source(
             name="log", relation="timetable.log", by_id=id_col is not None, cursor=cursor, ts="l.ts",
-            select=f"{cursor}, l.ts, l.log_level::text, {client}, {chain}, coalesce(l.message, ''), "
+            select=f"{cursor}, l.ts, l.log_level::text, {client}, {chain}, {text}, "
                    f"{cursor if id_col else 'l.pid'}, {'0' if id_col else 'md5(coalesce(l.message,' + chr(39) * 2 + '))'}",
             from_="timetable.log l" + (
                 " LEFT JOIN timetable.chain lc ON lc.chain_id = CASE WHEN jsonb_typeof(l.message_data->'chain') "
@@ -106,7 +109,7 @@ def discover_sources(conn: psycopg.Connection) -> list[_Source]:
             level_error="l.log_level::text IN ('ERROR', 'PANIC')",
             level_warning="l.log_level::text IN ('WARNING', 'NOTICE')",
             level_debug="l.log_level::text = 'DEBUG'",
-            chain_expr=chain, client_expr=client, text_expr="coalesce(l.message, '')"))
+            chain_expr=chain, client_expr=client, text_expr=text))
     if parts.readable("timetable") and _exists(conn, "timetable.execution_log"):
         cols = _columns(conn, "timetable", "execution_log")
         id_col = next((c for c in ("log_id", "id", "exec_id") if c in cols), None)

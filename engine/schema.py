@@ -121,6 +121,24 @@ def parse_modules(text: str | None) -> list[str]:
     return [m for m in MODULES if m in closed]
 
 
+_MISSING_SQLSTATES = ("42P01", "3F000", "42883")  # undefined table, invalid schema name, undefined function
+_OBJECT_RE = re.compile(r'(?:relation|schema|function)\s+"?([a-z_]+)[."]')
+
+
+def missing_module(exc: BaseException) -> SchemaError | None:
+    """When ``exc`` says one of our schemas or its objects does not exist, the SchemaError that
+    names the module and the command that installs it (exit code 4); else None."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate not in _MISSING_SQLSTATES:
+        return None
+    match = _OBJECT_RE.search(str(exc))
+    module = match.group(1) if match else None
+    if module not in MODULES:
+        return None
+    return SchemaError(f"the {module} module is not installed in this database: run `pgtt-tui db init "
+                       f"--modules {module}`")
+
+
 def _ledger_exists(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('pgtt.schema_migration') IS NOT NULL").fetchone()[0]
 

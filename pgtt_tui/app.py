@@ -125,7 +125,7 @@ class PgttApp(App):
                  clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None,
                  theme: str | None = None, log_lines: int = 10_000, demo: bool = False,
                  start_view: str = "overview", lookup_names: Callable[..., list] | None = None,
-                 profile: str = "", server: ServerInfo | None = None) -> None:
+                 profile: str = "", server: ServerInfo | None = None, demo_hint: str = "") -> None:
         if read_only and not settings.read_only:
             from dataclasses import replace  # noqa: PLC0415
 
@@ -137,6 +137,11 @@ class PgttApp(App):
         self.tz = tz
         self.log_lines = log_lines
         self.demo = demo
+        self.demo_hint = demo_hint  # how the CLI reaches the demo's data (shown at start)
+        #: plan records already offered for resuming in this console (offered once each)
+        self.offered_plans: set[str] = set()
+        #: plan walkers open in any mode (quitting asks while one of them is half-run)
+        self.plan_walkers: set[Any] = set()
         self.profile = profile
         self.start_view = start_view
         self.db = Db(settings)
@@ -167,6 +172,8 @@ class PgttApp(App):
         if not self._fixed_server:
             self.run_worker(self._load_server_info, thread=True, group="server-info", exit_on_error=False)
         self.switch_mode(self.start_view)
+        if self.demo_hint:
+            self.notify(self.demo_hint, title="demo", timeout=20)
 
     def _load_server_info(self) -> None:
         try:
@@ -235,7 +242,8 @@ class PgttApp(App):
         bar.last_ok = fmt_stamp(self.last_ok, self.tz)[11:] if self.last_ok else ""
         bar.stale = self.stale
         if self.stale:
-            banner.show_error(self.lost_error, fmt_stamp(self.lost_since, self.tz)[11:])
+            banner.show_error(self.lost_error, fmt_stamp(self.lost_since, self.tz)[11:],
+                              ever_connected=self.last_ok is not None)
             screen.add_class("-stale")
         else:
             banner.clear()
@@ -272,6 +280,26 @@ class PgttApp(App):
             screen.on_pause_changed(self.paused)
         if not self.paused and hasattr(screen, "request_poll"):
             screen.request_poll()
+
+    async def action_quit(self) -> None:
+        """``q``, ctrl+q and the palette's Quit: ask first while a plan is half-run."""
+        from pgtt_tui.screens.modals import ConfirmScreen  # noqa: PLC0415
+
+        half = [w for w in self.plan_walkers if w.half_run()]
+        if not half:
+            self.exit()
+            return
+        walker = half[0]
+        saved = f" Its record {walker.record_id()} is on disk: the next console offers to continue it." \
+            if walker.record_id() else ""
+        body = (f"{walker.plan.title}: {walker.progress_text()}. The cascade is left half-way.{saved}\n\n"
+                "Quit anyway?")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.exit()
+
+        self.push_screen(ConfirmScreen("Quit with a half-run plan", body), done)
 
     def action_help(self) -> None:
         from pgtt_tui.screens.modals import HelpScreen  # noqa: PLC0415

@@ -174,3 +174,12 @@ def snap_compare(snap_compare):
         return snap_compare(app, *args, **kwargs)
 
     return compare
+
+
+@pytest.fixture(autouse=True)
+def _plan_state_dir(tmp_path_factory, monkeypatch):
+    """Each test (and every process it starts) keeps half-run plan records in its own folder:
+    two suites run at once in CI and must not offer each other's plans."""
+    from engine.cascade.plan_store import STATE_ENV  # noqa: PLC0415
+
+    monkeypatch.setenv(STATE_ENV, str(tmp_path_factory.mktemp("state")))

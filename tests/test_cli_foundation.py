@@ -155,3 +155,13 @@ def test_connect_waiting_does_not_wait_for_a_wrong_password(pg_cluster, conn):
         assert _time.monotonic() - t0 < 10
     finally:
         conn.execute("DROP ROLE pgtt_pw2")
+
+
+def test_a_missing_module_exits_4_naming_the_command_that_installs_it(make_db):
+    dsn = make_db(("schedule",))
+    for args, module in ((("chain", "list"), "timetable"), (("chain", "show", "x"), "timetable"),
+                         (("queue", "list"), "pgq")):
+        result = run_cli(*args, "--dsn", dsn)
+        assert result.returncode == 4, (args, result.stderr)
+        assert f"pgtt-tui db init --modules {module}" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

@@ -108,10 +108,12 @@ async def test_read_only_hides_write_actions_and_the_server_refuses_them(setting
         screen = app.screen
         await until(pilot, lambda: screen.page is not None and screen.page.rows)
         assert screen.query_one(StatusBar).read_only
-        for key in ("d", "x", "p", "n"):
+        for key, label in (("d", "delete"), ("x", "run now"), ("p", "pause/resume"), ("n", "new")):
             await pilot.press(key)
             await pilot.pause(0.1)
             assert not isinstance(app.screen, ConfirmScreen) and app.screen is screen
+            # not silence: one line says why
+            assert any(f"read-only mode: {label} is not allowed" in n.message for n in app._notifications), key
         assert "delete" not in [d for _, d in screen.help_keys()]
         # the engine's connection refuses writes too (default_transaction_read_only)
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
@@ -273,6 +275,7 @@ async def test_lost_connection_shows_banner_and_recovers(make_servers):
         await asyncio.to_thread(server.stop, "immediate")
         await until(pilot, lambda: app.stale, timeout=15)
         assert screen.query_one(Banner).has_class("-shown")
+        assert "connection lost" in str(screen.query_one(Banner).render())
         assert screen.query_one(StatusBar).stale and screen.last_data == before  # the last data stays, marked stale
         await asyncio.to_thread(server.start)
         await until(pilot, lambda: not app.stale, timeout=20)
@@ -357,3 +360,79 @@ async def test_chain_created_in_the_editor_runs_and_its_log_line_arrives(setting
             await until(pilot, lambda: type(app.screen).__name__ == "ChainsScreen")
     finally:
         await asyncio.to_thread(engine.stop)
+
+
+async def test_never_connected_says_so_not_stale(make_servers):
+    """A console that never reached its server has no last data to call stale."""
+    (server,) = make_servers(1)
+    dsn = server.dsn()
+    await asyncio.to_thread(server.stop, "fast")
+    app = make_app(ConnSettings(dsn=dsn, application_name="pgtt-test", connect_timeout=2), refresh=0.3)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.stale, timeout=15)
+        banner = app.screen.query_one(Banner)
+        text = str(banner.render())
+        assert "cannot connect" in text and "nothing has been read yet" in text
+        assert "connection lost" not in text and "stale" not in text
+
+
+async def test_escape_clears_an_applied_filter_in_every_view(settings, conn):
+    """/ then Enter applies a filter; it stays visible after switching views and back; Esc
+    (focus on the table, not in the filter) clears it."""
+    from pgtt_tui.widgets.common import FilterBar
+
+    app = make_app(settings)
+    async with app.run_test(size=(100, 30)) as pilot:
+        for key in ("2", "3", "4", "5", "6"):
+            await pilot.press(key)
+            await until(pilot, lambda: app.screen.query(FilterBar))
+            view = app.screen
+            bar = view.query_one(FilterBar)
+            await pilot.press("slash", "z", "z", "enter")
+            await until(pilot, lambda: bar.value == "zz" and not bar.query_one("Input").has_focus)
+            await pilot.press("1")
+            await until(pilot, lambda: app.screen is not view)
+            await pilot.press(key)
+            await until(pilot, lambda: app.screen is view)
+            assert bar.value == "zz" and bar.has_class("-shown") and bar.display, key
+            await pilot.press("escape")
+            await until(pilot, lambda: bar.value == "" and not bar.has_class("-shown"),
+                        msg=lambda: (key, bar.value, app.focused))
+            assert app.screen is view
+
+
+async def test_chains_view_without_the_timetable_module_shows_the_not_installed_panel(make_db):
+    """Not a toast with the server's 'relation does not exist', and the view keeps checking."""
+    from pgtt_tui.widgets.common import NoAccessPanel
+
+    dsn = make_db(("schedule",))
+    app = make_app(ConnSettings(dsn=dsn, application_name="pgtt-test"), start_view="chains")
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.no_access is not None)
+        panel = screen.query_one(NoAccessPanel)
+        assert panel.display and "not installed" in panel.border_title
+        text = str(panel.render())
+        assert "pgtt-tui db init --modules timetable" in text
+        assert not any("does not exist" in n.message for n in app._notifications)
+        await pilot.press("x")  # run now: refused with one line, not an error
+        await until(pilot, lambda: any("not installed" in n.message for n in app._notifications))
+        with psycopg.connect(dsn, autocommit=True) as c:
+            from engine import schema
+
+            schema.install(c, ["timetable"])
+        await pilot.press("r")
+        await until(pilot, lambda: screen.no_access is None and screen.page is not None, timeout=15)
+
+
+def test_logs_say_why_a_chain_failed(conn):
+    """The engine's "Chain failed" row carries the failing task's error in message_data.reason;
+    the log read model (console and CLI) shows it, and a text filter finds it."""
+    chain_id = conn.execute("INSERT INTO timetable.chain (chain_name) VALUES ('etl') RETURNING chain_id").fetchone()[0]
+    reason = 'task 7 (extract) failed: role "x" does not exist'
+    conn.execute("INSERT INTO timetable.log (pid, log_level, client_name, message, message_data) "
+                 "VALUES (1, 'ERROR', 'node-a', 'Chain failed', %s)",
+                 (json.dumps({"chain": chain_id, "run": 1, "reason": reason}),))
+    (entry,) = [e for e in logs_api.history(conn, level="error") if "Chain failed" in e.message]
+    assert entry.message == f"Chain failed: {reason}" and entry.chain == "etl"
+    assert [e.message for e in logs_api.history(conn, text="does not exist")] == [entry.message]

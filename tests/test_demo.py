@@ -163,6 +163,7 @@ def test_demo_cli_stops_its_engine_on_ctrl_c(pg_cluster):
         assert any(line.startswith("cascade orders (built): main = pgtt_demo, mirror = pgtt_demo_mirror")
                    for line in lines), lines
         assert "  main (root, tick" in "".join(lines), lines
+        assert any("pgtt-tui --dsn" in line and "chain list" in line for line in lines), lines
         main = pg_cluster.dsn("pgtt_demo")
         wait_until(lambda: q(main, "SELECT count(*) FROM pgtt.engine_status WHERE alive")[0][0] == 1,
                    what="the engine's row")
@@ -179,3 +180,31 @@ def test_demo_cli_stops_its_engine_on_ctrl_c(pg_cluster):
         with psycopg.connect(base, autocommit=True) as admin:
             for db in ("pgtt_demo", "pgtt_demo_mirror", "pgtt_demo_reports"):
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+
+
+def test_flaky_sample_fails_only_sometimes(pg_cluster):
+    """PostgreSQL folds ``1 / 0`` at plan time: the sample must fail by chance, not always."""
+    outcomes = []
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        for _ in range(80):
+            try:
+                conn.execute(demo.FLAKY_FETCH)
+                outcomes.append("ok")
+            except psycopg.errors.DivisionByZero:
+                outcomes.append("failed")
+    assert 0 < outcomes.count("failed") < 80, outcomes.count("failed")
+
+
+def test_cli_without_dsn_finds_the_demo_database_on_the_embedded_server(pg_cluster):
+    from engine.db import DEMO_DATABASE, _embedded_working_database
+
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
+        assert _embedded_working_database(pg_cluster.dsn()) == "postgres"
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
+        try:
+            assert _embedded_working_database(pg_cluster.dsn()) == DEMO_DATABASE
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(DEMO_DATABASE)))
+    hint = demo.how_to_reach(demo.demo_settings(demo.ConnSettings(dsn=pg_cluster.dsn())), embedded=True)
+    assert "without --dsn" in hint and DEMO_DATABASE in hint

@@ -27,6 +27,7 @@ import json
 import os
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -35,6 +36,7 @@ from psycopg.rows import dict_row
 
 from engine.cascade.plan import (Action, Check, CheckResult, NodeRef, Plan, Ref, Statement, Step, StepContext,
                                  Wait)
+from engine.cascade.plan_store import status_hook
 from engine.cascade.status import CascadeStatus, collect_status, node_info, node_settings, read_locations
 from engine.db import connect, redact
 from engine.errors import InputError, NotFoundError
@@ -226,8 +228,16 @@ def _move_steps(queue: str, node: NodeRef, worker: str, new_provider: NodeRef, o
 # -- topology helpers -----------------------------------------------------------------------
 
 def load(dsn: str, queue: str) -> CascadeStatus:
+    """The one place plans read the cascade: a resumed plan is rebuilt from the status
+    recorded when it was first built (``plan_store``), not from today's topology."""
+    hook = status_hook()
+    if hook is not None and hook["mode"] == "replay":
+        return hook["status"]
     check_location("--dsn", dsn)
-    return collect_status(dsn, queue)
+    st = collect_status(dsn, queue)
+    if hook is not None:
+        hook["status"] = st
+    return st
 
 
 def _alive(st: CascadeStatus, *exclude: str) -> list[NodeRef]:
@@ -846,3 +856,10 @@ def plan_unregister_consumer(dsn: str, queue: str, consumer: str) -> Plan:
     return Plan(f"unregister cascaded consumer {consumer} from {target.name}", queue,
                 [target.ref] + ([prov.ref] if prov.name != target.name else []), steps,
                 notes=["stop its worker first"])
+
+
+#: plans a record can rebuild (their first argument is the contact DSN; they read the cascade
+#: through :func:`load`)
+REBUILDABLE: dict[str, Callable[..., Plan]] = {fn.__name__: fn for fn in (
+    plan_pause, plan_change_provider, plan_takeover, plan_resurrect, plan_tag, plan_drop_node,
+    plan_register_consumer, plan_unregister_consumer)}

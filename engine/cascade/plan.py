@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -197,12 +198,28 @@ class Step:
     def sql(self, variables: dict[str, Any] | None = None) -> str:
         return ";\n".join(s.render(variables) for s in self.statements)
 
-    def as_dict(self, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    def unresolved(self, variables: dict[str, Any] | None = None) -> list[str]:
+        """Names of captured values its SQL still shows as ``:name`` (not known yet)."""
+        names: list[str] = []
+        for stmt in self.statements:
+            for value in stmt.params:
+                if isinstance(value, Ref) and (variables is None or value.name not in variables) \
+                        and value.name not in names:
+                    names.append(value.name)
+        return names
+
+    def as_dict(self, variables: dict[str, Any] | None = None,
+                fill: Callable[[str, dict[str, Any] | None], str] | None = None) -> dict[str, Any]:
+        def text(value: str) -> str:
+            return fill(value, variables) if fill is not None else value
+        wait = self.wait.as_dict() if self.wait else None
+        if wait is not None:
+            wait["description"] = text(wait["description"])
         return {"title": self.title, "node": self.node.name, "location": redact(self.node.location),
-                "checks": [c.description for c in self.checks],
-                "wait": self.wait.as_dict() if self.wait else None,
+                "checks": [text(c.description) for c in self.checks],
+                "wait": wait,
                 "sql": [s.render(variables) for s in self.statements],
-                "verify": self.verify.description if self.verify else None,
+                "verify": text(self.verify.description) if self.verify else None,
                 "action": self.action.description if self.action else None,
                 "irreversible": self.irreversible, "undo": self.undo, "warn_only": self.warn_only}
 
@@ -216,6 +233,36 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     #: how to recompute a captured value when a plan is resumed in a new process
     fallbacks: dict[str, Callable[[StepContext], Any]] = field(default_factory=dict)
+    #: how to build this plan again (``engine.cascade.plan_store.Recipe``), set by ``build_plan``
+    recipe: Any = None
+
+    def captures(self) -> dict[str, int]:
+        """Captured value name -> the (1-based) step whose statement captures it."""
+        found: dict[str, int] = {}
+        for i, step in enumerate(self.steps, 1):
+            for stmt in step.statements:
+                for name in stmt.capture:
+                    found.setdefault(name, i)
+        return found
+
+    def fill(self, text: str, variables: dict[str, Any] | None = None) -> str:
+        """A check's or wait's description with its ``:name`` placeholders filled in: the value
+        once known, else where it will come from ("the last tick step 3 captures")."""
+        if ":" not in text:
+            return text
+        captures = self.captures()
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if variables is not None and name in variables and variables[name] is not None:
+                return str(variables[name])
+            words = name.replace("_", " ")
+            if name in captures:
+                return f"the {words} step {captures[name]} captures"
+            if name in self.fallbacks:
+                return f"the {words} (read when the step runs)"
+            return match.group(0)
+        return _PLACEHOLDER_RE.sub(sub, text)
 
     def node(self, name: str) -> NodeRef:
         for n in self.nodes:
@@ -226,7 +273,7 @@ class Plan:
     def as_dict(self, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"title": self.title, "queue": self.queue, "nodes": [n.as_dict() for n in self.nodes],
                 "notes": list(self.notes),
-                "steps": [dict(index=i + 1, **s.as_dict(variables)) for i, s in enumerate(self.steps)]}
+                "steps": [dict(index=i + 1, **s.as_dict(variables, self.fill)) for i, s in enumerate(self.steps)]}
 
     def render(self, variables: dict[str, Any] | None = None) -> str:
         """The plan as text (``--dry-run``); steps are numbered from 1."""
@@ -239,18 +286,24 @@ class Plan:
             lines.append(f"Step {i}: {step.title}{flag}")
             lines.append(f"  on node {step.node.name} ({redact(step.node.location)})")
             for check in step.checks:
-                lines.append(f"  check: {check.description}")
+                lines.append(f"  check: {self.fill(check.description, variables)}")
             if step.wait:
-                lines.append(f"  wait:  {step.wait.description} (timeout {step.wait.timeout:g}s)")
+                lines.append(f"  wait:  {self.fill(step.wait.description, variables)} "
+                             f"(timeout {step.wait.timeout:g}s)")
             for stmt in step.statements:
                 lines.append(f"  sql:   {stmt.render(variables)};")
+            for name in step.unresolved(variables):
+                lines.append(f"         (:{name} = {self.fill(':' + name)})")
             if step.action:
                 lines.append(f"  run:   {step.action.description}")
             if step.verify:
-                lines.append(f"  verify: {step.verify.description}")
+                lines.append(f"  verify: {self.fill(step.verify.description, variables)}")
             if step.warn_only:
                 lines.append("  (a failure here is only a warning)")
         return "\n".join(lines)
+
+
+_PLACEHOLDER_RE = re.compile(r"(?<![\w:]):([a-z_][a-z0-9_]*)\b")
 
 
 class EventKind:
@@ -386,9 +439,11 @@ class PlanRunner:
     def __init__(self, plan: Plan, *, on_event: Callable[[PlanEvent], None] | None = None,
                  variables: dict[str, Any] | None = None, application_name: str = "pgtt-tui plan",
                  connect_timeout: int = 5, sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, record: Any = None):
         self.plan = plan
         self.on_event = on_event
+        #: a ``plan_store.PlanRecord`` written after every event that changes what was done
+        self.record = record
         self.vars: dict[str, Any] = dict(variables or {})
         self.journal = Journal(plan.title)
         self.next_step = 0
@@ -450,6 +505,8 @@ class PlanRunner:
     def _emit(self, kind: str, step: int | None, node: str | None, message: str, **data: Any) -> None:
         event = PlanEvent(kind, step, node, message, data)
         self._pending.append(event)
+        if self.record is not None:
+            self.record.observe(self, event)
         if self.on_event is not None:
             self.on_event(event)
 
@@ -460,6 +517,23 @@ class PlanRunner:
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
         step, node = self._current if self._current else (None, None)
         self._emit(EventKind.NOTICE, step, node, diag.message_primary or "", severity=diag.severity or "NOTICE")
+
+    def precheck(self, index: int) -> bool:
+        """Run only the pre-checks of step ``index`` (a resumed plan shows where it stands
+        before anything runs); events as in a run.  True when all pass."""
+        step = self.plan.steps[index]
+        ctx = StepContext(self, index)
+        ok = True
+        for check in step.checks:
+            result = self._call_check(check.fn, ctx)
+            described = self.plan.fill(check.description, self.vars)
+            if result.ok:
+                self._emit(EventKind.CHECK_OK, index, step.node.name, described, detail=result.detail)
+            else:
+                ok = False
+                self._emit(EventKind.CHECK_FAILED, index, step.node.name, described, problem=result.detail)
+        self._pending.clear()
+        return ok
 
     def request_stop(self) -> None:
         """Stop before the next step starts (the current one finishes)."""
@@ -525,11 +599,12 @@ class PlanRunner:
         try:
             for check in step.checks:
                 result = self._call_check(check.fn, ctx)
+                described = self.plan.fill(check.description, self.vars)
                 if not result.ok:
-                    self._emit(EventKind.CHECK_FAILED, index, node, check.description, problem=result.detail)
+                    self._emit(EventKind.CHECK_FAILED, index, node, described, problem=result.detail)
                     yield from self._drain()
-                    raise _StepFailed(f"pre-check failed: {check.description}: {result.detail}")
-                self._emit(EventKind.CHECK_OK, index, node, check.description, detail=result.detail)
+                    raise _StepFailed(f"pre-check failed: {described}: {result.detail}")
+                self._emit(EventKind.CHECK_OK, index, node, described, detail=result.detail)
                 yield from self._drain()
             if step.wait is not None:
                 yield from self._wait(step.wait, ctx, index)
@@ -545,9 +620,10 @@ class PlanRunner:
                 yield from self._drain()
             if step.verify is not None:
                 result = self._call_check(step.verify.fn, ctx)
+                verified = self.plan.fill(step.verify.description, self.vars)
                 if not result.ok:
-                    raise _StepFailed(f"verification failed: {step.verify.description}: {result.detail}")
-                self._emit(EventKind.VERIFIED, index, node, step.verify.description, detail=result.detail)
+                    raise _StepFailed(f"verification failed: {verified}: {result.detail}")
+                self._emit(EventKind.VERIFIED, index, node, verified, detail=result.detail)
                 yield from self._drain()
         except (_StepFailed, PgttError, psycopg.Error) as exc:
             error = translate_db_error(exc) if isinstance(exc, psycopg.Error) else str(exc)
@@ -584,17 +660,18 @@ class PlanRunner:
 
     def _wait(self, wait: Wait, ctx: StepContext, index: int) -> Iterator[PlanEvent]:
         started = self._monotonic()
+        described = self.plan.fill(wait.description, self.vars)
         while True:
             result = self._call_check(wait.condition, ctx)
             elapsed = self._monotonic() - started
             if result.ok:
-                self._emit(EventKind.WAIT_DONE, index, wait.node.name, wait.description, elapsed=elapsed,
+                self._emit(EventKind.WAIT_DONE, index, wait.node.name, described, elapsed=elapsed,
                            detail=result.detail)
                 yield from self._drain()
                 return
             if elapsed >= wait.timeout:
-                raise _StepFailed(f"timed out after {wait.timeout:g}s: {wait.description} ({result.detail})")
-            self._emit(EventKind.WAITING, index, wait.node.name, wait.description, elapsed=elapsed,
+                raise _StepFailed(f"timed out after {wait.timeout:g}s: {described} ({result.detail})")
+            self._emit(EventKind.WAITING, index, wait.node.name, described, elapsed=elapsed,
                        detail=result.detail)
             yield from self._drain()
             self._sleep(wait.interval)

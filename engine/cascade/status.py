@@ -116,6 +116,16 @@ class CascadeStatus:
         return [n.ref for n in self.nodes.values()]
 
 
+def status_to_dict(st: CascadeStatus) -> dict[str, Any]:
+    """The status as plain data for a plan record (locations redacted, as everywhere on disk)."""
+    return {"queue": st.queue, "root": st.root, "nodes": [n.as_dict() for n in st.nodes.values()]}
+
+
+def status_from_dict(data: dict[str, Any]) -> CascadeStatus:
+    nodes = {n["name"]: NodeStatus(**n) for n in data["nodes"]}
+    return CascadeStatus(data["queue"], nodes, data["root"])
+
+
 def node_settings(location: str, app: str = "pgtt-tui cascade", timeout: int = 5) -> ConnSettings:
     return ConnSettings(dsn=location, application_name=app, connect_timeout=timeout)
 

@@ -20,6 +20,7 @@ import typer
 
 from engine import __version__
 from engine.db import redact, translate_db_error
+from engine.schema import missing_module
 from engine.errors import PgttError
 from pgtt_tui.cli.common import DsnOpt, GlobalOptions, ReadOnlyOpt
 
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     except PgttError as exc:
         fail(str(exc), exc.exit_code)
     except psycopg.Error as exc:
+        missing = missing_module(exc)
+        if missing is not None:
+            fail(str(missing), missing.exit_code)
         fail(translate_db_error(exc), 1)
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from engine.db import env_names_a_server
 from pgtt_tui.cli.common import GlobalOptions, global_options
 
 
@@ -66,9 +67,11 @@ def demo(
     settings = setup.settings
     runner = demo_mod.EngineThread(settings, cascade=setup.cascade)
     runner.start()
+    reach = demo_mod.how_to_reach(settings, embedded=glob.dsn is None and not env_names_a_server())
     try:
         if no_console:
             typer.echo(f"demo database ready: {settings.describe()}")
+            typer.echo(reach)
             if setup.cascade is not None:
                 c = setup.cascade
                 typer.echo(f"cascade {c.queue} ({'built' if c.built else 'reused'}): "
@@ -82,8 +85,9 @@ def demo(
             from pgtt_tui.app import PgttApp  # noqa: PLC0415
 
             refresh = ctx.find_root().params.get("refresh") or 2.0
-            app = PgttApp(settings, refresh=float(refresh), read_only=glob.read_only, demo=True)
+            app = PgttApp(settings, refresh=float(refresh), read_only=glob.read_only, demo=True, demo_hint=reach)
             app.run()
+            typer.echo(reach)
     finally:
         runner.stop()
         if runner.alive:

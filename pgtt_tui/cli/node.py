@@ -16,6 +16,7 @@ import typer
 
 from engine.cascade import ops
 from engine.cascade.plan import EventKind, Plan, PlanError, PlanEvent, PlanRunner
+from engine.cascade.plan_store import PlanRecord, Recipe, build_plan, rebuild_plan, unfinished_plans
 from engine.cascade.status import collect_status
 from engine.db import guard_write
 from engine.errors import InputError
@@ -37,8 +38,20 @@ def _dsn(ctx: typer.Context, dsn: str | None) -> str:
     return settings_from(ctx, dsn).dsn
 
 
+_last_wait: list[str] = [""]
+
+
 def _print_event(ev: PlanEvent) -> None:
     out = sys.stdout
+    if ev.kind == EventKind.WAITING and not out.isatty():
+        # a log file or a pipe gets one line per change of what is awaited, not a \r per poll
+        detail = str(ev.data.get("detail"))
+        if detail != _last_wait[0]:
+            _last_wait[0] = detail
+            out.write(f"   waiting: {detail}\n")
+            out.flush()
+        return
+    _last_wait[0] = ""
     if ev.kind == EventKind.STEP_STARTED:
         out.write(f"\n== step {ev.step + 1}: {ev.message}  [node {ev.node}]\n")
     elif ev.kind == EventKind.CHECK_OK:
@@ -68,8 +81,24 @@ def _print_event(ev: PlanEvent) -> None:
     out.flush()
 
 
+def _refuse_if_unfinished(queue: str, from_step: int) -> None:
+    """A half-run plan on this queue is resumed or left on purpose, never run over by accident.
+    ``--from-step`` is a resume by hand: it supersedes the queue's recorded plans."""
+    found = unfinished_plans(queue)
+    if not found:
+        return
+    if from_step > 1:
+        for record in found:
+            record.leave()
+        return
+    record = found[0]
+    raise InputError("plan", f"an unfinished plan on queue {queue}: {record.summary()} — show it with "
+                             f"`pgtt-tui node plans --show {record.id}`, go on with `pgtt-tui node resume "
+                             f"{record.id}`, or leave it with `pgtt-tui node forget {record.id}`")
+
+
 def execute(ctx: typer.Context, plan: Plan, *, dry_run: bool, as_json: bool, from_step: int = 1,
-            journal: Path | None = None) -> None:
+            journal: Path | None = None, runner: PlanRunner | None = None) -> None:
     as_json = want_json(ctx, as_json)
     if dry_run:
         if as_json:
@@ -80,10 +109,17 @@ def execute(ctx: typer.Context, plan: Plan, *, dry_run: bool, as_json: bool, fro
     guard_write(_ro(ctx), plan.title)
     if from_step > len(plan.steps) and plan.steps:
         raise InputError("--from-step", f"the plan has only {len(plan.steps)} steps")
+    if runner is None:
+        _refuse_if_unfinished(plan.queue, from_step)
+        runner = PlanRunner(plan, record=PlanRecord.start(plan) if plan.steps else None)
+        start = from_step - 1
+    else:
+        start = runner.next_step
+    runner.on_event = None if as_json else _print_event
     events: list[dict] = []
-    with PlanRunner(plan, on_event=None if as_json else _print_event) as runner:
+    with runner:
         outcome = None
-        gen = runner.iter_run(start=from_step - 1)
+        gen = runner.iter_run(start=start)
         while True:
             try:
                 ev = next(gen)
@@ -100,6 +136,8 @@ def execute(ctx: typer.Context, plan: Plan, *, dry_run: bool, as_json: bool, fro
                                       "next_step": outcome.next_step + 1}) + "\n")
         elif outcome.ok:
             sys.stdout.write(f"\ndone: {plan.title}\n")
+        if runner.record is not None:
+            runner.record.release()
         if not outcome.ok:
             msg = outcome.report.message() if outcome.report else "stopped"
             raise PlanError(msg.splitlines()[0] if not as_json else msg, outcome.report)
@@ -172,7 +210,7 @@ def pause(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None
           consumer: Annotated[str | None, typer.Option("--consumer", help="a plain cascaded consumer")] = None,
           wait_timeout: TimeoutOpt = 60.0, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Pause a node's worker (it acknowledges within one loop)."""
-    execute(ctx, ops.plan_pause(_dsn(ctx, dsn), queue, node, True, consumer, wait_timeout), dry_run=dry_run,
+    execute(ctx, build_plan(ops.plan_pause, _dsn(ctx, dsn), queue, node, True, consumer, wait_timeout), dry_run=dry_run,
             as_json=as_json)
 
 
@@ -181,7 +219,7 @@ def resume(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = Non
            consumer: Annotated[str | None, typer.Option("--consumer", help="a plain cascaded consumer")] = None,
            wait_timeout: TimeoutOpt = 60.0, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Resume a paused worker."""
-    execute(ctx, ops.plan_pause(_dsn(ctx, dsn), queue, node, False, consumer, wait_timeout), dry_run=dry_run,
+    execute(ctx, build_plan(ops.plan_pause, _dsn(ctx, dsn), queue, node, False, consumer, wait_timeout), dry_run=dry_run,
             as_json=as_json)
 
 
@@ -191,7 +229,7 @@ def change_provider(ctx: typer.Context, node: NodeArg, queue: QueueOpt,
                     dsn: DsnOpt = None, wait_timeout: TimeoutOpt = 120.0, dry_run: DryRunOpt = False,
                     as_json: JsonOpt = False, from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
     """Make NODE read from another provider, without loss or duplicates."""
-    execute(ctx, ops.plan_change_provider(_dsn(ctx, dsn), queue, node, provider, wait_timeout), dry_run=dry_run,
+    execute(ctx, build_plan(ops.plan_change_provider, _dsn(ctx, dsn), queue, node, provider, wait_timeout), dry_run=dry_run,
             as_json=as_json, from_step=from_step, journal=journal)
 
 
@@ -205,7 +243,7 @@ def takeover(ctx: typer.Context, old: Annotated[str, typer.Argument(help="node t
     """NODE takes over from OLD: switchover (OLD is a live root), branch takeover (OLD is a live
     branch: NODE takes its place, OLD's subscribers and OLD move under NODE) or, with
     --dead-root, failover (catch up from the most advanced node, move OLD's subscribers, promote)."""
-    execute(ctx, ops.plan_takeover(_dsn(ctx, dsn), queue, old, node, dead_root=dead_root, wait_timeout=wait_timeout),
+    execute(ctx, build_plan(ops.plan_takeover, _dsn(ctx, dsn), queue, old, node, dead_root=dead_root, wait_timeout=wait_timeout),
             dry_run=dry_run, as_json=as_json, from_step=from_step, journal=journal)
 
 
@@ -215,7 +253,7 @@ def failover(ctx: typer.Context, old: Annotated[str, typer.Argument(help="the de
              dsn: DsnOpt = None, wait_timeout: TimeoutOpt = 120.0, dry_run: DryRunOpt = False,
              as_json: JsonOpt = False, from_step: FromStepOpt = 1, journal: JournalOpt = None) -> None:
     """Failover from a dead root (same as takeover --dead-root)."""
-    execute(ctx, ops.plan_takeover(_dsn(ctx, dsn), queue, old, node, dead_root=True, wait_timeout=wait_timeout),
+    execute(ctx, build_plan(ops.plan_takeover, _dsn(ctx, dsn), queue, old, node, dead_root=True, wait_timeout=wait_timeout),
             dry_run=dry_run, as_json=as_json, from_step=from_step, journal=journal)
 
 
@@ -227,7 +265,7 @@ def resurrect(ctx: typer.Context, old: Annotated[str, typer.Argument(help="the o
               dry_run: DryRunOpt = False, as_json: JsonOpt = False, from_step: FromStepOpt = 1,
               journal: JournalOpt = None) -> None:
     """Bring a failed-over old root back as a branch; dump the events the cascade lost."""
-    execute(ctx, ops.plan_resurrect(_dsn(ctx, dsn), queue, old, dump_file), dry_run=dry_run, as_json=as_json,
+    execute(ctx, build_plan(ops.plan_resurrect, _dsn(ctx, dsn), queue, old, dump_file), dry_run=dry_run, as_json=as_json,
             from_step=from_step, journal=journal)
 
 
@@ -235,21 +273,21 @@ def resurrect(ctx: typer.Context, old: Annotated[str, typer.Argument(help="the o
 def tag_dead(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None, dry_run: DryRunOpt = False,
              as_json: JsonOpt = False) -> None:
     """Mark NODE dead on every reachable member."""
-    execute(ctx, ops.plan_tag(_dsn(ctx, dsn), queue, node, True), dry_run=dry_run, as_json=as_json)
+    execute(ctx, build_plan(ops.plan_tag, _dsn(ctx, dsn), queue, node, True), dry_run=dry_run, as_json=as_json)
 
 
 @app.command("tag-alive")
 def tag_alive(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None, dry_run: DryRunOpt = False,
               as_json: JsonOpt = False) -> None:
     """Mark NODE alive again on every reachable member."""
-    execute(ctx, ops.plan_tag(_dsn(ctx, dsn), queue, node, False), dry_run=dry_run, as_json=as_json)
+    execute(ctx, build_plan(ops.plan_tag, _dsn(ctx, dsn), queue, node, False), dry_run=dry_run, as_json=as_json)
 
 
 @app.command("drop")
 def drop(ctx: typer.Context, node: NodeArg, queue: QueueOpt, dsn: DsnOpt = None, dry_run: DryRunOpt = False,
          as_json: JsonOpt = False) -> None:
     """Remove NODE from the cascade (it must have no subscribers)."""
-    execute(ctx, ops.plan_drop_node(_dsn(ctx, dsn), queue, node), dry_run=dry_run, as_json=as_json)
+    execute(ctx, build_plan(ops.plan_drop_node, _dsn(ctx, dsn), queue, node), dry_run=dry_run, as_json=as_json)
 
 
 ConsumerArg = Annotated[str, typer.Argument(help="name of the plain cascaded consumer")]
@@ -262,7 +300,7 @@ def register_consumer(ctx: typer.Context, consumer: ConsumerArg, queue: QueueOpt
                       = None, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Register a plain cascaded consumer whose target is the node at --dsn (then run it with
     `pgtt-tui worker --cascade-queue Q --cascade-consumer NAME`)."""
-    execute(ctx, ops.plan_register_consumer(_dsn(ctx, dsn), queue, consumer, provider), dry_run=dry_run,
+    execute(ctx, build_plan(ops.plan_register_consumer, _dsn(ctx, dsn), queue, consumer, provider), dry_run=dry_run,
             as_json=as_json)
 
 
@@ -270,4 +308,62 @@ def register_consumer(ctx: typer.Context, consumer: ConsumerArg, queue: QueueOpt
 def unregister_consumer(ctx: typer.Context, consumer: ConsumerArg, queue: QueueOpt, dsn: DsnOpt = None,
                         dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Remove a plain cascaded consumer from its target node and its provider."""
-    execute(ctx, ops.plan_unregister_consumer(_dsn(ctx, dsn), queue, consumer), dry_run=dry_run, as_json=as_json)
+    execute(ctx, build_plan(ops.plan_unregister_consumer, _dsn(ctx, dsn), queue, consumer), dry_run=dry_run, as_json=as_json)
+
+
+# -- half-run plans ----------------------------------------------------------------------------
+
+PlanIdArg = Annotated[str, typer.Argument(help="plan record id (see `pgtt-tui node plans`)")]
+
+
+@app.command("plans")
+def plans(ctx: typer.Context, queue: Annotated[str | None, typer.Option("--queue", "-q", help="only this queue")]
+          = None, show: Annotated[str | None, typer.Option("--show", help="print this plan's record in full")]
+          = None, as_json: JsonOpt = False) -> None:
+    """Unfinished plans (a walk stopped, failed or cut off half-way) that can be resumed or left."""
+    as_json = want_json(ctx, as_json)
+    if show is not None:
+        record = PlanRecord.get(show)
+        if as_json:
+            emit(record.as_dict(), True)
+            return
+        sys.stdout.write(f"{record.id}  {record.summary()}\n\nsteps:\n")
+        for i, title in enumerate(record.steps):
+            mark = "done" if i in record.done else ("NEXT" if i == record.next_step else "todo")
+            sys.stdout.write(f"  {i + 1:>2}. [{mark}] {title}\n")
+        sys.stdout.write(f"\njournal:\n{record.journal_text()}\n")
+        return
+    found = unfinished_plans(queue)
+    emit([{"id": r.id, "queue": r.queue, "plan": r.title, "state": r.state,
+           "done": f"{len(r.done)}/{len(r.steps)}", "next_step": r.next_step + 1, "started": r.started_at,
+           "pid": r.pid, "host": r.host} for r in found], as_json)
+
+
+@app.command("resume")
+def resume_plan(ctx: typer.Context, plan_id: PlanIdArg, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+    """Go on with an unfinished plan from its next step (that step's pre-checks run first).
+    The plan is rebuilt from the cascade status recorded when it was made, so its steps are
+    the same ones; --dsn names a member to connect to (default: the one it was started with)."""
+    record = PlanRecord.get(plan_id)
+    if not record.unfinished:
+        raise InputError("PLAN", f"plan {plan_id} is {record.state}: there is nothing to resume")
+    if record.recipe is None:
+        raise InputError("PLAN", f"plan {plan_id} cannot be rebuilt: run its command again with --from-step "
+                                 f"{record.next_step + 1}")
+    guard_write(_ro(ctx), record.title)
+    contact = _dsn(ctx, dsn) if (dsn or "***" in record.recipe["contact"]) else None
+    plan = rebuild_plan(Recipe(**record.recipe), contact)
+    runner = record.resume_runner(plan)
+    if not want_json(ctx, as_json):
+        sys.stdout.write(f"resuming {record.id}: {record.summary()}\n")
+    execute(ctx, plan, dry_run=False, as_json=as_json, runner=runner)
+
+
+@app.command("forget")
+def forget_plan(ctx: typer.Context, plan_id: PlanIdArg) -> None:
+    """Leave an unfinished plan as it is: it is no longer offered (its record stays on disk)."""
+    record = PlanRecord.get(plan_id)
+    if record.held_elsewhere():
+        raise InputError("PLAN", f"plan {plan_id} is being walked by pid {record.pid} on {record.host}")
+    record.leave()
+    sys.stdout.write(f"left: {record.summary()}\n")

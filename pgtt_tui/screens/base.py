@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import psycopg
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen, Screen
@@ -187,7 +188,7 @@ class BaseView(Screen):
         except ConnectionLost as exc:
             self.post_message(PollFailed(self.VIEW, str(exc), lost=True))
         except (PgttError, psycopg.Error) as exc:
-            denied = self._explain_denial(exc)
+            denied = (access_api.not_installed(exc) if self.ACCESS_PART else None) or self._explain_denial(exc)
             self.post_message(PollDenied(self.VIEW, denied) if denied else PollFailed(self.VIEW, describe_error(exc)))
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the refresh loop
             self.post_message(PollFailed(self.VIEW, f"{type(exc).__name__}: {exc}"))
@@ -221,7 +222,11 @@ class BaseView(Screen):
         if self.no_access is None:
             self._focus_before_denied = self.focused
         self.no_access = message.no_access
-        self.query_one(NoAccessPanel).show_denied(self.TITLE, message.no_access, self._denied_recheck_s())
+        panel = self.query_one(NoAccessPanel)
+        if isinstance(message.no_access, access_api.NotInstalled):
+            panel.show_not_installed(self.TITLE, message.no_access, self._denied_recheck_s())
+        else:
+            panel.show_denied(self.TITLE, message.no_access, self._denied_recheck_s())
         self.add_class("-no-access")
         # Hidden is not enough: Textual's auto-focus on resume (after a dialog) takes the first
         # focusable widget even when it is not displayed, and Enter would reach the hidden
@@ -297,8 +302,26 @@ class BaseView(Screen):
     # ---- actions ----------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.WRITE_ACTIONS and self.papp.read_only:
-            return False
+            return False  # not offered in the footer and help; on_key says why when pressed
         return True
+
+    def on_key(self, event: events.Key) -> None:
+        """In read-only mode a write key is not bound (check_action), so it would do nothing at
+        all: say why instead."""
+        if not self.papp.read_only or not self.WRITE_ACTIONS:
+            return
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action in self.WRITE_ACTIONS \
+                    and event.key in binding.key.split(","):
+                event.stop()
+                self.refuse_read_only(binding.action)
+                return
+
+    def refuse_read_only(self, action: str) -> None:
+        """One line for a write key pressed in read-only mode (instead of nothing happening)."""
+        label = next((b.description for b in self._bindings_for(action)), "") or action.replace("_", " ")
+        self.notify(f"read-only mode: {label} is not allowed (the console was started with --read-only)",
+                    severity="warning", timeout=4)
 
     def act(self, name: str, what: str, fn: Callable[..., Any], *args: Any, write: bool = True,
             summary: str | Callable[[Any], str] = "", then: Callable[[Any], None] | None = None,
@@ -353,8 +376,21 @@ class BaseView(Screen):
             method()
 
     def action_back(self) -> None:
+        """Esc: first clears an applied filter (the help says so), then goes back."""
+        if self.clear_filter():
+            return
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
+
+    def clear_filter(self) -> bool:
+        """Clear this view's filter when one is applied; True if there was one."""
+        from pgtt_tui.widgets.common import FilterBar  # noqa: PLC0415
+
+        for bar in self.query(FilterBar):
+            if bar.value or bar.has_class("-shown"):
+                bar.action_clear()
+                return True
+        return False
 
     def help_topic(self) -> str | None:
         """Which part of the view's help page fits what has the focus: the ``help_topic``

@@ -22,7 +22,7 @@ operations are refused with one line meanwhile.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,15 @@ from textual.widgets import Static, Tree
 
 from engine import queue_views
 from engine.cascade import ops
-from engine.cascade.plan import Plan
+from engine.cascade.plan import Plan, PlanRunner
+from engine.cascade.plan_store import PlanRecord, Recipe, build_plan, rebuild_plan, unfinished_plans
 from engine.cascade.status import CascadeStatus, NodeStatus, collect_status
 from engine.db import redact
 from engine.errors import PgttError
 from pgtt_tui.dbaccess import ConnectionLost
 from pgtt_tui.messages import PollDenied, PollDone, PollFailed
 from pgtt_tui.screens.base import BaseView, describe_error, needs_access
+from pgtt_tui.screens.modals import TextScreen
 from pgtt_tui.screens.plan import PlanScreen
 from pgtt_tui.screens.prompts import PickScreen, PromptScreen
 from pgtt_tui.widgets.format import escape, fmt_duration
@@ -84,6 +86,7 @@ def takeover_refusal(st: CascadeStatus, new: NodeStatus, old: str) -> str | None
 class PlanReady(Message):
     plan: Plan
     what: str
+    runner: PlanRunner | None = None  # a resumed plan's runner (plan_store.PlanRecord.resume_runner)
 
 
 @dataclass
@@ -98,6 +101,7 @@ class CascadeData:
     queues: list[str]
     dsn: str  # the member that answered
     note: str = ""
+    unfinished: list[PlanRecord] = field(default_factory=list)  # half-run plans for this queue on disk
 
 
 class CascadeScreen(BaseView):
@@ -199,10 +203,18 @@ class CascadeScreen(BaseView):
             except Exception as exc:  # noqa: BLE001 - a bug must not stop the refresh loop
                 errors.append(f"{type(exc).__name__}: {exc}")
                 continue
-            self.post_message(PollDone(self.VIEW, CascadeData(status, queues, dsn), generation))
+            unfinished = self._unfinished(status.queue)
+            self.post_message(PollDone(self.VIEW, CascadeData(status, queues, dsn, unfinished=unfinished),
+                                       generation))
             return
         self.post_message(PollFailed(self.VIEW, "no member of the cascade answers: " + "; ".join(errors[:2]),
                                      lost=True))
+
+    def _unfinished(self, queue: str) -> list[PlanRecord]:  # worker thread (reads files)
+        try:
+            return [r for r in unfinished_plans(queue) if r.id not in self.papp.offered_plans]
+        except OSError:
+            return []
 
     def _posted_denial(self, exc: BaseException) -> bool:  # worker thread
         """The no-access panel's message when ``exc`` is this role lacking a grant on pgq_node."""
@@ -248,6 +260,60 @@ class CascadeScreen(BaseView):
         other = f" · Q: {len(self.queues)} queues" if len(self.queues) > 1 else ""
         panel.border_title = f"Cascade {escape(status.queue)} · root {escape(root)}{extra}{other}"
         self._show_node()
+        fresh_plans = [r for r in data.unfinished if r.id not in self.papp.offered_plans]
+        if fresh_plans and self.plan_screen is None and self.app.screen is self:
+            self.offer_unfinished(fresh_plans[0])
+
+    # ---- half-run plans left on disk -------------------------------------------------------
+    def offer_unfinished(self, record: PlanRecord) -> None:
+        """A plan this or another console left half-way: show it, go on, or leave it."""
+        self.papp.offered_plans.add(record.id)
+        choices = [("show", "show what ran (the journal)"),
+                   ("continue", f"continue with step {record.next_step + 1} (its pre-checks run first)"),
+                   ("leave", "leave it: do not offer it again"),
+                   ("later", "not now (Esc)")]
+
+        def done(choice: str | None) -> None:
+            if choice == "show":
+                self.papp.offered_plans.discard(record.id)  # offered again on the next refresh
+                self.app.push_screen(TextScreen(f"Unfinished plan {record.id}",
+                                                record.summary() + "\n\n" + record.journal_text()))
+            elif choice == "continue":
+                self._resume(record)
+            elif choice == "leave":
+                record.leave()
+                self.notify(f"left as it is: {record.title}", timeout=4)
+
+        self.app.push_screen(PickScreen(f"Unfinished plan on queue {record.queue}", choices,
+                                        hint=record.summary()), done)
+
+    def _resume(self, record: PlanRecord) -> None:
+        if self.papp.read_only:
+            self.notify("read-only mode: a plan cannot be resumed", severity="error")
+            return
+        if record.recipe is None:
+            self.notify(f"this plan cannot be rebuilt: run its command again with --from-step "
+                        f"{record.next_step + 1}", severity="error", timeout=8)
+            return
+        contact = self._dsn()
+        if record.recipe["op"] == "plan_resurrect" and self.status is not None:
+            old = record.recipe["args"][1] if len(record.recipe["args"]) > 1 else None
+            node = self.status.nodes.get(old) if old else None
+            contact = node.location if node is not None else contact
+
+        def body() -> None:  # worker thread
+            try:
+                plan = rebuild_plan(Recipe(**record.recipe), contact)
+                runner = record.resume_runner(plan)
+            except (PgttError, psycopg.Error) as exc:
+                self.post_message(PlanBuildFailed(f"resume {record.title}", describe_error(exc)))
+            except Exception as exc:  # noqa: BLE001
+                self.post_message(PlanBuildFailed(f"resume {record.title}", f"{type(exc).__name__}: {exc}"))
+            else:
+                self.post_message(PlanReady(plan, record.title, runner))
+
+        self.run_worker(body, thread=True, group="plan-build", exclusive=True, exit_on_error=False,
+                        description="resume a plan")
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         self._show_node()
@@ -343,7 +409,7 @@ class CascadeScreen(BaseView):
 
         def body() -> None:  # worker thread
             try:
-                plan = fn(*args, **kw)
+                plan = build_plan(fn, *args, **kw) if fn.__name__ in ops.REBUILDABLE else fn(*args, **kw)
             except (PgttError, psycopg.Error) as exc:
                 self.post_message(PlanBuildFailed(what, describe_error(exc)))
             except Exception as exc:  # noqa: BLE001
@@ -363,7 +429,7 @@ class CascadeScreen(BaseView):
         if not message.plan.steps:
             self.notify("; ".join(message.plan.notes) or "nothing to do", title=message.plan.title, timeout=5)
             return
-        screen = PlanScreen(message.plan, journal_dir=self.journal_dir)
+        screen = PlanScreen(message.plan, journal_dir=self.journal_dir, runner=message.runner)
         self.plan_screen = screen
 
         def done(_: Any) -> None:

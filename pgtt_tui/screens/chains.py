@@ -324,7 +324,8 @@ class ChainDetailScreen(BaseView):
             panel.border_title = "Tasks (in order)"
             table = VimTable(id="tasks")
             table.help_topic = "tasks"
-            table.add_fixed(("#", 3), ("name", 14), ("kind", 7), ("command", 26, "flex"), ("flags", 5), ("timeout", 8, 100),
+            # tasks are named by their id everywhere (failures, `chain task edit ID`), in chain order
+            table.add_fixed(("id", 5), ("name", 14), ("kind", 7), ("command", 26, "flex"), ("flags", 5), ("timeout", 8, 100),
                             ("params", 6))
             yield table
         with Vertical(classes="panel", id="task-params") as panel:
@@ -364,11 +365,11 @@ class ChainDetailScreen(BaseView):
             lines.append(f"[$text-muted]{'error':<6}[/]on error: {escape(clip(chain.get('on_error'), 60))}")
         self.query_one("#chain-fields", Static).update("\n".join(lines))
         rows = []
-        for i, t in enumerate(detail["tasks"], 1):
+        for t in detail["tasks"]:
             flags = "".join(f for f, on in (("I", t.get("ignore_error")), ("A", t.get("autonomous")),
                                             ("-", not t.get("live", True))) if on)
             rows.append((str(t["task_id"]), (
-                str(i), clip(t.get("task_name") or "", 40), str(t.get("kind") or "SQL"), clip(t.get("command"), 200),
+                str(t["task_id"]), clip(t.get("task_name") or "", 40), str(t.get("kind") or "SQL"), clip(t.get("command"), 200),
                 flags, str(t.get("timeout") or 0), str(len(t.get("parameters") or [])))))
         table.sync_rows(rows)
         self.query_one("#tasks-panel").border_title = (

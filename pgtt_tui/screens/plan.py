@@ -30,6 +30,7 @@ from textual.message import Message
 from textual.widgets import DataTable, RichLog, Static
 
 from engine.cascade.plan import EventKind, Plan, PlanError, PlanEvent, PlanRunner, Step, StepOutcome
+from engine.cascade.plan_store import PlanRecord
 from engine.db import redact
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
@@ -66,6 +67,12 @@ class StepFinished(Message):
     index: int
     outcome: StepOutcome
     variables: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PrechecksDone(Message):
+    index: int
+    ok: bool
 
 
 @dataclass
@@ -127,6 +134,9 @@ class PlanScreen(BaseView):
         self.output: list[str] = []  # plain text of every output line (tests read it)
         self.saved_to: Path | None = None
         self.started_at: datetime | None = None
+        self.resumed = bool(self.runner.done)
+        for i in self.runner.done:
+            self.states[i] = "done"
 
     # ---- layout -------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -155,7 +165,57 @@ class PlanScreen(BaseView):
         self._show_detail(self.runner.next_step)
         for note in self.plan.notes:
             self._out(f"[$text-muted]note:[/] {escape(note)}", f"note: {note}")
+        self.papp.plan_walkers.add(self)
+        if self.resumed:
+            self._show_resumed()
         self._refresh_hint()
+
+    # ---- a plan resumed from its record ----------------------------------------------------
+    def _show_resumed(self) -> None:
+        record = self.runner.record
+        self._out(f"[b]resumed:[/b] {escape(record.summary() if record else self.plan.title)}",
+                  f"resumed: {record.summary() if record else self.plan.title}")
+        for e in self.runner.journal.entries:
+            self._out(f"  [$text-muted]{escape(fmt_stamp(e.time, self.papp.tz))} [{escape(e.node)}] "
+                      f"{escape(e.statement)} → {escape(e.result)}[/]", f"  [{e.node}] {e.statement} → {e.result}")
+        nxt = self.runner.next_step
+        if nxt < len(self.plan.steps) and not self.plan.steps[nxt].checks:
+            self._out(f"step {nxt + 1} has no pre-checks: n runs it", f"step {nxt + 1} has no pre-checks")
+        elif nxt < len(self.plan.steps):
+            self._out(f"pre-checks of step {nxt + 1} (nothing runs until you press n):",
+                      f"pre-checks of step {nxt + 1}:")
+            self.run_worker(lambda: self._precheck_body(nxt), thread=True, group="plan-precheck",
+                            exit_on_error=False, description="pre-checks")
+
+    def _precheck_body(self, index: int) -> None:  # worker thread
+        try:
+            ok = self.runner.precheck(index)
+        except Exception as exc:  # noqa: BLE001 - shown, never a crash
+            self.post_message(PlanEventPosted(PlanEvent(EventKind.CHECK_FAILED, index, None, "pre-checks",
+                                                        {"problem": f"{type(exc).__name__}: {exc}"})))
+            ok = False
+        self.post_message(PrechecksDone(index, ok))
+
+    def on_prechecks_done(self, message: PrechecksDone) -> None:
+        message.stop()
+        if message.ok:
+            self._out(f"[$success]✓ step {message.index + 1}'s pre-checks pass: n runs it[/]",
+                      f"✓ step {message.index + 1}'s pre-checks pass")
+        else:
+            self._out(f"[$error]✗ step {message.index + 1}'s pre-checks fail: see above before pressing n[/]",
+                      f"✗ step {message.index + 1}'s pre-checks fail")
+
+    # ---- asked by the app before quitting ------------------------------------------------
+    def half_run(self) -> bool:
+        return self.running is not None or (bool(self.runner.done) and not self.finished)
+
+    def record_id(self) -> str | None:
+        return self.runner.record.id if self.runner.record is not None else None
+
+    def progress_text(self) -> str:
+        if self.running is not None:
+            return f"step {self.running + 1} of {len(self.plan.steps)} is running"
+        return f"{len(self.runner.done)} of {len(self.plan.steps)} steps done, step {self.runner.next_step + 1} next"
 
     def _title_text(self) -> str:
         nodes = ", ".join(f"{n.name}{' ✗dead' if n.dead else ''}" for n in self.plan.nodes)
@@ -187,17 +247,20 @@ class PlanScreen(BaseView):
         lines.append(f"[$text-muted]{escape(location_label(step.node.location))}[/]")
         if step.checks:
             lines.append("[b]pre-checks:[/b]")
-            lines += [f"  • {escape(c.description)}" for c in step.checks]
+            lines += [f"  • {escape(self.plan.fill(c.description, self.variables))}" for c in step.checks]
         if step.wait is not None:
-            lines.append(f"[b]wait:[/b] {escape(step.wait.description)} on {escape(step.wait.node.name)} "
+            lines.append(f"[b]wait:[/b] {escape(self.plan.fill(step.wait.description, self.variables))} "
+                         f"on {escape(step.wait.node.name)} "
                          f"(up to {step.wait.timeout:g}s; s cancels)")
         if step.statements:
             lines.append("[b]SQL (one transaction):[/b]")
             lines += [f"  {escape(s.render(self.variables))};" for s in step.statements]
+            lines += [f"  [$text-muted](:{escape(name)} = {escape(self.plan.fill(':' + name))})[/]"
+                      for name in step.unresolved(self.variables)]
         if step.action is not None:
             lines.append(f"[b]runs:[/b] {escape(step.action.description)}")
         if step.verify is not None:
-            lines.append(f"[b]verify:[/b] {escape(step.verify.description)}")
+            lines.append(f"[b]verify:[/b] {escape(self.plan.fill(step.verify.description, self.variables))}")
         if step.undo:
             lines.append(f"[b]to undo:[/b] {escape(step.undo)}")
         if step.warn_only:
@@ -264,6 +327,8 @@ class PlanScreen(BaseView):
 
     def _run_step_body(self, index: int) -> None:  # worker thread
         try:
+            if self.runner.record is None:  # written from the first step on, never for a preview
+                self.runner.record = PlanRecord.start(self.plan)
             outcome = self.runner.run_step(index)
         except Exception as exc:  # noqa: BLE001 - a bug must be shown, not crash the console
             outcome = StepOutcome(index, False, error=f"{type(exc).__name__}: {exc}")
@@ -469,8 +534,10 @@ class PlanScreen(BaseView):
             self._close()
             return
         nxt = self.runner.next_step
+        saved = (f" Its record {self.record_id()} stays on disk: the cascade view offers to continue it."
+                 if self.record_id() else "")
         body = (f"Steps 1–{nxt} ran, step {nxt + 1} of {len(self.plan.steps)} did not. The cascade is left "
-                f"half-way. Leave the plan anyway? (The journal is kept in memory until you leave: save it with w.)")
+                f"half-way.{saved} Leave the plan anyway?")
 
         def done(ok: bool | None) -> None:
             if ok:
@@ -479,6 +546,10 @@ class PlanScreen(BaseView):
         self.app.push_screen(ConfirmScreen("Leave a half-run plan", body), done)
 
     def on_unmount(self) -> None:
+        self.papp.plan_walkers.discard(self)
+        if self.runner.record is not None:
+            self.papp.offered_plans.add(self.runner.record.id)  # not offered back to who just left it
+            self.runner.record.release()
         if self.running is None:
             self.runner.close()  # the app quit with the plan open: do not leave connections behind
 

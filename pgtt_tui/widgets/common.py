@@ -68,9 +68,13 @@ class Banner(Static):
     Banner.-shown { display: block; }
     """
 
-    def show_error(self, text: str, since: str) -> None:
-        self.update(f"[b]✗ connection lost[/b] (since {escape(since)}): {escape(text)} — showing the last data "
-                    f"(stale); retrying by itself")
+    def show_error(self, text: str, since: str, *, ever_connected: bool = True) -> None:
+        if ever_connected:
+            self.update(f"[b]✗ connection lost[/b] (since {escape(since)}): {escape(text)} — showing the last "
+                        f"data (stale); retrying by itself")
+        else:  # there is no "last data": say that nothing was ever read
+            self.update(f"[b]✗ cannot connect[/b] (trying since {escape(since)}): {escape(text)} — nothing has "
+                        f"been read yet; retrying by itself")
         self.add_class("-shown")
 
     def clear(self) -> None:
@@ -85,6 +89,14 @@ class NoAccessPanel(Static):
     NoAccessPanel { display: none; height: 1fr; border: round $warning; border-title-color: $warning;
                     padding: 1 2; }
     """
+
+    def show_not_installed(self, title: str, missing: Any, recheck_s: float) -> None:
+        """``missing`` is an engine.access.NotInstalled: the module is not in this database."""
+        self.border_title = f"{title}: not installed"
+        self.update("\n".join([f"[$warning]? not installed[/]: {escape(missing.message)}", "",
+                                f"{escape(title)} shows the {escape(missing.module)} module, which this database "
+                                "does not have.",
+                                f"[$text-muted]Checked again every {recheck_s:g} s · r: check now[/]"]))
 
     def show_denied(self, title: str, denied: Any, recheck_s: float) -> None:
         """``denied`` is an engine.access.NoAccess."""
