@@ -100,14 +100,40 @@ def _embedded_working_database(admin_dsn: str) -> str:
     return DEMO_DATABASE if found else "postgres"
 
 
-_PASSWORD_RE = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_URI_PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
+# key=value: ``password`` (and ``sslpassword``, ``PGPASSWORD=``) with optional spaces around
+# '=', then a quoted value (backslash escapes, as libpq reads it) or an unquoted one up to
+# whitespace (a backslash escapes the next character).  In a URI query (after ? or &) the
+# value ends at &, # or whitespace.  In a URI's user info the secret runs from the colon
+# after the user name to the @ (libpq allows neither / nor @ unencoded in it).  Closing
+# punctuation right before the end of an unquoted value (``'...password=x'``, ``(...)``,
+# ``...: error``) is taken for the message's own and kept.
+_TRAILER = r"""[:,;)\]'"]*"""
+_KV_PASSWORD_RE = re.compile(
+    r"(?P<key>password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|(?:\\.|[^\s\\])+?(?=" + _TRAILER + r"(?:\s|$)))",
+    re.IGNORECASE)
+_QUERY_PASSWORD_RE = re.compile(
+    r"(?P<key>[?&](?:ssl)?password=)(?P<value>[^&#\s]*?(?=" + _TRAILER + r"(?:[&#\s]|$)))", re.IGNORECASE)
+_URI_PASSWORD_RE = re.compile(r"(?P<key>postgres(?:ql)?://[^:/@\s?#]*:)(?P<value>[^@/\s]*)(?=@)", re.IGNORECASE)
+#: a value that is already our mask
+_MASKED = re.compile(r"\*\*\*")
+MASK = "***"
+
+
+def _mask(match: re.Match) -> str:
+    value = match.group("value")
+    if not value or _MASKED.fullmatch(value):
+        return match.group(0)  # nothing there, or redacted already: keep the text around it
+    return match.group("key") + MASK
 
 
 def redact(text: str) -> str:
-    """Hide passwords in a DSN or in any message that might echo one."""
-    text = _PASSWORD_RE.sub(r"\1***", text)
-    return _URI_PASSWORD_RE.sub(r"\1***\3", text)
+    """Hide passwords in a DSN or in any message that might echo one; only the secret is
+    replaced (by ``***``), the text around it is kept, and redacting twice changes nothing."""
+    text = _URI_PASSWORD_RE.sub(_mask, text)
+    text = _QUERY_PASSWORD_RE.sub(_mask, text)
+    # key=value pairs outside URI queries (those were handled above)
+    return _KV_PASSWORD_RE.sub(lambda m: m.group(0) if m.start() > 0 and text[m.start() - 1] in "?&"
+                               else _mask(m), text)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -120,7 +146,7 @@ def explain_connect_error(exc: BaseException, settings: ConnSettings) -> Connect
     where = settings.describe()
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
-        hint = "check the password (PGPASSWORD, ~/.pgpass or password= in --dsn)"
+        hint = "check the password (PGPASSWORD, ~/.pgpass or the password in --dsn)"
     elif "does not exist" in low and "database" in low:
         hint = "create the database first or name another one with dbname="
     elif "role" in low and "does not exist" in low:
