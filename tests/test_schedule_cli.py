@@ -47,3 +47,17 @@ def test_job_commands_with_json(make_db):
     assert isinstance(missing.exception, NotFoundError) and "does not exist" in str(missing.exception)
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM schedule.cron").fetchone()[0] == 1
+
+
+def test_job_create_with_an_unknown_role_names_the_field_once(make_db):
+    dsn = make_db(("schedule",))
+    res = run(dsn, "create", '{"commands": "select 1", "cron": "0 * * * *", "run_as": "nope"}')
+    assert isinstance(res.exception, InputError) and res.exception.exit_code == 2
+    assert res.exception.field == "run_as"
+    assert str(res.exception) == 'run_as: role "nope" does not exist'
+    res = run(dsn, "create", '{"commands": "select 1", "cron": "0 * * * *", "run_as": "postgres; drop table x"}')
+    assert str(res.exception) == 'run_as: role "postgres; drop table x" does not exist'
+    res = runner.invoke(app, ["--dsn", dsn, "job", "submit", "select 1", "--run-as", "nope"])
+    assert str(res.exception) == 'run_as: role "nope" does not exist'
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM schedule.cron").fetchone()[0] == 0

@@ -74,15 +74,23 @@ def _call(conn: psycopg.Connection, query: str, params: Any = None, *, rows: boo
                               "schedule`") from None
         raise
     except psycopg.errors.InvalidParameterValue as exc:
-        text = translate_db_error(exc)
-        field, _, problem = text.partition(": ")
-        raise InputError(field, problem or text) from None
+        raise _input_error(exc, None) from None
     except psycopg.errors.NoDataFound as exc:
         raise NotFoundError(translate_db_error(exc)) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise PermissionDenied(translate_db_error(exc)) from None
     except psycopg.errors.UndefinedObject as exc:
-        raise InputError("run_as", translate_db_error(exc)) from None
+        raise _input_error(exc, "run_as") from None
+
+
+def _input_error(exc: psycopg.Error, default_field: str | None) -> InputError:
+    """The server's "field: problem" message as InputError(field, problem), the field named
+    once (schedule._check_run_as already says ``run_as: role "x" does not exist``)."""
+    text = translate_db_error(exc)
+    field, sep, problem = text.partition(": ")
+    if sep and problem and " " not in field:
+        return InputError(field, problem)
+    return InputError(default_field or field, text if default_field else (problem or text))
 
 
 def list_jobs(conn: psycopg.Connection) -> list[dict]:
