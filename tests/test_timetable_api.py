@@ -172,7 +172,7 @@ def test_cli_create_edit_and_tasks(tdsn):
     (("create", "x", "--schedule", "0 25 * * *"), "--schedule", 'cron field "hour"'),
     (("create", "x", "--time-zone", "Mars/Base"), "--time-zone", "unknown time zone"),
     (("create", "x", "--missed-runs", "later"), "--missed-runs", "run_once"),
-    (("create", "x", "--max-instances", "-1"), "--max-instances", "must be 0 or more"),
+    (("create", "x", "--max-instances", "-1"), "--max-instances", "must be 1 or more"),
     (("create", "x", "--command", "SELECT $1", "--param", "[1"), "--param[1]", "not valid JSON"),
     (("create", "x", "--command", "SELECT $1", "--param", "[1]", "--param", "2"), "--param[2]", "JSON array"),
     (("create", "x", "--kind", "PROGRAM"), "--command", "is required"),

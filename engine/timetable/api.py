@@ -19,12 +19,13 @@ from psycopg.rows import dict_row
 from engine.db import ConnSettings, guard_write
 from engine.errors import InputError, NotFoundError, ReadOnlyError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
+from engine.timetable import validate
 
 CHAIN_COLUMNS = ("chain_name", "run_at", "max_instances", "timeout", "live", "self_destruct",
                  "exclusive_execution", "client_name", "on_error")
 TASK_COLUMNS = ("task_order", "task_name", "kind", "command", "run_as", "database_connection", "ignore_error",
                 "autonomous", "timeout", "live")
-KINDS = ("SQL", "PROGRAM", "BUILTIN")
+KINDS = validate.KINDS
 MISSED_POLICIES = ("run_once", "skip", "run_all")
 
 # One page of chains in name order (keyset on the unique chain_name: never OFFSET), with
@@ -260,14 +261,10 @@ def get_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
     return {**chain, **opt, **state, "tasks": tasks, "running": running, "upcoming": upcoming}
 
 
-def _check_chain_fields(values: dict[str, Any]) -> None:
-    if "chain_name" in values and not (values["chain_name"] or "").strip():
-        raise InputError("name", "must not be empty")
-    if "run_at" in values:
-        validate_schedule(values["run_at"])
-    for key in ("max_instances", "timeout"):
-        if values.get(key) is not None and int(values[key]) < 0:
-            raise InputError(key, "must be 0 or more")
+def _check_chain_fields(conn: psycopg.Connection, values: dict[str, Any]) -> None:
+    """engine.timetable.validate's checks; the @every / @after floor is this database's."""
+    floor = validate.min_interval(conn) if values.get("run_at") is not None else validate.DEFAULT_MIN_INTERVAL
+    validate.check_chain(values, floor)
 
 
 def _check_options(time_zone: str | None, missed_runs: str | None) -> None:
@@ -297,7 +294,7 @@ def create_chain(conn: psycopg.Connection, name: str, run_at: str | None, *, tim
     if unknown:
         raise InputError("chain", f"unknown field(s): {', '.join(sorted(unknown))}")
     values = {"chain_name": name, "run_at": run_at, "live": True, **fields}
-    _check_chain_fields(values)
+    _check_chain_fields(conn, values)
     _check_options(time_zone, missed_runs)
     with conn.transaction():
         if conn.execute("SELECT 1 FROM timetable.chain WHERE chain_name = %s", (name,)).fetchone():
@@ -316,7 +313,7 @@ def update_chain(conn: psycopg.Connection, ref: int | str, *, time_zone: str | N
     unknown = set(fields) - set(CHAIN_COLUMNS)
     if unknown:
         raise InputError("chain", f"unknown field(s): {', '.join(sorted(unknown))}")
-    _check_chain_fields(fields)
+    _check_chain_fields(conn, fields)
     _check_options(time_zone, missed_runs)
     chain = _chain_row(conn, ref)
     with conn.transaction():
@@ -328,21 +325,18 @@ def update_chain(conn: psycopg.Connection, ref: int | str, *, time_zone: str | N
     return get_chain(conn, chain["chain_id"])
 
 
-def _check_task(values: dict[str, Any]) -> None:
-    if "kind" in values and str(values["kind"]).upper() not in KINDS:
-        raise InputError("kind", f"{values['kind']!r} is not one of {', '.join(KINDS)}")
-    if "command" in values and not (values["command"] or "").strip():
-        raise InputError("command", "must not be empty")
-    if values.get("timeout") is not None and int(values["timeout"]) < 0:
-        raise InputError("timeout", "must be 0 (none) or a positive number of milliseconds")
-
-
-def _check_parameters(parameters: list[Any] | None, kind: str) -> None:
-    for i, p in enumerate(parameters or []):
-        if p is not None and kind == "SQL" and not isinstance(p, list):
-            raise InputError(f"parameters[{i}]", "an SQL task's parameter row must be a JSON array (bound to $1..$n)")
-        if p is not None and kind == "PROGRAM" and not (isinstance(p, list) and all(isinstance(a, str) for a in p)):
-            raise InputError(f"parameters[{i}]", "a PROGRAM task's parameter row must be a JSON array of strings")
+def _check_task(conn: psycopg.Connection, values: dict[str, Any], parameters: list[Any] | None,
+                old: dict[str, Any] | None = None) -> None:
+    """engine.timetable.validate's checks of the given columns (with the task's stored kind
+    and command for what is not given), its parameter rows, and that run_as exists."""
+    validate.check_task(values)
+    merged = {**(old or {}), **values}
+    kind = validate.check_kind(merged.get("kind") or "SQL")
+    if old is not None and ("kind" in values or "command" in values):
+        validate.check_command(kind, merged.get("command"))
+    validate.check_parameters(kind, merged.get("command"), parameters)
+    if "run_as" in values:
+        validate.check_run_as(conn, values["run_as"])
 
 
 def add_task(conn: psycopg.Connection, chain_ref: int | str, command: str, *, kind: str = "SQL",
@@ -351,9 +345,8 @@ def add_task(conn: psycopg.Connection, chain_ref: int | str, command: str, *, ki
     unknown = set(fields) - set(TASK_COLUMNS)
     if unknown:
         raise InputError("task", f"unknown field(s): {', '.join(sorted(unknown))}")
-    values = {"command": command, "kind": kind.upper(), **fields}
-    _check_task(values)
-    _check_parameters(parameters, values["kind"])
+    values = {"command": command, "kind": validate.check_kind(kind), **fields}
+    _check_task(conn, values, parameters)
     chain = _chain_row(conn, chain_ref)
     with conn.transaction():
         if values.get("task_order") is None:
@@ -383,11 +376,19 @@ def update_task(conn: psycopg.Connection, task_id: int, *, parameters: list[Any]
     unknown = set(fields) - set(TASK_COLUMNS)
     if unknown:
         raise InputError("task", f"unknown field(s): {', '.join(sorted(unknown))}")
-    _check_task(fields)
-    row = conn.execute("SELECT kind::text FROM timetable.task WHERE task_id = %s", (task_id,)).fetchone()
-    if row is None:
+    if "kind" in fields:
+        fields["kind"] = validate.check_kind(fields["kind"])
+    with conn.cursor(row_factory=dict_row) as cur:
+        old = cur.execute("SELECT kind::text AS kind, command FROM timetable.task WHERE task_id = %s",
+                          (task_id,)).fetchone()
+    if old is None:
         raise NotFoundError(f"task {task_id} does not exist")
-    _check_parameters(parameters, str(fields.get("kind", row[0])).upper())
+    _check_task(conn, fields, parameters, old)
+    if parameters is None and ("kind" in fields or "command" in fields):
+        # the stored rows must fit the new kind / builtin too
+        stored = [r[0] for r in conn.execute("SELECT value FROM timetable.parameter WHERE task_id = %s "
+                                             "ORDER BY order_id", (task_id,)).fetchall()]
+        validate.check_parameters(fields.get("kind", old["kind"]), fields.get("command", old["command"]), stored)
     with conn.transaction():
         if fields:
             query = sql.SQL("UPDATE timetable.task SET {} WHERE task_id = %s").format(

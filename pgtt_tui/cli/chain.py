@@ -131,15 +131,17 @@ _OPTION_OF = {"name": "--name", "chain_name": "--name", "run_at": "--schedule", 
 
 
 @contextlib.contextmanager
-def _option_names():
-    """Re-raise the engine's InputError with the CLI option's name (``run_at`` -> ``--schedule``)."""
+def _option_names(**options: str):
+    """Re-raise the engine's InputError with the CLI option's name (``run_at`` -> ``--schedule``;
+    ``options`` for a command whose option differs, e.g. ``command="--command"``)."""
     try:
         yield
     except InputError as exc:
         field = exc.field
         if field.startswith("parameters["):
-            field = "--param[" + str(int(field[len("parameters["):].split("]")[0]) + 1) + "]"
-        raise InputError(_OPTION_OF.get(field, field), exc.problem) from None
+            index, _, rest = field[len("parameters["):].partition("]")
+            field = f"--param[{int(index) + 1}]{rest}"
+        raise InputError(options.get(field) or _OPTION_OF.get(field, field), exc.problem) from None
 
 
 def _rows(params: list[str] | None, clear: bool = False) -> list[Any] | None:
@@ -210,7 +212,7 @@ def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="chain n
     if exclusive:
         fields["exclusive_execution"] = True
     settings = _settings(ctx, dsn)
-    with _conn(ctx, dsn, "create", write=True) as conn, _option_names(), conn.transaction():
+    with _conn(ctx, dsn, "create", write=True) as conn, _option_names(command="--command"), conn.transaction():
         chain_id = api.create_chain(conn, name, schedule, time_zone=time_zone, missed_runs=missed_runs,
                                     settings=settings, **fields)
         task_id = None
@@ -320,7 +322,7 @@ def task_edit(ctx: typer.Context, task_id: TaskArg,
     rows = _rows(param, clear_params)
     if not fields and rows is None:
         raise InputError("task edit", "nothing to change: give at least one option (see --help)")
-    with _conn(ctx, dsn, "task edit", write=True) as conn, _option_names():
+    with _conn(ctx, dsn, "task edit", write=True) as conn, _option_names(command="--command"):
         api.update_task(conn, task_id, parameters=rows, settings=_settings(ctx, dsn), **fields)
     emit({"task_id": task_id, "changed": sorted(fields) + (["parameters"] if rows is not None else [])},
          want_json(ctx, as_json))
