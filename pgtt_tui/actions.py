@@ -82,6 +82,13 @@ def create_chain(conn: psycopg.Connection, settings: ConnSettings, values: dict[
     return chain_id
 
 
+def timetable_min_interval(conn: psycopg.Connection) -> Any:
+    """The @every / @after floor of this database (what create/update_chain check against)."""
+    from engine.timetable import validate  # noqa: PLC0415
+
+    return validate.min_interval(conn)
+
+
 def update_chain(conn: psycopg.Connection, settings: ConnSettings, name: str, values: dict[str, Any]) -> Any:
     fields = {k: values[k] for k in CHAIN_FIELDS if k in values}
     return _tt().update_chain(conn, name, time_zone=values.get("time_zone"), settings=settings, **fields)

@@ -1,23 +1,29 @@
 """Editors for chains, tasks and schedule jobs, validated as you type.
 
 Schedules are checked by the engine's one evaluator (engine.schedules) and the next five
-firings are shown; JSON parameters are parsed line by line. Saving is one engine call
-(pgtt_tui.actions); the engine validates again and its message, naming the field, is
-shown if it refuses.
+firings are shown; every other field by the engine's own checks (engine.timetable.validate:
+names, numbers, commands, builtin names, parameter shapes, the @every / @after floor of this
+database, fetched when the editor opens). Saving is one engine call (pgtt_tui.actions); the
+engine validates again (and checks that run_as names a role) and its message, naming the
+field, is shown if it refuses.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static, TextArea
 
 from engine.errors import InputError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone, upcoming
+from engine.timetable import validate
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.widgets.format import escape, fmt_stamp
@@ -25,14 +31,18 @@ from pgtt_tui.widgets.format import escape, fmt_stamp
 KINDS = [("SQL", "SQL"), ("PROGRAM", "PROGRAM"), ("BUILTIN", "BUILTIN")]
 
 
-def preview_schedule(text: str, now: Any, tz_name: str, display_tz: Any, n: int = 5) -> tuple[bool, str]:
-    """(ok, text): the next n firings, or the evaluator's error naming the field."""
+def preview_schedule(text: str, now: Any, tz_name: str, display_tz: Any, n: int = 5,
+                     min_interval: timedelta | None = None) -> tuple[bool, str]:
+    """(ok, text): the next n firings, or the evaluator's error naming the field (for a chain,
+    an @every / @after interval below ``min_interval`` too, as the engine refuses it)."""
     text = text.strip()
     if not text:
         text = "* * * * *"
     try:
         zone = resolve_zone(tz_name.strip() or None)
         schedule = parse_schedule(text)
+        if min_interval is not None:
+            validate.check_run_at(text, min_interval, field="schedule")
         if schedule.kind in ("reboot", "after"):
             what = "at every engine start" if schedule.kind == "reboot" else "after the previous run ends"
             return True, f"✓ {schedule.kind}: runs {what}"
@@ -46,11 +56,14 @@ def preview_schedule(text: str, now: Any, tz_name: str, display_tz: Any, n: int 
     return True, "✓ next: " + ", ".join(fmt_stamp(f, display_tz)[5:16] for f in fires)
 
 
-def parse_parameters(text: str, kind: str = "SQL") -> tuple[list[Any] | None, str]:
+def parse_parameters(text: str, kind: str = "SQL", command: str | None = None) -> tuple[list[Any] | None, str]:
     """One JSON value per non-empty line → (values, message); values None on error.
 
-    SQL and PROGRAM tasks take a JSON array per row (bound to $1..$n / program arguments)."""
+    Each row is checked as the engine checks it (engine.timetable.validate.check_parameters):
+    SQL a JSON array (bound to $1..$n), PROGRAM an array of strings, a BUILTIN the shape
+    that builtin reads (``command`` names it)."""
     values: list[Any] = []
+    lines: list[int] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -58,10 +71,13 @@ def parse_parameters(text: str, kind: str = "SQL") -> tuple[list[Any] | None, st
             values.append(json.loads(line))
         except json.JSONDecodeError as exc:
             return None, f"✗ parameters line {number}: not JSON: {exc.msg} (column {exc.colno})"
-        if kind in ("SQL", "PROGRAM") and not isinstance(values[-1], list):
-            return None, f"✗ parameters line {number}: a {kind} task takes a JSON array per row, e.g. [1, \"a\"]"
-        if kind == "PROGRAM" and not all(isinstance(a, str) for a in values[-1]):
-            return None, f"✗ parameters line {number}: program arguments must be strings"
+        lines.append(number)
+    try:
+        validate.check_parameters(kind, (command or "").strip(), values)
+    except InputError as exc:
+        index, _, rest = exc.field[len("parameters["):].partition("]")
+        where = f"line {lines[int(index)]}{rest}" if exc.field.startswith("parameters[") else exc.field
+        return None, f"✗ parameters {where}: {exc.problem}"
     if not values:
         return [], "✓ no parameters: the task runs once"
     return values, f"✓ {len(values)} parameter row{'s' if len(values) != 1 else ''}: the task runs once per row"
@@ -80,6 +96,31 @@ def check_int(text: str, field: str, low: int = 0) -> tuple[int | None, str]:
     return value, ""
 
 
+def engine_check(check: Any, *args: Any, **kw: Any) -> str:
+    """Run one of engine.timetable.validate's checks: "" or "✗ field: problem"."""
+    try:
+        check(*args, **kw)
+    except InputError as exc:
+        return f"✗ {exc}"
+    return ""
+
+
+def check_number(text: str, field: str, check: Any, **kw: Any) -> tuple[int | None, str]:
+    """A whole number typed into ``field``, then the engine's check of it."""
+    value, err = check_int(text, field, low=-(2**63))
+    if err or value is None:
+        return value, err
+    err = engine_check(check, value, field, **kw)
+    return (None, err) if err else (value, "")
+
+
+@dataclass
+class FloorLoaded(Message):
+    """The database's @every / @after floor, fetched by a worker when an editor opens."""
+
+    floor: timedelta
+
+
 class _Editor(BaseView):
     POLLS = False
     BINDINGS = [
@@ -92,6 +133,25 @@ class _Editor(BaseView):
         # no blinking cursors: nothing redraws twice a second over SSH (and frames are stable)
         for widget in self.query("Input, TextArea"):
             widget.cursor_blink = False
+
+    #: the @every / @after floor the schedule is checked against (the database's, once fetched)
+    min_interval: timedelta = validate.DEFAULT_MIN_INTERVAL
+
+    def load_floor(self) -> None:
+        """Fetch this database's floor in a worker (no widgets there); re-check when it comes."""
+        def body() -> None:  # worker thread
+            try:
+                floor = self.papp.db.run("action", actions.timetable_min_interval)
+            except Exception:  # noqa: BLE001 - keep the default floor; the engine checks on save
+                return
+            self.post_message(FloorLoaded(floor))
+
+        self.run_worker(body, thread=True, group="editor-floor", exit_on_error=False, description="min interval")
+
+    def on_floor_loaded(self, message: FloorLoaded) -> None:
+        message.stop()
+        self.min_interval = message.floor
+        self.validate_all()
 
     def field(self, label: str, widget: Any) -> Horizontal:
         return Horizontal(Label(label, classes="field-label"), widget, classes="field")
@@ -186,31 +246,40 @@ class ChainEditor(_Editor):
         super().on_mount()
         self.query_one("#name", Input).focus()
         self.validate_all()
+        self.load_floor()
 
     def validate_all(self) -> bool:
         self.errors.clear()
         name = self.query_one("#name", Input).value.strip()
-        if not name:
-            self.errors["name"] = "✗ name: must not be empty"
+        err = engine_check(validate.check_name, "name", name)
+        if err:
+            self.errors["name"] = err
         self.set_msg("name-msg", "name" not in self.errors, self.errors.get("name", ""))
         ok, text = preview_schedule(self.query_one("#run_at", Input).value, self.papp.now(),
-                                    self.query_one("#tz", Input).value, self.papp.tz)
+                                    self.query_one("#tz", Input).value, self.papp.tz,
+                                    min_interval=self.min_interval)
         if not ok:
             self.errors["run_at"] = text
         self.set_msg("run_at-msg", ok, text)
         nums = []
-        for ident, label, low in (("max_instances", "max instances", 1), ("timeout", "timeout", 0)):
-            _, err = check_int(self.query_one(f"#{ident}", Input).value, label, low)
+        for ident, label, check in (("max_instances", "max instances", validate.check_max_instances),
+                                    ("timeout", "timeout", validate.check_timeout)):
+            _, err = check_number(self.query_one(f"#{ident}", Input).value, label, check)
             if err:
                 self.errors[ident] = err
                 nums.append(err)
+        err = engine_check(validate.check_name, "client", self.query_one("#client_name", Input).value.strip() or None)
+        if err:
+            self.errors["client_name"] = err
+            nums.append(err)
         self.set_msg("num-msg", not nums, "; ".join(nums))
         if self.is_new:
             command = self.query_one("#command", TextArea).text
-            if not command.strip():
-                self.errors["command"] = "✗ command: the first task needs a command"
+            err = engine_check(validate.check_command, self._kind(), command.strip())
+            if err:
+                self.errors["command"] = err
             self.set_msg("command-msg", "command" not in self.errors, self.errors.get("command", ""))
-            values, text = parse_parameters(self.query_one("#params", TextArea).text, self._kind())
+            values, text = parse_parameters(self.query_one("#params", TextArea).text, self._kind(), command)
             if values is None:
                 self.errors["parameters"] = text
             self.set_msg("params-msg", values is not None, text)
@@ -226,7 +295,7 @@ class ChainEditor(_Editor):
             "chain_name": get("name"),
             "run_at": get("run_at") or None,
             "time_zone": get("tz") or None,
-            "max_instances": check_int(get("max_instances"), "max instances")[0],
+            "max_instances": check_int(get("max_instances"), "max instances", low=-(2**63))[0],
             "timeout": check_int(get("timeout"), "timeout")[0] or 0,
             "client_name": get("client_name") or None,
             "on_error": get("on_error") or None,
@@ -238,7 +307,8 @@ class ChainEditor(_Editor):
             out["task"] = {
                 "kind": self.query_one("#kind", Select).value,
                 "command": self.query_one("#command", TextArea).text.strip(),
-                "parameters": parse_parameters(self.query_one("#params", TextArea).text, self._kind())[0] or [],
+                "parameters": parse_parameters(self.query_one("#params", TextArea).text, self._kind(),
+                                               self.query_one("#command", TextArea).text)[0] or [],
             }
         return out
 
@@ -300,18 +370,29 @@ class TaskEditor(_Editor):
 
     def validate_all(self) -> bool:
         self.errors.clear()
-        if not self.query_one("#command", TextArea).text.strip():
-            self.errors["command"] = "✗ command: must not be empty"
+        kind = str(self.query_one("#kind", Select).value)
+        command = self.query_one("#command", TextArea).text
+        err = engine_check(validate.check_command, kind, command.strip())
+        if err:
+            self.errors["command"] = err
         self.set_msg("command-msg", "command" not in self.errors, self.errors.get("command", ""))
-        values, text = parse_parameters(self.query_one("#params", TextArea).text,
-                                        str(self.query_one("#kind", Select).value))
+        values, text = parse_parameters(self.query_one("#params", TextArea).text, kind, command)
         if values is None:
             self.errors["parameters"] = text
         self.set_msg("params-msg", values is not None, text)
-        _, err = check_int(self.query_one("#timeout", Input).value, "timeout", 0)
+        nums = []
+        _, err = check_number(self.query_one("#timeout", Input).value, "timeout", validate.check_timeout,
+                              default_flag="--task-timeout")
         if err:
             self.errors["timeout"] = err
-        self.set_msg("num-msg", not err, err)
+            nums.append(err)
+        for ident, label in (("task_name", "name"), ("run_as", "run as")):
+            err = engine_check(validate.check_name, label, self.query_one(f"#{ident}", Input).value.strip() or None,
+                               empty_ok=True)
+            if err:
+                self.errors[ident] = err
+                nums.append(err)
+        self.set_msg("num-msg", not nums, "; ".join(nums))
         self.query_one("#save", Button).disabled = bool(self.errors) or self.papp.read_only
         return not self.errors
 
@@ -322,7 +403,8 @@ class TaskEditor(_Editor):
             "kind": self.query_one("#kind", Select).value,
             "command": self.query_one("#command", TextArea).text.strip(),
             "parameters": parse_parameters(self.query_one("#params", TextArea).text,
-                                           str(self.query_one("#kind", Select).value))[0] or [],
+                                           str(self.query_one("#kind", Select).value),
+                                           self.query_one("#command", TextArea).text)[0] or [],
             "run_as": get("run_as") or None,
             "database_connection": get("database_connection") or None,
             "timeout": check_int(get("timeout"), "timeout")[0] or 0,
