@@ -279,3 +279,12 @@ def test_api_accepts_sensible_input_and_checks_stored_parameters_on_a_kind_chang
     api.update_task(tconn, tid, kind="BUILTIN", command="Sleep", parameters=[5])
     assert q(tdsn, "SELECT kind::text, command FROM timetable.task") == [("BUILTIN", "Sleep")]
     assert q(tdsn, "SELECT value FROM timetable.parameter") == [(5,)]
+
+
+@pytest.mark.parametrize("name, problem", [("node\x1b[31m", "must not contain control characters (U+001B at position 5)"),
+                                           ("   ", "must not be empty")])
+def test_worker_refuses_a_client_name_with_control_characters(tdsn, name, problem):
+    result = CliRunner().invoke(app, ["worker", "--dsn", tdsn, "--clientname", name, "--modules", "timetable"])
+    assert isinstance(result.exception, InputError), (result.output, result.exception)
+    assert (result.exception.field, result.exception.problem) == ("--clientname", problem)
+    assert q1(tdsn, "SELECT count(*) FROM pgtt.engine") == 0

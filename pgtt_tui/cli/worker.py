@@ -112,6 +112,10 @@ def worker(
     """Run the engine: schedulers, job manager, ticker and cascade workers for this database."""
     from engine.worker import SERVICE_FACTORIES, WorkerOptions, run_worker  # noqa: PLC0415 - heavy
 
+    from engine.timetable.validate import check_name  # noqa: PLC0415
+
+    if clientname:
+        check_name("--clientname", clientname)  # no control characters, not only spaces
     if log_level.lower() not in LOG_LEVELS:
         raise InputError("--log-level", f"{log_level!r} is not one of {', '.join(LOG_LEVELS)}")
     level = {"warn": "WARNING", "notice": "INFO"}.get(log_level.lower(), log_level.upper())
