@@ -506,6 +506,14 @@ async def test_validate_params_shapes():
 from tests._timetable_support import SteppingClock, q, q1, running_engine, until  # noqa: E402
 
 
+class Unchecked:
+    """A parameter row the input checks (sql/timetable/0006) refuse, written as a row from
+    before them would be: with triggers off for that one INSERT."""
+
+    def __init__(self, row):
+        self.row = row
+
+
 def _add_chain(dsn, name, tasks, **chain):
     """tasks: list of (kind, command, [param rows], extra task columns)."""
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -518,8 +526,13 @@ def _add_chain(dsn, name, tasks, **chain):
                 "INSERT INTO timetable.task (" + ", ".join(cols) + ") VALUES (" + ", ".join(["%s"] * len(cols))
                 + ") RETURNING task_id", list(cols.values())).fetchone()[0]
             for order, row in enumerate(rows, start=1):
+                unchecked = isinstance(row, Unchecked)
+                if unchecked:
+                    c.execute("SET session_replication_role = replica")
                 c.execute("INSERT INTO timetable.parameter (task_id, order_id, value) VALUES (%s, %s, %s)",
-                          (task_id, order, psycopg.types.json.Jsonb(row)))
+                          (task_id, order, psycopg.types.json.Jsonb(row.row if unchecked else row)))
+                if unchecked:
+                    c.execute("RESET session_replication_role")
     return chain_id
 
 
@@ -537,7 +550,7 @@ async def test_engine_runs_program_and_builtin_tasks(dsn, tmp_path):
         ("BUILTIN", "NoOp", [{"x": 1}], {}),
         ("BUILTIN", "Log", [{"Status": "WARNING"}], {}),
         ("PROGRAM", PY, [["-c", "import sys; print('bad'); sys.exit(9)"]], {"ignore_error": True}),
-        ("BUILTIN", "Sleep", [1.5], {"ignore_error": True}),
+        ("BUILTIN", "Sleep", [Unchecked(1.5)], {"ignore_error": True}),  # refused today, fails at run time
     ])
     async with running_engine(dsn, "tasks-e2e", SteppingClock()) as sched:
         assert await _run(sched, dsn, chain_id) == "succeeded"
