@@ -275,7 +275,8 @@ class ChainEditor(_Editor):
         self.set_msg("num-msg", not nums, "; ".join(nums))
         if self.is_new:
             command = self.query_one("#command", TextArea).text
-            err = engine_check(validate.check_command, self._kind(), command.strip())
+            err = engine_check(validate.check_command, self._kind(), command.strip()) if command.strip() else \
+                "✗ command: the first task needs a command"
             if err:
                 self.errors["command"] = err
             self.set_msg("command-msg", "command" not in self.errors, self.errors.get("command", ""))
