@@ -288,3 +288,18 @@ def test_worker_refuses_a_client_name_with_control_characters(tdsn, name, proble
     assert isinstance(result.exception, InputError), (result.output, result.exception)
     assert (result.exception.field, result.exception.problem) == ("--clientname", problem)
     assert q1(tdsn, "SELECT count(*) FROM pgtt.engine") == 0
+
+
+def test_chain_file_import_refused_by_the_database_checks_changes_nothing(tconn, tdsn):
+    from engine.timetable import chainfile
+
+    specs = chainfile.parse_chains("chains:\n"
+                                   "  - name: ok\n    schedule: '@every 10 seconds'\n"
+                                   "    tasks: [{command: SELECT 1}]\n"
+                                   "  - name: fast\n    schedule: '@every 10 ms'\n"
+                                   "    tasks: [{command: SELECT 1}]\n")
+    with pytest.raises(InputError) as err:
+        chainfile.import_chains(tconn, specs)
+    assert str(err.value).startswith("chains[1] (fast): rejected by the database: run_at: the interval of "
+                                     "@every 10 ms is below the minimum of 1 second"), str(err.value)
+    assert counts(tdsn) == (0, 0, 0)

@@ -416,7 +416,9 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
                                                          task.autonomous, task.timeout, task.live)).fetchone()[0]
                     for pi, row in enumerate(task.parameters, start=1):
                         conn.execute(INSERT_PARAM, (task_id, pi, None if row is None else Jsonb(row)))
-            except psycopg.errors.CheckViolation as exc:
+            except (psycopg.errors.CheckViolation, psycopg.errors.InvalidParameterValue) as exc:
+                # the database's own checks (sql/timetable/0006_input_checks.sql: the @every /
+                # @after floor, names, builtins, parameter shapes), "field: problem"
                 raise InputError(_where(ci, spec.name), f"rejected by the database: "
                                                         f"{exc.diag.message_primary}") from None
             out.append({"name": spec.name, "chain_id": chain_id, "replaced": replaced})
