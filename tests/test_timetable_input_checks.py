@@ -1,5 +1,5 @@
 """Input that makes no sense is refused where it enters (issue 13): through plain SQL on the
-pg_timetable tables (sql/timetable/0006_input_checks.sql), the engine API and the CLI
+pg_timetable tables (sql/timetable/0007_input_checks.sql), the engine API and the CLI
 (engine/timetable/validate.py), each with one line naming the field; nothing is changed.
 SQL written for pg_timetable that makes sense keeps working."""
 

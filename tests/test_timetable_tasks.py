@@ -507,7 +507,7 @@ from tests._timetable_support import SteppingClock, q, q1, running_engine, until
 
 
 class Unchecked:
-    """A parameter row the input checks (sql/timetable/0006) refuse, written as a row from
+    """A parameter row the input checks (sql/timetable/0007) refuse, written as a row from
     before them would be: with triggers off for that one INSERT."""
 
     def __init__(self, row):

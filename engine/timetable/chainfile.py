@@ -417,7 +417,7 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
                     for pi, row in enumerate(task.parameters, start=1):
                         conn.execute(INSERT_PARAM, (task_id, pi, None if row is None else Jsonb(row)))
             except (psycopg.errors.CheckViolation, psycopg.errors.InvalidParameterValue) as exc:
-                # the database's own checks (sql/timetable/0006_input_checks.sql: the @every /
+                # the database's own checks (sql/timetable/0007_input_checks.sql: the @every /
                 # @after floor, names, builtins, parameter shapes), "field: problem"
                 raise InputError(_where(ci, spec.name), f"rejected by the database: "
                                                         f"{exc.diag.message_primary}") from None

@@ -1,7 +1,7 @@
 """The one set of input checks for timetable chains, tasks and parameter rows.
 
 ``engine.timetable.api`` (so the CLI) and the console's chain and task editors (as you
-type) call these; sql/timetable/0006_input_checks.sql makes the same checks, with the
+type) call these; sql/timetable/0007_input_checks.sql makes the same checks, with the
 same messages, for SQL written straight into the pg_timetable tables.  Each raises
 ``InputError(field, problem)``; nothing here touches the database except
 ``min_interval`` and ``check_run_as``, which read it.
