@@ -169,4 +169,4 @@ def test_help_lists_every_summary_in_full():
     assert "..." not in listing and "…" not in listing
     assert "for this database." in listing  # worker's whole summary, wrapped rather than cut
     node = cli("node", "--help").stdout.split("Commands:")[1]
-    assert "..." not in node and "switchover, branch takeover" in node
+    assert "..." not in node and "most advanced node" in node
