@@ -48,7 +48,8 @@ def chain_detail(conn: psycopg.Connection, name: str, now: datetime | None = Non
     upcoming = chain.get("upcoming") or []
     if now is not None and chain.get("live"):
         try:
-            upcoming = api.preview_next(chain.get("run_at"), chain.get("time_zone"), now, 5)
+            upcoming = api.upcoming_runs(chain.get("run_at"), chain.get("time_zone"), chain.get("next_due_at"),
+                                         now, 5)
         except InputError:
             upcoming = []
     last = {"started_at": chain.get("last_started_at"), "status": chain.get("last_status")} \

@@ -165,3 +165,14 @@ def test_a_missing_module_exits_4_naming_the_command_that_installs_it(make_db):
         assert result.returncode == 4, (args, result.stderr)
         assert f"pgtt-tui db init --modules {module}" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_queue_list_humanises_lags_and_rates_but_json_keeps_raw_numbers():
+    import datetime as dt
+
+    from pgtt_tui.cli.common import format_table
+
+    rows = [{"queue_name": "q", "ticker_lag": dt.timedelta(minutes=21, seconds=19.96), "ev_per_sec": 1.355968730276305}]
+    text = format_table(rows)
+    assert "21m19s" in text and "1.36" in text
+    assert "0:21:19" not in text and "1.3559" not in text

@@ -146,3 +146,27 @@ def test_preview_fills_captured_value_placeholders(make_servers):
     plan = ops.plan_takeover(a, QUEUE, "A", "B")
     catch_up = next(s for s in plan.steps if "catches up" in s.title)
     assert plan.fill(catch_up.wait.description, {"last_tick": 77}).endswith("tick 77")
+
+
+def test_node_status_without_queue_uses_the_only_cascaded_queue(make_servers):
+    (sa,) = make_servers(1)
+    a = prepare_db(sa)
+    none = cli("node", "status", "--dsn", a)
+    assert none.returncode == 2 and none.stderr.startswith("pgtt-tui: error: --queue:"), none.stderr
+    assert "Missing option" not in none.stderr
+    run_plan(ops.plan_create_root(QUEUE, "A", a))
+    one = cli("node", "status", "--dsn", a)
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith(f"queue {QUEUE}\n") and "A (root" in one.stdout
+    run_plan(ops.plan_create_root("other", "A2", a))
+    two = cli("node", "status", "--dsn", a)
+    assert two.returncode == 2 and f"{QUEUE}, other" in two.stderr
+
+
+def test_help_lists_every_summary_in_full():
+    out = cli("--help").stdout
+    listing = out.split("Commands:")[1]
+    assert "..." not in listing and "…" not in listing
+    assert "for this database." in listing  # worker's whole summary, wrapped rather than cut
+    node = cli("node", "--help").stdout.split("Commands:")[1]
+    assert "..." not in node and "most advanced node" in node

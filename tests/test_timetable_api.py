@@ -225,3 +225,21 @@ def test_every_console_chain_action_has_a_cli_twin():
     assert console == set(twins), set(twins) - console
     assert {twins[n] for n in console} <= names
     assert {"task down", "import", "export"} <= names
+
+
+def test_next_runs_of_an_every_chain_follow_the_engines_due_time(conn):
+    """`@every 10 minutes` last fired 7 minutes ago: the next run is in 3 minutes (the engine's
+    next_due_at), not now + 10 minutes; chain show and the console's detail agree."""
+    from datetime import datetime, timedelta, timezone
+
+    from pgtt_tui import actions
+
+    chain_id = conn.execute("INSERT INTO timetable.chain (chain_name, run_at, live) VALUES ('tick', '@every 10 minutes', true) "
+                            "RETURNING chain_id").fetchone()[0]
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    due = now + timedelta(minutes=3)
+    conn.execute("UPDATE timetable.chain_state SET next_due_at = %s WHERE chain_id = %s", (due, chain_id))
+    shown = api.get_chain(conn, "tick")["upcoming"]
+    assert shown[:2] == [due, due + timedelta(minutes=10)]
+    detail = actions.chain_detail(conn, "tick", now=now)["next_runs"]
+    assert detail[:2] == [due, due + timedelta(minutes=10)]

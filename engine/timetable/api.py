@@ -76,6 +76,16 @@ def preview_next(run_at: str | None, tz: str | None, after: datetime, n: int = 1
     return out
 
 
+def upcoming_runs(run_at: str | None, tz: str | None, next_due_at: datetime | None, now: datetime,
+                  n: int = 5) -> list[datetime]:
+    """What the chain detail and ``chain show`` list as next runs: the engine's own next due
+    time first (an ``@every`` chain counts from its last firing, not from now), then the
+    schedule's firings after it; without engine state, the schedule's firings from now."""
+    if next_due_at is None:
+        return preview_next(run_at, tz, now, n)
+    return [next_due_at] + preview_next(run_at, tz, next_due_at, n - 1)
+
+
 def validate_schedule(run_at: str | None, field: str = "run_at") -> None:
     if run_at is None:
         return
@@ -255,7 +265,7 @@ def get_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
     upcoming: list[datetime] = []
     if chain["live"]:
         try:
-            upcoming = preview_next(chain["run_at"], tz, datetime.now(timezone.utc), 5)
+            upcoming = upcoming_runs(chain["run_at"], tz, state.get("next_due_at"), datetime.now(timezone.utc), 5)
         except ScheduleError:
             pass
     return {**chain, **opt, **state, "tasks": tasks, "running": running, "upcoming": upcoming}

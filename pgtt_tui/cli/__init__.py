@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 import typer
@@ -99,11 +99,22 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _full_summaries(command: Any) -> Any:
+    """Click cuts a command's listed summary at about 45 characters ("Run the engine:
+    schedulers, job manager, ticker and cascade..."); an explicit short_help is wrapped, not
+    cut, so every command and group gets its help's first paragraph as its summary."""
+    if command.short_help is None and command.help:
+        command.short_help = " ".join(command.help.strip().split("\n\n")[0].split())
+    for sub in getattr(command, "commands", {}).values():
+        _full_summaries(sub)
+    return command
+
+
 def main(argv: list[str] | None = None) -> None:
     # standalone mode: typer/click print usage errors themselves and exit 2; what reaches
     # us here is an engine or database error, shown as one line without a traceback
     try:
-        app(args=argv, prog_name="pgtt-tui")
+        _full_summaries(typer.main.get_command(app))(args=argv, prog_name="pgtt-tui")
     except PgttError as exc:
         fail(str(exc), exc.exit_code)
     except psycopg.Error as exc:

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from engine.db import ConnSettings, resolve_settings
+from pgtt_tui.widgets.format import fmt_duration
 
 
 @dataclass
@@ -79,6 +80,11 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S%z")
+    # tables are for people (lags as 21m20s, rates as 1.36); --json keeps the raw numbers
+    if isinstance(value, dt.timedelta):
+        return fmt_duration(value)
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
     if isinstance(value, (list, tuple)):
         return ",".join(_cell(v) for v in value)
     if isinstance(value, dict):

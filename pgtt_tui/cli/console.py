@@ -10,12 +10,16 @@ in this process (its own thread and event loop) and opens the console on it.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from engine.db import env_names_a_server
+from engine.errors import InputError
 from pgtt_tui.cli.common import GlobalOptions, global_options
 
 
@@ -34,6 +38,36 @@ def _resolve(ctx: typer.Context, refresh: float | None):
     return settings, profile, rate
 
 
+@contextmanager
+def ui_terminal() -> Iterator[None]:
+    """Textual draws on stderr.  With stderr redirected (``pgtt-tui 2>err.log``) the screen
+    would stay blank: draw on the controlling terminal instead while the console runs, and
+    give stderr back afterwards (so a final error still reaches the log).  Without any
+    terminal, refuse with one line."""
+    if os.isatty(2):
+        yield
+        return
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        raise InputError("terminal", "the console needs a terminal, and this process has none (stderr is "
+                                     "redirected and there is no /dev/tty); run it in a terminal, or use the "
+                                     "CLI commands") from None
+    saved = os.dup(2)
+    os.dup2(tty, 2)
+    os.close(tty)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def run_app(app: Any) -> None:
+    with ui_terminal():
+        app.run()
+
+
 def open_console(ctx: typer.Context, refresh: float | None = None) -> None:
     """Run the console on --dsn / the profile / the libpq environment / the embedded server."""
     from pgtt_tui.app import PgttApp  # noqa: PLC0415 - Textual only when the console opens
@@ -41,7 +75,7 @@ def open_console(ctx: typer.Context, refresh: float | None = None) -> None:
     settings, profile, rate = _resolve(ctx, refresh)
     app = PgttApp(settings, refresh=rate, read_only=settings.read_only, theme=profile.theme,
                   log_lines=profile.log_lines, profile=profile.name)
-    app.run()
+    run_app(app)
 
 
 def demo(
@@ -86,7 +120,7 @@ def demo(
 
             refresh = ctx.find_root().params.get("refresh") or 2.0
             app = PgttApp(settings, refresh=float(refresh), read_only=glob.read_only, demo=True, demo_hint=reach)
-            app.run()
+            run_app(app)
             typer.echo(reach)
     finally:
         runner.stop()

@@ -150,10 +150,32 @@ def _ro(ctx: typer.Context):
     return ConnSettings(read_only=global_options(ctx).read_only)
 
 
+def _only_cascaded_queue(dsn: str) -> str:
+    """--queue left out: the database's one cascaded queue, else a message that lists them."""
+    from engine import queue_views  # noqa: PLC0415
+    from engine.db import ConnSettings, connect  # noqa: PLC0415
+
+    with connect(ConnSettings(dsn=dsn, application_name="pgtt-tui node")) as conn:
+        queues = queue_views.cascade_queues(conn)
+    if queues is None:
+        raise InputError("--queue", "not given, and pgq_node is not installed in this database")
+    if len(queues) == 1:
+        return queues[0]
+    if not queues:
+        raise InputError("--queue", "not given, and this database takes part in no cascaded queue")
+    raise InputError("--queue", f"not given; this database takes part in {len(queues)} cascaded queues: "
+                                f"{', '.join(queues)} (name one with -q)")
+
+
 @app.command("status")
-def status(ctx: typer.Context, queue: QueueOpt, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+def status(ctx: typer.Context,
+           queue: Annotated[str | None, typer.Option("--queue", "-q", help="cascaded queue name (default: the "
+                                                     "database's only one)")] = None,
+           dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
     """The cascade as a tree, from any member's node map."""
-    st = collect_status(_dsn(ctx, dsn), queue)
+    contact = _dsn(ctx, dsn)
+    queue = queue or _only_cascaded_queue(contact)
+    st = collect_status(contact, queue)
     if want_json(ctx, as_json):
         emit(st.as_dict(), True)
         return
