@@ -306,9 +306,9 @@ class PgttApp(App):
 
         screen = self.screen
         view = getattr(screen, "HELP", None) or getattr(screen, "VIEW", "app")
-        keys = screen.help_keys() if hasattr(screen, "help_keys") else []
+        keys, generic = screen.help_key_groups() if hasattr(screen, "help_key_groups") else ([], [])
         focus = screen.help_topic() if hasattr(screen, "help_topic") else None
-        self.push_screen(HelpScreen(view, keys, focus))
+        self.push_screen(HelpScreen(view, keys, focus, generic))
 
     def save_screenshot(self, filename: str | None = None, path: str | None = None,
                         time_format: str | None = None) -> str:

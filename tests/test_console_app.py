@@ -436,3 +436,37 @@ def test_logs_say_why_a_chain_failed(conn):
     (entry,) = [e for e in logs_api.history(conn, level="error") if "Chain failed" in e.message]
     assert entry.message == f"Chain failed: {reason}" and entry.chain == "etl"
     assert [e.message for e in logs_api.history(conn, text="does not exist")] == [entry.message]
+
+
+async def test_brackets_switch_tabs_and_help_lists_the_views_keys_first(settings, conn):
+    from textual.widgets import TabbedContent
+
+    from pgtt_tui.screens.modals import HelpScreen
+
+    app = make_app(settings, start_view="jobs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.last_data is not None)
+        tabs = screen.query_one(TabbedContent)
+        assert tabs.active == "cron"
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: tabs.active == "onetime")
+        assert app.focused is screen.query_one("#at-table")  # still in a table, not on the tab bar
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await until(pilot, lambda: tabs.active == "cron")
+        await pilot.press("left_square_bracket")
+        await until(pilot, lambda: tabs.active == "calendar")
+
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        help_screen = app.screen
+        ours = [d for _, d in help_screen.keys]
+        generic = [d.lower() for _, d in help_screen.generic]
+        assert "new cron job" in ours and "filter" in ours and "next tab" in ours
+        assert not any(d.lower() in ("cursor up", "page left", "focus previous") for d in ours)
+        assert "cursor up" in generic or "focus previous" in generic
+        text = help_screen.query_one("Markdown").source
+        assert text.startswith("*Esc, q or ? closes this help.*")
+        assert text.index("## Keys here") < text.index("## Other keys")
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is screen)

@@ -59,6 +59,16 @@ def needs_access(action: A) -> A:
     return guarded  # type: ignore[return-value]
 
 
+def _own_binding(node: Any, binding: Binding) -> bool:
+    """Whether ``binding`` comes from one of the console's classes (not a Textual widget's)."""
+    for cls in type(node).__mro__:
+        if cls.__module__.startswith("pgtt_tui") and any(
+                isinstance(b, Binding) and b.action == binding.action and b.key == binding.key
+                for b in cls.__dict__.get("BINDINGS", [])):
+            return True
+    return False
+
+
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
         return translate_db_error(exc)
@@ -75,7 +85,9 @@ class BaseView(Screen):
     #: the no-access panel instead of an error
     ACCESS_PART: ClassVar[str | None] = None
 
-    BINDINGS = [Binding("escape", "back", "back", show=False)]
+    BINDINGS = [Binding("escape", "back", "back", show=False),
+                Binding("left_square_bracket", "switch_tab(-1)", "previous tab", show=False),
+                Binding("right_square_bracket", "switch_tab(1)", "next tab", show=False)]
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
@@ -303,6 +315,10 @@ class BaseView(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.WRITE_ACTIONS and self.papp.read_only:
             return False  # not offered in the footer and help; on_key says why when pressed
+        if action == "switch_tab":
+            from textual.widgets import TabbedContent  # noqa: PLC0415
+
+            return bool(self.query(TabbedContent))  # only tabbed views offer [ and ]
         return True
 
     def on_key(self, event: events.Key) -> None:
@@ -382,6 +398,25 @@ class BaseView(Screen):
         if len(self.app.screen_stack) > 1:
             self.app.pop_screen()
 
+    def action_switch_tab(self, step: int) -> None:
+        """[ / ]: the previous / next tab of a tabbed view, keeping the focus in the tables
+        (no Tab-Tab-arrow dance through the tab bar)."""
+        from textual.widgets import TabbedContent, TabPane  # noqa: PLC0415
+
+        tabs = self.query(TabbedContent)
+        if not tabs:
+            return
+        content = tabs.first()
+        panes = [p.id for p in content.query(TabPane) if p.id]
+        if not panes:
+            return
+        at = panes.index(content.active) if content.active in panes else 0
+        content.active = panes[(at + step) % len(panes)]
+        pane = content.get_pane(content.active)
+        focusable = [w for w in pane.query("*") if w.focusable]
+        if focusable:
+            focusable[0].focus()
+
     def clear_filter(self) -> bool:
         """Clear this view's filter when one is applied; True if there was one."""
         from pgtt_tui.widgets.common import FilterBar  # noqa: PLC0415
@@ -407,13 +442,23 @@ class BaseView(Screen):
         return self.focused.id if self.focused is not None else None
 
     def help_keys(self) -> list[tuple[str, str]]:
-        """(key, description) of the bindings that apply on this view right now."""
-        out: list[tuple[str, str]] = []
+        """(key, description) of the bindings that apply on this view right now: the
+        console's own first, the generic ones of Textual's widgets after them."""
+        ours, generic = self.help_key_groups()
+        return ours + generic
+
+    def help_key_groups(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """The keys that apply now, split into the console's own (this view's, its widgets'
+        and the app's, in the project's words) and Textual's generic widget keys ("Cursor
+        up", "Page left", "Focus previous"), which the help lists last."""
+        ours: list[tuple[str, str]] = []
+        generic: list[tuple[str, str]] = []
         seen: set[str] = set()
         for key, active in self.active_bindings.items():
             binding = active.binding
             if not binding.description or binding.action in seen or not active.enabled:
                 continue
             seen.add(binding.action)
-            out.append((binding.key_display or self.app.get_key_display(binding), binding.description))
-        return out
+            entry = (binding.key_display or self.app.get_key_display(binding), binding.description)
+            (ours if _own_binding(active.node, binding) else generic).append(entry)
+        return ours, generic

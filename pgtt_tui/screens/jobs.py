@@ -42,8 +42,9 @@ class JobsScreen(BaseView):
         Binding("R", "resubmit_job", "resubmit"),
         Binding("d", "drop_job", "delete"),
         Binding("t", "tab('calendar')", "calendar", show=False),
-        Binding("left_square_bracket", "shift(-1)", "earlier", show=False),
-        Binding("right_square_bracket", "shift(1)", "later", show=False),
+        # [ and ] switch tabs (every tabbed view, base.py); < and > move the calendar window
+        Binding("less_than_sign", "shift(-1)", "earlier", show=False),
+        Binding("greater_than_sign", "shift(1)", "later", show=False),
     ]
 
     def __init__(self, **kw: Any) -> None:
@@ -129,7 +130,7 @@ class JobsScreen(BaseView):
         self.query_one("#cal-info", Static).update(
             f"{fmt_stamp(start, tz)[5:16]} → {fmt_stamp(end, tz)[5:16]} · "
             + (f"[$error]✗ {escape(error)}[/]" if error else f"{len(data['calendar'])} runs, past and planned")
-            + " · \\[ earlier  ] later")
+            + " · < earlier  > later · \\[ ] tabs")
         if not data["installed"] and not self._said_not_installed:  # once, not on every poll
             self.notify("the schedule module is not installed here (pgtt-tui db init)", severity="warning")
         self._said_not_installed = not data["installed"]

@@ -104,19 +104,26 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "close")]
 
-    def __init__(self, view: str, keys: list[tuple[str, str]], focus: str | None = None) -> None:
+    def __init__(self, view: str, keys: list[tuple[str, str]], focus: str | None = None,
+                 generic: list[tuple[str, str]] | None = None) -> None:
         super().__init__()
         self.view = view
-        self.keys = keys
+        self.keys = keys  # this view's keys, in the project's words: listed first
+        self.generic = generic or []  # Textual's table and scrolling keys: listed last
         self.focus_topic = focus
 
     def compose(self) -> ComposeResult:
-        table = "\n".join(f"| `{k}` | {d} |" for k, d in self.keys)
-        text = help_text(self.view, self.focus_topic)
+        def table(keys: list[tuple[str, str]]) -> str:
+            return "| key | action |\n|---|---|\n" + "\n".join(f"| `{k}` | {d} |" for k, d in keys)
+
+        parts = ["*Esc, q or ? closes this help.*"]
         if self.keys:
-            text += "\n\n## Keys available here\n\n| key | action |\n|---|---|\n" + table
+            parts.append("## Keys here\n\n" + table(self.keys))
+        parts.append(help_text(self.view, self.focus_topic))
+        if self.generic:
+            parts.append("## Other keys (tables, scrolling)\n\n" + table(self.generic))
         with VerticalScroll(id="help", classes="dialog"):
-            yield Markdown(text)
+            yield Markdown("\n\n".join(parts))
 
     def action_close(self) -> None:
         self.dismiss(None)
