@@ -22,6 +22,7 @@ from engine import __version__
 from engine.db import redact, translate_db_error
 from engine.schema import missing_module
 from engine.errors import PgttError
+from engine.safetext import visible
 from pgtt_tui.cli.common import DsnOpt, GlobalOptions, ReadOnlyOpt
 
 # (module, command name): each module exposes `app` (a typer.Typer) or `register(root)`.
@@ -95,7 +96,7 @@ _register()
 
 
 def fail(message: str, code: int) -> None:
-    sys.stderr.write(f"pgtt-tui: error: {redact(message)}\n")
+    sys.stderr.write(f"pgtt-tui: error: {visible(redact(message), newlines=False)}\n")
     sys.exit(code)
 
 

@@ -3,6 +3,11 @@
 Every command is a thin shell over engine calls: it parses options, calls the engine and
 prints the result as a plain table or, with ``--json``, as JSON. Errors are engine
 exceptions; ``pgtt_tui.cli.main`` turns them into one line and an exit code.
+
+Everything human-readable that carries data (tables, key: value lines, plans, event lines,
+errors) is printed through ``emit`` / ``say``, which show control characters visibly
+(engine.safetext.visible): a name from the database cannot drive the terminal. JSON needs
+no such step (``json.dumps`` escapes control characters).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from engine.db import ConnSettings, resolve_settings
+from engine.safetext import visible, visible_json
 
 
 @dataclass
@@ -70,8 +76,8 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def to_json(data: Any) -> str:
-    return json.dumps(data, default=_default, indent=2, ensure_ascii=False)
+def to_json(data: Any, indent: int | None = 2) -> str:
+    return visible_json(json.dumps(data, default=_default, indent=indent, ensure_ascii=False))
 
 
 def _cell(value: Any) -> str:
@@ -82,8 +88,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_cell(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(value, default=_default, ensure_ascii=False)
-    return str(value).replace("\n", " ")
+        return visible(to_json(value, indent=None), newlines=False)
+    return visible(str(value).replace("\n", " "), newlines=False)
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -113,4 +119,25 @@ def emit(data: Any, as_json: bool, table_columns: list[str] | None = None) -> No
         for item in data:
             sys.stdout.write(f"{_cell(item)}\n")
     else:
-        sys.stdout.write(f"{data}\n")
+        say(str(data))
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print a line of human-readable text that may carry data, control characters made
+    visible (tab and newline kept)."""
+    (sys.stderr if err else sys.stdout).write(visible(text) + "\n")
+
+
+class SafeStdout:
+    """``sys.stdout`` for progress lines that carry data: each write made visible; our own
+    trailing carriage return (a line rewritten in place) is kept."""
+
+    def write(self, text: str) -> None:
+        body, end = (text[:-1], "\r") if text.endswith("\r") else (text, "")
+        sys.stdout.write(visible(body) + end)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
