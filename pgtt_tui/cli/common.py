@@ -21,7 +21,9 @@ from typing import Annotated, Any
 
 import typer
 
-from engine.db import ConnSettings, resolve_settings
+from psycopg.conninfo import make_conninfo
+
+from engine.db import ConnSettings, redact, resolve_settings
 from engine.safetext import visible, visible_json
 
 
@@ -31,12 +33,43 @@ class GlobalOptions:
     read_only: bool = False
     json: bool = False
     profile: str | None = None
+    password: str | None = None  # typed at the -W prompt: never on the command line
+
+
+PASSWORD_IN_ARGV = ("pgtt-tui: warning: the --dsn given on the command line holds a password, which every "
+                    "user of this machine can read (ps, /proc/PID/cmdline) for as long as pgtt-tui runs; use "
+                    "~/.pgpass (PGPASSFILE), a service file (--dsn service=NAME), PGPASSWORD, or -W to be "
+                    "asked for it\n")
+_warned = False
+
+
+def warn_password_in_argv(dsn: str | None) -> None:
+    """Once per process: a DSN from the command line that holds a password is visible to every
+    local user. Python cannot rewrite the process's argv area (that needs a C extension such as
+    setproctitle), so the password stays visible there: all we can do is say so."""
+    global _warned
+    if dsn and not _warned and redact(dsn) != dsn:
+        _warned = True
+        sys.stderr.write(PASSWORD_IN_ARGV)
+
+
+def command_line_dsn(ctx: typer.Context | None, dsn: str | None, *, from_argv: bool = True) -> str | None:
+    """The DSN to connect with: a password in it warned about (when it came from the command
+    line), the -W password added."""
+    if from_argv:
+        warn_password_in_argv(dsn)
+    password = global_options(ctx).password
+    if password is not None:
+        dsn = make_conninfo(dsn or "", password=password)
+    return dsn
 
 
 DsnOpt = Annotated[str | None, typer.Option(
     "--dsn", "-d", help="libpq connection string or URI (service=NAME works); default: PG* environment, "
                         "else the embedded server", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+PasswordOpt = Annotated[bool, typer.Option(
+    "--password", "-W", help="ask for the password (like psql -W): it stays out of ps and the shell history")]
 ReadOnlyOpt = Annotated[bool, typer.Option("--read-only", help="refuse every write (the server enforces it too)")]
 
 
@@ -50,8 +83,8 @@ def settings_from(ctx: typer.Context | None, dsn: str | None = None, read_only: 
                   application_name: str = "pgtt-tui cli") -> ConnSettings:
     """Command-level --dsn wins over the global one; read-only if either says so."""
     glob = global_options(ctx)
-    return resolve_settings(dsn if dsn is not None else glob.dsn, application_name=application_name,
-                            read_only=read_only or glob.read_only)
+    return resolve_settings(command_line_dsn(ctx, dsn if dsn is not None else glob.dsn),
+                            application_name=application_name, read_only=read_only or glob.read_only)
 
 
 def want_json(ctx: typer.Context | None, as_json: bool) -> bool:

@@ -17,7 +17,7 @@ from engine.db import connect, guard_write
 from engine.safetext import visible
 from engine.pgq import api
 from engine.pgq import ticker as pgq_ticker
-from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, say, settings_from, to_json, want_json
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, say, settings_from, to_json, want_json, warn_password_in_argv
 
 app = typer.Typer(help="PgQ queues: list, create, drop, inspect, register consumers, insert and tail events.",
                   no_args_is_help=True)
@@ -188,6 +188,8 @@ def ticker_cmd(
     guard_write(settings, "the ticker")
     options = pgq_ticker.TickerOptions(ticker_period=ticker_period, maint_period=maint_period,
                                        retry_period=retry_period)
+    for extra in database or []:
+        warn_password_in_argv(extra)
     tickers = pgq_ticker.tickers_for(settings, database or [], options)
     if once:
         results = [asyncio.run(pgq_ticker.run_once(t.settings)) for t in tickers]
