@@ -66,7 +66,7 @@ _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immu
 EXCLUSIVE_LOCK_KEY = 0x70677474_00000101
 
 #: the chains (by id) and their live tasks in task order, each with its parameter rows and
-#: its whole connection string (a password lives in timetable_secret, sql/timetable/0006);
+#: its whole connection string (a password lives in timetable_secret, sql/timetable/0007);
 #: one primary-key probe per id (LATERAL ... LIMIT 1 keeps the planner from turning a big
 #: batch into a scan of all chains): cost grows with the chains claimed, not defined
 DEFS_SQL = """

@@ -2,7 +2,7 @@
 
 - a remote task's ``database_connection`` with a password is stored whole in
   ``timetable_secret.task_connection`` (no grants: the owner's and the engine's role read
-  it); ``timetable.task`` keeps it masked (sql/timetable/0006_task_secret.sql moves it, also
+  it); ``timetable.task`` keeps it masked (sql/timetable/0007_task_secret.sql moves it, also
   for SQL written for pg_timetable). The mask is ``engine.db.redact``'s: ``password=***``,
   ``postgresql://user:***@host``.
 - a SendMail task's ``password`` parameter is masked when shown (``***``).
