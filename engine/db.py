@@ -146,7 +146,7 @@ def explain_connect_error(exc: BaseException, settings: ConnSettings) -> Connect
     where = settings.describe()
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
-        hint = "check the password (PGPASSWORD, ~/.pgpass or the password in --dsn)"
+        hint = "check the password (~/.pgpass, PGPASSWORD, or -W to type it)"
     elif "does not exist" in low and "database" in low:
         hint = "create the database first or name another one with dbname="
     elif "role" in low and "does not exist" in low:

@@ -3,8 +3,9 @@
 Profiles (README "Security model"):
 
 * ``reader``: sees what the console shows, without connection secrets: USAGE on
-  ``timetable`` and SELECT on its tables and views, except the columns in
-  ``SECRET_COLUMNS`` (a remote task's ``database_connection`` holds its password);
+  ``timetable`` and SELECT on its tables and views (a remote task's password is not there:
+  ``timetable.task.database_connection`` holds it masked, the whole string lives in
+  ``timetable_secret``, which no grant here touches);
   ``pgq_reader`` (queues, consumers, and the pgq_node tables). ``schedule`` needs no grant:
   every role sees and changes only its own jobs.
 * ``operator``: a reader who may also START and STOP chains (``timetable_operator``:
@@ -24,23 +25,11 @@ from engine.errors import InputError
 
 PROFILES = ("reader", "operator")
 
-#: columns no reader grant includes: connection secrets.  The ONE place to adjust when
-#: secrets move (another table, a service file): a table listed here is granted column by
-#: column, every column but these, and a table-level SELECT on it is revoked first.
-SECRET_COLUMNS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("timetable", "task"): ("database_connection",),
-}
-
 _RELATIONS_SQL = """
 SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
 WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'v', 'm', 'p')
 ORDER BY c.relname
 """
-_COLUMNS_SQL = """
-SELECT attname FROM pg_catalog.pg_attribute
-WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum
-"""
-
 
 def _installed(conn: psycopg.Connection, schema: str) -> bool:
     return conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()[0]
@@ -53,15 +42,7 @@ def _role_exists(conn: psycopg.Connection, role: str) -> bool:
 def _read_schema(conn: psycopg.Connection, schema: str, role: sql.Identifier) -> list[sql.Composable]:
     out: list[sql.Composable] = [sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role)]
     for name, _kind in conn.execute(_RELATIONS_SQL, (schema,)).fetchall():
-        table = sql.Identifier(schema, name)
-        secret = SECRET_COLUMNS.get((schema, name))
-        if not secret:
-            out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(table, role))
-            continue
-        columns = [c for (c,) in conn.execute(_COLUMNS_SQL, (f"{schema}.{name}",)).fetchall() if c not in secret]
-        out.append(sql.SQL("REVOKE SELECT ON {} FROM {}").format(table, role))
-        out.append(sql.SQL("GRANT SELECT ({}) ON {} TO {}").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns), table, role))
+        out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(schema, name), role))
     return out
 
 

@@ -24,6 +24,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from engine.db import ConnSettings
+from engine.safetext import visible
 from pgtt_tui.dbaccess import ConnectionLost, Db, ServerInfo
 from pgtt_tui.widgets.common import Banner, StatusBar
 from pgtt_tui.widgets.format import fmt_stamp
@@ -120,6 +121,12 @@ class PgttApp(App):
         Binding("6", "view(6)", "queues", show=False),
         Binding("7", "view(7)", "cascade", show=False),
     ]
+
+    def notify(self, message: str, *, title: str = "", severity: Any = "information", timeout: float | None = None,
+               markup: bool = True) -> None:
+        """Every toast (screens and widgets call this too) carries data: names, database and
+        program errors. It is shown as plain text, control characters made visible."""
+        super().notify(visible(message), title=visible(title), severity=severity, timeout=timeout, markup=False)
 
     def __init__(self, settings: ConnSettings, *, refresh: float = 2.0, read_only: bool = False,
                  clock: Callable[[], datetime] | None = None, tz: tzinfo | None = None,

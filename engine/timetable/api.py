@@ -20,6 +20,7 @@ from engine.db import ConnSettings, guard_write
 from engine.errors import InputError, NotFoundError, ReadOnlyError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable import validate
+from engine.timetable.secrets import mask_task, read_secrets
 
 CHAIN_COLUMNS = ("chain_name", "run_at", "max_instances", "timeout", "live", "self_destruct",
                  "exclusive_execution", "client_name", "on_error")
@@ -244,7 +245,9 @@ def list_chains(conn: psycopg.Connection, *, filter: str | None = None, live: bo
                       count=False, now=now).rows
 
 
-def get_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
+def get_chain(conn: psycopg.Connection, ref: int | str, *, secrets: bool = False) -> dict[str, Any]:
+    """A chain with its tasks (passwords masked, engine.timetable.secrets; ``secrets=True``
+    reveals them to a role that may read them), options, state, running runs, next runs."""
     chain = _chain_row(conn, ref)
     cid = chain["chain_id"]
     with conn.cursor(row_factory=dict_row) as cur:
@@ -261,6 +264,9 @@ def get_chain(conn: psycopg.Connection, ref: int | str) -> dict[str, Any]:
                             "FROM timetable.chain_state WHERE chain_id = %s", (cid,)).fetchone() or {}
         running = cur.execute("SELECT run_id, client_name, started_at FROM timetable.chain_run "
                               "WHERE chain_id = %s AND status = 'running' ORDER BY run_id", (cid,)).fetchall()
+    revealed = read_secrets(conn, [t["task_id"] for t in tasks]) if secrets else {}
+    tasks = [{**t, "database_connection": revealed.get(t["task_id"], t["database_connection"])} if secrets
+             else mask_task(t) for t in tasks]
     tz = opt["time_zone"] or _server_tz(conn)
     upcoming: list[datetime] = []
     if chain["live"]:

@@ -62,6 +62,7 @@ from engine.db import redact
 from engine.errors import InputError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable import builtins as bt
+from engine.timetable.secrets import SECRET_MASK, is_masked, mask_parameters, read_secrets  # noqa: F401
 
 KINDS = ("SQL", "PROGRAM", "BUILTIN")
 MISSED_POLICIES = ("run_once", "skip", "run_all")
@@ -69,7 +70,6 @@ CHAIN_KEYS = {"name", "schedule", "live", "max_instances", "timeout", "self_dest
               "on_error", "tasks", "time_zone", "missed_runs"}
 TASK_KEYS = {"name", "kind", "command", "parameters", "run_as", "connect_string", "ignore_error", "autonomous",
              "timeout", "live"}
-SECRET_MASK = "***"
 #: a chain without ``schedule`` (or with an empty one) runs every minute: pg_timetable's YAML
 #: loader fills this in before validating (its docs call the field required, but real files
 #: without it load there, so they load here too)
@@ -398,6 +398,7 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
     out = []
     with conn.transaction():
         for ci, spec in enumerate(specs):
+            kept = _kept_secrets(conn, ci, spec)
             replaced = False
             if replace:
                 replaced = bool(conn.execute("SELECT timetable.delete_job(%s)", (spec.name,)).fetchone()[0])
@@ -412,7 +413,8 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
                     conn.execute(INSERT_OPTION, (chain_id, spec.time_zone, spec.missed_runs))
                 for ti, task in enumerate(spec.tasks):
                     task_id = conn.execute(INSERT_TASK, (chain_id, (ti + 1) * 10, task.name, task.kind, task.command,
-                                                         task.run_as, task.connect_string, task.ignore_error,
+                                                         task.run_as, kept.get(ti, task.connect_string),
+                                                         task.ignore_error,
                                                          task.autonomous, task.timeout, task.live)).fetchone()[0]
                     for pi, row in enumerate(task.parameters, start=1):
                         conn.execute(INSERT_PARAM, (task_id, pi, None if row is None else Jsonb(row)))
@@ -423,6 +425,34 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
                                                         f"{exc.diag.message_primary}") from None
             out.append({"name": spec.name, "chain_id": chain_id, "replaced": replaced})
     return out
+
+
+KEEP_TASKS = """
+SELECT t.task_id, t.database_connection FROM timetable.task t JOIN timetable.chain c USING (chain_id)
+WHERE c.chain_name = %s ORDER BY t.task_order, t.task_id
+"""
+
+
+def _kept_secrets(conn: psycopg.Connection, ci: int, spec: ChainSpec) -> dict[int, str]:
+    """A file exported without --show-secrets carries ``password=***``: each such task takes the
+    whole connection string of the same task (same place, same masked string) of the chain
+    of the same name, or the import is refused naming the chain and the task."""
+    masked = [ti for ti, task in enumerate(spec.tasks) if is_masked(task.connect_string)]
+    if not masked:
+        return {}
+    existing = conn.execute(KEEP_TASKS, (spec.name,)).fetchall()
+    kept: dict[int, int] = {}
+    for ti in masked:
+        task = spec.tasks[ti]
+        if ti < len(existing) and existing[ti][1] == task.connect_string:
+            kept[ti] = existing[ti][0]
+            continue
+        label = f"task {ti + 1}" + (f" ({task.name})" if task.name else "")
+        raise InputError(_where(ci, spec.name, f"tasks[{ti}].connect_string"),
+                         f"the password is masked (***) and chain {spec.name!r} has no {label} with this connection "
+                         f"to keep it from; export with --show-secrets or write the password into the file")
+    secrets = read_secrets(conn, list(kept.values()))
+    return {ti: secrets[task_id] for ti, task_id in kept.items() if task_id in secrets}
 
 
 def _read_sql(path: Path) -> str:
@@ -558,6 +588,7 @@ ORDER BY c.chain_name
 """
 EXPORT_TASKS = """
 SELECT t.chain_id, t.task_name, t.kind::text, t.command, t.run_as, t.database_connection, t.ignore_error,
+       t.task_id,
        t.autonomous, coalesce(t.timeout, 0), t.live,
        coalesce((SELECT jsonb_agg(p.value ORDER BY p.order_id) FROM timetable.parameter p
                  WHERE p.task_id = t.task_id), '[]'::jsonb)
@@ -567,10 +598,7 @@ ORDER BY t.chain_id, t.task_order, t.task_id
 
 
 def _mask_params(task: TaskSpec) -> list[Any]:
-    if task.kind != "BUILTIN" or task.command != "SendMail":
-        return task.parameters
-    return [{**row, "password": SECRET_MASK} if isinstance(row, dict) and row.get("password") else row
-            for row in task.parameters]
+    return mask_parameters(task.kind, task.command, task.parameters)
 
 
 def export_dict(spec: ChainSpec, secrets: bool = False) -> dict[str, Any]:
@@ -617,8 +645,9 @@ def export_dict(spec: ChainSpec, secrets: bool = False) -> dict[str, Any]:
     return out
 
 
-def read_chains(conn: psycopg.Connection, names: list[str] | None = None) -> list[ChainSpec]:
-    """The chains in the database (all, or those named) as specs; unknown names are an error."""
+def read_chains(conn: psycopg.Connection, names: list[str] | None = None, *, secrets: bool = False) -> list[ChainSpec]:
+    """The chains in the database (all, or those named) as specs; unknown names are an error.
+    Connection strings are as stored (passwords masked) unless ``secrets``."""
     rows = conn.execute(EXPORT_CHAINS, {"names": list(names) if names else None}).fetchall()
     if names:
         missing = sorted(set(names) - {r[1] for r in rows})
@@ -634,8 +663,11 @@ def read_chains(conn: psycopg.Connection, names: list[str] | None = None) -> lis
                                     exclusive=bool(exclusive), client_name=client, on_error=on_error,
                                     time_zone=tz, missed_runs=missed, source=f"chain {name}")
     if specs:
-        for (chain_id, tname, kind, command, run_as, dbconn, ignore_error, autonomous, timeout, live,
-             params) in conn.execute(EXPORT_TASKS, (list(specs),)).fetchall():
+        rows = conn.execute(EXPORT_TASKS, (list(specs),)).fetchall()
+        revealed = read_secrets(conn, [r[7] for r in rows]) if secrets else {}
+        for (chain_id, tname, kind, command, run_as, dbconn, ignore_error, task_id, autonomous, timeout, live,
+             params) in rows:
+            dbconn = revealed.get(task_id, dbconn)
             specs[chain_id].tasks.append(TaskSpec(
                 command=command, kind=kind, name=tname, parameters=list(params), run_as=run_as,
                 connect_string=dbconn, ignore_error=bool(ignore_error), autonomous=bool(autonomous),
@@ -663,5 +695,5 @@ def dump_chains(specs: list[ChainSpec], secrets: bool = False) -> str:
 
 def export_chains(conn: psycopg.Connection, names: list[str] | None = None, secrets: bool = False) -> str:
     """YAML for the chains (all, or those named) that ``import_chains`` reads back."""
-    return dump_chains(read_chains(conn, names), secrets)
+    return dump_chains(read_chains(conn, names, secrets=secrets), secrets)
 

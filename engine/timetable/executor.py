@@ -65,14 +65,17 @@ _parse = functools.lru_cache(maxsize=4096)(parse_schedule)  # schedules are immu
 #: pg_advisory_xact_lock key for exclusive_execution (shared by every other chain run)
 EXCLUSIVE_LOCK_KEY = 0x70677474_00000101
 
-#: the chains (by id) and their live tasks in task order, each with its parameter rows;
+#: the chains (by id) and their live tasks in task order, each with its parameter rows and
+#: its whole connection string (a password lives in timetable_secret, sql/timetable/0007);
 #: one primary-key probe per id (LATERAL ... LIMIT 1 keeps the planner from turning a big
 #: batch into a scan of all chains): cost grows with the chains claimed, not defined
 DEFS_SQL = """
 SELECT c.chain_id, c.chain_name, c.run_at, coalesce(c.timeout, 0), coalesce(c.exclusive_execution, false),
        coalesce(c.self_destruct, false), c.on_error,
        coalesce((SELECT json_agg(json_build_array(
-                     t.task_id, t.task_order, t.task_name, t.kind, t.command, t.run_as, t.database_connection,
+                     t.task_id, t.task_order, t.task_name, t.kind, t.command, t.run_as,
+                     coalesce((SELECT s.database_connection FROM timetable_secret.task_connection s
+                                WHERE s.task_id = t.task_id), t.database_connection),
                      t.ignore_error, t.autonomous, coalesce(t.timeout, 0),
                      (SELECT coalesce(json_agg(p.value ORDER BY p.order_id), '[]'::json)
                         FROM timetable.parameter p

@@ -11,6 +11,7 @@ outdated; 5 refused in read-only mode; 6 not found; 130 interrupted.
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import sys
 from typing import Annotated, Any
@@ -22,7 +23,8 @@ from engine import __version__
 from engine.db import redact, translate_db_error
 from engine.schema import missing_module
 from engine.errors import PgttError
-from pgtt_tui.cli.common import DsnOpt, GlobalOptions, ReadOnlyOpt
+from engine.safetext import visible
+from pgtt_tui.cli.common import DsnOpt, GlobalOptions, PasswordOpt, ReadOnlyOpt
 
 # (module, command name): each module exposes `app` (a typer.Typer) or `register(root)`.
 COMMAND_GROUPS = [
@@ -60,13 +62,15 @@ def root(
     ctx: typer.Context,
     dsn: DsnOpt = None,
     read_only: ReadOnlyOpt = False,
+    ask_password: PasswordOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output for every command that prints data")] = False,
     refresh: Annotated[float, typer.Option("--refresh", help="console refresh interval in seconds", min=0.2)] = 2.0,
     profile: Annotated[str | None, typer.Option("--profile", "-P", help="a named profile from the config file")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="print the version and exit")] = False,
 ) -> None:
-    ctx.obj = GlobalOptions(dsn=dsn, read_only=read_only, json=as_json, profile=profile)
+    password = getpass.getpass("Password: ") if ask_password else None
+    ctx.obj = GlobalOptions(dsn=dsn, read_only=read_only, json=as_json, profile=profile, password=password)
     if ctx.invoked_subcommand is None:
         console = importlib.import_module("pgtt_tui.cli.console")
         console.open_console(ctx, refresh=refresh)
@@ -95,7 +99,7 @@ _register()
 
 
 def fail(message: str, code: int) -> None:
-    sys.stderr.write(f"pgtt-tui: error: {redact(message)}\n")
+    sys.stderr.write(f"pgtt-tui: error: {visible(redact(message), newlines=False)}\n")
     sys.exit(code)
 
 

@@ -17,7 +17,8 @@ import typer
 from engine.db import connect, guard_write
 from engine.errors import InputError
 from engine.timetable import api
-from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
+from engine.timetable.secrets import check_may_reveal
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, global_options, settings_from, want_json
 
 app = typer.Typer(help="Timetable chains (pg_timetable API).", no_args_is_help=True)
 
@@ -59,10 +60,15 @@ def list_(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False,
 
 @app.command("show")
 def show(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOpt = False,
-         history: Annotated[int, typer.Option("--history", help="also show this many recent runs")] = 0) -> None:
+         history: Annotated[int, typer.Option("--history", help="also show this many recent runs")] = 0,
+         secrets: Annotated[bool, typer.Option("--show-secrets", help="show connection passwords (masked by "
+                                                                      "default; not with --read-only)")] = False,
+         ) -> None:
     """A chain with its tasks, parameters, options, next runs (and recent runs)."""
+    if secrets:
+        check_may_reveal(global_options(ctx).read_only)
     with _conn(ctx, dsn, "show") as conn:
-        data = api.get_chain(conn, chain)
+        data = api.get_chain(conn, chain, secrets=secrets)
         if history:
             data["history"] = api.chain_history(conn, chain, limit=history)
     if want_json(ctx, as_json):
@@ -72,8 +78,8 @@ def show(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonO
     hist = data.pop("history", None)
     emit(data, False)
     typer.echo("")
-    emit(tasks, False, ["task_id", "task_order", "task_name", "kind", "command", "parameters", "ignore_error",
-                        "autonomous", "live"])
+    emit(tasks, False, ["task_id", "task_order", "task_name", "kind", "command", "parameters",
+                        "database_connection", "ignore_error", "autonomous", "live"])
     if hist is not None:
         typer.echo("")
         emit(hist, False, ["run_id", "trigger", "due_at", "started_at", "finished_at", "status", "reason"])

@@ -13,7 +13,8 @@ import typer
 
 from engine.db import connect, guard_write
 from engine.timetable import chainfile
-from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
+from engine.timetable.secrets import check_may_reveal
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, global_options, settings_from, want_json
 
 
 def import_(
@@ -67,6 +68,8 @@ def export(
     dsn: DsnOpt = None,
 ) -> None:
     """Print chains as a pg_timetable YAML chain file (what `chain import` reads back)."""
+    if secrets:
+        check_may_reveal(global_options(ctx).read_only)
     with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui chain export")) as conn:
         text = chainfile.export_chains(conn, names or None, secrets=secrets)
     if output is not None:

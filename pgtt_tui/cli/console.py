@@ -20,7 +20,7 @@ import typer
 
 from engine.db import env_names_a_server
 from engine.errors import InputError
-from pgtt_tui.cli.common import GlobalOptions, global_options
+from pgtt_tui.cli.common import GlobalOptions, command_line_dsn, global_options
 
 
 def _resolve(ctx: typer.Context, refresh: float | None):
@@ -29,7 +29,7 @@ def _resolve(ctx: typer.Context, refresh: float | None):
 
     glob: GlobalOptions = global_options(ctx)
     profile = load_config().profile(glob.profile)
-    dsn = glob.dsn if glob.dsn is not None else profile.dsn
+    dsn = command_line_dsn(ctx, glob.dsn if glob.dsn is not None else profile.dsn, from_argv=glob.dsn is not None)
     read_only = glob.read_only or profile.read_only
     source = ctx.find_root().get_parameter_source("refresh") if ctx is not None else None
     explicit = source is not None and source.name == "COMMANDLINE"
@@ -97,7 +97,8 @@ def demo(
     if log_path is None:
         logging.basicConfig(level=logging.WARNING)
     glob = global_options(ctx)
-    setup = demo_mod.prepare(dsn=glob.dsn, reset=reset, extra_chains=chains, cascade=not no_cascade)
+    setup = demo_mod.prepare(dsn=command_line_dsn(ctx, glob.dsn), reset=reset, extra_chains=chains,
+                             cascade=not no_cascade)
     settings = setup.settings
     runner = demo_mod.EngineThread(settings, cascade=setup.cascade)
     runner.start()

@@ -20,7 +20,7 @@ from engine.cascade.plan_store import PlanRecord, Recipe, build_plan, rebuild_pl
 from engine.cascade.status import collect_status
 from engine.db import guard_write
 from engine.errors import InputError
-from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, to_json, want_json
+from pgtt_tui.cli.common import DsnOpt, SafeStdout, JsonOpt, emit, say, settings_from, to_json, want_json
 
 app = typer.Typer(help="Cascaded queues (pgq_node): status, create nodes, pause, change provider, switchover, "
                        "failover, resurrect.", no_args_is_help=True)
@@ -42,7 +42,7 @@ _last_wait: list[str] = [""]
 
 
 def _print_event(ev: PlanEvent) -> None:
-    out = sys.stdout
+    out = SafeStdout()
     if ev.kind == EventKind.WAITING and not out.isatty():
         # a log file or a pipe gets one line per change of what is awaited, not a \r per poll
         detail = str(ev.data.get("detail"))
@@ -104,7 +104,7 @@ def execute(ctx: typer.Context, plan: Plan, *, dry_run: bool, as_json: bool, fro
         if as_json:
             sys.stdout.write(to_json(plan.as_dict()) + "\n")
         else:
-            sys.stdout.write(plan.render() + "\n")
+            say(plan.render())
         return
     guard_write(_ro(ctx), plan.title)
     if from_step > len(plan.steps) and plan.steps:
@@ -135,7 +135,7 @@ def execute(ctx: typer.Context, plan: Plan, *, dry_run: bool, as_json: bool, fro
                                       "journal": runner.journal.as_dict()["entries"],
                                       "next_step": outcome.next_step + 1}) + "\n")
         elif outcome.ok:
-            sys.stdout.write(f"\ndone: {plan.title}\n")
+            say(f"\ndone: {plan.title}")
         if runner.record is not None:
             runner.record.release()
         if not outcome.ok:
@@ -179,7 +179,7 @@ def status(ctx: typer.Context,
     if want_json(ctx, as_json):
         emit(st.as_dict(), True)
         return
-    sys.stdout.write(f"queue {queue}\n" + "\n".join(st.tree_lines()) + "\n\n")
+    say(f"queue {queue}\n" + "\n".join(st.tree_lines()) + "\n")
     emit([{"node": n.name, "type": n.node_type, "provider": n.provider, "paused": n.paused,
            "last_tick": n.last_tick, "behind": n.lag_ticks, "dead": n.dead, "error": n.error or n.cur_error}
           for n in st.nodes.values()], False)

@@ -14,9 +14,10 @@ from typing import Annotated
 import typer
 
 from engine.db import connect, guard_write
+from engine.safetext import visible
 from engine.pgq import api
 from engine.pgq import ticker as pgq_ticker
-from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, say, settings_from, to_json, want_json, warn_password_in_argv
 
 app = typer.Typer(help="PgQ queues: list, create, drop, inspect, register consumers, insert and tail events.",
                   no_args_is_help=True)
@@ -146,27 +147,25 @@ def tail_cmd(ctx: typer.Context, queue: QueueArg,
             emit([e.as_dict() for e in recent], as_json, EVENT_COLUMNS)
             return
         for ev in recent:
-            typer.echo(_json_line(ev) if as_json else _event_line(ev))
+            say(_json_line(ev) if as_json else _event_line(ev))
         try:
             while True:
                 time.sleep(interval)
                 events, snapshot = api.events_since(conn, queue, snapshot)
                 for ev in events:
-                    typer.echo(_json_line(ev) if as_json else _event_line(ev))
+                    say(_json_line(ev) if as_json else _event_line(ev))
         except KeyboardInterrupt:
             return
 
 
 def _event_line(ev: api.EventRow) -> str:
-    return f"{ev.ev_id}\t{ev.ev_time:%Y-%m-%d %H:%M:%S}\t{ev.ev_type or ''}\t{ev.ev_data or ''}"
+    # tab-separated: the payload's own tabs and newlines are shown, not kept
+    fields = (visible(ev.ev_type or "", newlines=False), visible(ev.ev_data or "", newlines=False))
+    return f"{ev.ev_id}\t{ev.ev_time:%Y-%m-%d %H:%M:%S}\t{fields[0]}\t{fields[1]}"
 
 
 def _json_line(ev: api.EventRow) -> str:
-    import json  # noqa: PLC0415
-
-    from pgtt_tui.cli.common import _default  # noqa: PLC0415
-
-    return json.dumps(ev.as_dict(), default=_default, ensure_ascii=False)
+    return to_json(ev.as_dict(), indent=None)
 
 
 # ---- pgtt-tui ticker -----------------------------------------------------------------------------
@@ -189,6 +188,8 @@ def ticker_cmd(
     guard_write(settings, "the ticker")
     options = pgq_ticker.TickerOptions(ticker_period=ticker_period, maint_period=maint_period,
                                        retry_period=retry_period)
+    for extra in database or []:
+        warn_password_in_argv(extra)
     tickers = pgq_ticker.tickers_for(settings, database or [], options)
     if once:
         results = [asyncio.run(pgq_ticker.run_once(t.settings)) for t in tickers]
@@ -209,7 +210,7 @@ def ticker_cmd(
     if code:
         for t in tickers:
             if not t.health()["ok"]:
-                typer.echo(f"pgtt-tui: error: {t.health()['detail']}", err=True)
+                say(f"pgtt-tui: error: {t.health()['detail']}", err=True)
     raise typer.Exit(code)
 
 

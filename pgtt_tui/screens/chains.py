@@ -373,7 +373,7 @@ class ChainDetailScreen(BaseView):
                 flags, str(t.get("timeout") or 0), str(len(t.get("parameters") or [])))))
         table.sync_rows(rows)
         self.query_one("#tasks-panel").border_title = (
-            f"Tasks of {chain['chain_name']} ({len(rows)}) · flags: I ignore error, A autonomous, - skipped")
+            f"Tasks of {escape(chain['chain_name'])} ({len(rows)}) · flags: I ignore error, A autonomous, - skipped")
         self._show_params()
 
     def selected_task(self) -> dict[str, Any] | None:
@@ -504,7 +504,7 @@ class RunHistoryScreen(BaseView):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="panel", id="runs-panel") as panel:
-            panel.border_title = f"Runs of {self.chain_name}"
+            panel.border_title = f"Runs of {escape(self.chain_name)}"
             table = VimTable(id="runs")
             table.add_fixed(("run", 6), ("started", 11), ("took", 7), ("trigger", 8, 90), ("result", 8), ("client", 12, 100),
                             ("reason", 20, "flex"))

@@ -12,7 +12,18 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Label, Static
 
+from engine.safetext import is_visible, visible
 from pgtt_tui.widgets.format import escape, state_cell
+
+
+def safe_cell(value: Any) -> Any:
+    """A table cell as shown: data never goes through markup (a plain string becomes Text) and
+    control characters are made visible (engine.safetext.visible), also in ready-made Text."""
+    if isinstance(value, str):
+        return Text(visible(value, newlines=False), no_wrap=True, overflow="ellipsis")
+    if isinstance(value, Text) and not is_visible(value.plain, newlines=False):
+        return Text(visible(value.plain, newlines=False), style=value.style, no_wrap=True, overflow="ellipsis")
+    return value
 
 
 class StatusBar(Static):
@@ -244,6 +255,13 @@ class VimTable(DataTable):
             return cells
         return tuple(cells[i] if i < len(cells) else "" for i in self._layout[0])
 
+    def add_row(self, *cells: Any, **kw: Any) -> Any:
+        """Every row goes through safe_cell, whoever adds it."""
+        return super().add_row(*(safe_cell(c) for c in cells), **kw)
+
+    def update_cell(self, row_key: Any, column_key: Any, value: Any, **kw: Any) -> None:
+        super().update_cell(row_key, column_key, safe_cell(value), **kw)
+
     def state(self, state: str | None) -> Text:
         return state_cell(state, self.app.theme_variables)
 
@@ -267,9 +285,7 @@ class VimTable(DataTable):
         """Make the table show exactly ``rows`` ([(key, cells)]): update changed cells by key,
         add new rows, remove gone ones; the cursor stays on the same key if it survives."""
         selected = self.selected_key()
-        # data never goes through markup: plain strings become Text
-        rows = [(key, tuple(Text(c, no_wrap=True, overflow="ellipsis") if isinstance(c, str) else c for c in cells))
-                for key, cells in rows]
+        rows = [(key, tuple(safe_cell(c) for c in cells)) for key, cells in rows]
         self._all_rows = rows
         rows = [(key, self._project(cells)) for key, cells in rows]
         wanted = {key for key, _ in rows}

@@ -12,6 +12,8 @@ from typing import Any
 from rich.style import Style
 from rich.text import Text
 
+from engine.safetext import visible
+
 # state -> (glyph, word, theme colour variable)
 STATES: dict[str, tuple[str, str, str]] = {
     "ok": ("✓", "ok", "$success"),
@@ -38,15 +40,20 @@ STATES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _state(state: str | None) -> tuple[str, str, str]:
+    """(glyph, word, colour); an unknown state shows its own word, made visible."""
+    return STATES.get((state or "").lower(), ("·", visible(state or "", newlines=False), "$text-muted"))
+
+
 def state_text(state: str | None) -> str:
-    glyph, word, _ = STATES.get((state or "").lower(), ("·", state or "", "$text-muted"))
+    glyph, word, _ = _state(state)
     return f"{glyph} {word}".strip()
 
 
 def state_markup(state: str | None) -> str:
     """Content markup: glyph + word, coloured with a theme variable."""
-    glyph, word, colour = STATES.get((state or "").lower(), ("·", state or "", "$text-muted"))
-    text = f"{glyph} {word}".strip().replace("[", "\\[")
+    glyph, word, colour = _state(state)
+    text = escape(f"{glyph} {word}".strip())
     return f"[{colour}]{text}[/]"
 
 
@@ -106,20 +113,30 @@ def fmt_relative(t: datetime | None, now: datetime) -> str:
 
 
 def clip(text: str | None, width: int) -> str:
+    """One line of at most ``width`` characters, control characters made visible."""
     if not text:
         return ""
-    one = " ".join(str(text).split())
+    one = visible(" ".join(str(text).split()), newlines=False)
     return one if len(one) <= width else one[: max(0, width - 1)] + "…"
 
 
-def escape(text: str) -> str:
-    """Escape content markup in data (names, messages) before putting it in markup."""
-    return str(text).replace("[", "\\[")
+def safe(text: object) -> str:
+    """Data shown as plain text (a table cell, a log line): control characters made visible
+    (engine.safetext.visible, the one sanitiser)."""
+    return visible(text)
+
+
+def escape(text: object) -> str:
+    """Data (names, messages, errors) put into content markup: control characters made
+    visible, every ``[`` escaped, and a trailing backslash kept from escaping the tag that
+    follows (a zero-width space after it), so ``[bold]x[/]`` or ``x\\`` show as they are."""
+    out = visible(text).replace("[", "\\[")
+    return out + "\u200b" if out.endswith("\\") else out
 
 
 def state_cell(state: str | None, variables: dict[str, Any] | None = None) -> Text:
     """A table cell: glyph + word, coloured from the current theme's variables."""
-    glyph, word, colour = STATES.get((state or "").lower(), ("·", state or "", "$text-muted"))
+    glyph, word, colour = _state(state)
     text = Text(f"{glyph} {word}".strip(), no_wrap=True)
     value = (variables or {}).get(colour.lstrip("$"))
     if value and isinstance(value, str) and value.startswith("#"):

@@ -24,6 +24,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.safetext import visible
+
 LEVELS = ("DEBUG", "INFO", "NOTICE", "USER", "WARNING", "ERROR", "PANIC")
 LEVEL_RANK = {"DEBUG": 0, "INFO": 1, "NOTICE": 1, "USER": 1, "WARNING": 2, "ERROR": 3, "PANIC": 4}
 LEVEL_CHOICES = ("all", "info", "warning", "error")
@@ -133,7 +135,9 @@ class LogView(ScrollView, can_focus=True):
         return f"{t:%H:%M:%S} {entry.level[:5]:<5} {client:<12} {chain:<18} {entry.message}"
 
     def _display(self, entry: Any) -> list[tuple[str, str]]:
-        text = self.format_entry(entry).replace("\n", " ⏎ ").replace("\t", " ")
+        # a log line is data: written straight into segments (no markup), so only the
+        # control characters need making visible (engine.safetext.visible)
+        text = visible(self.format_entry(entry).replace("\n", " ⏎ ").replace("\t", " "), newlines=False)
         style = level_style_name(entry.level)
         width = max(20, self.scrollable_content_region.width or 80)
         if not self.wrap or len(text) <= width:

@@ -20,6 +20,7 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.cascade.status import CascadeStatus, NodeStatus
+from pgtt_tui.widgets.format import safe
 
 ROLE_WORD = {"root": "ROOT", "branch": "branch", "leaf": "leaf"}
 
@@ -138,7 +139,7 @@ class TopologyTree(Tree[str]):
     def label_for(self, n: NodeStatus, changes: list[Change], root_known: bool) -> Text:
         text = Text()
         for part, colour in node_line(n, changes, root_known):
-            text.append(part, self._style(colour))
+            text.append(safe(part), self._style(colour))
         return text
 
     @staticmethod
@@ -167,7 +168,7 @@ class TopologyTree(Tree[str]):
         changes = changes or {}
         root_known = status.root is not None
         root_line = Text()
-        root_line.append(f"queue {status.queue}", Style(bold=True))
+        root_line.append(f"queue {safe(status.queue)}", Style(bold=True))
         if not root_known:
             root_line.append("  ✗ no live root", self._style("error"))
         shape = self.shape_of(status)
