@@ -289,11 +289,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
-async def test_kill_9_of_the_engine_kills_its_programs(tdsn, tmp_path):
+@pytest.mark.parametrize("guardian_killed", [False, True])
+async def test_kill_9_of_the_engine_kills_its_programs(tdsn, tmp_path, guardian_killed):
     """A PROGRAM task (bash, which starts a sleep of its own) runs; the engine gets kill -9:
-    within a second both the program and its child are gone, nothing of it finishes, and
-    the next engine records the run as failed and runs the max_instances = 1 chain alone."""
+    within a second both the program and its child are gone (the guardian kills the group),
+    nothing of it finishes, and the next engine records the run as failed.  With the
+    guardian killed first, the kernel's parent-death signal still kills the program."""
     script = (f"echo $$ > {tmp_path}/pid.$PPID; sleep 30 & echo $! > {tmp_path}/child.$PPID; wait; "
               f"touch {tmp_path}/finished")
     cid = q1(tdsn, "INSERT INTO timetable.chain (chain_name, run_at, live, max_instances) "
@@ -310,6 +319,10 @@ async def test_kill_9_of_the_engine_kills_its_programs(tdsn, tmp_path):
                     timeout=20, what="the program running")
         program, child = int(pid_file.read_text()), int(child_file.read_text())
         assert _alive(program) and _alive(child)
+        if guardian_killed:
+            guardian, = [p for p in _children(proc.pid) if p != program]
+            os.kill(guardian, signal.SIGKILL)
+            await until(lambda: not _alive(guardian), what="the guardian gone")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -317,7 +330,8 @@ async def test_kill_9_of_the_engine_kills_its_programs(tdsn, tmp_path):
             proc.kill()
             proc.wait()
     t0 = time.monotonic()
-    while (_alive(program) or _alive(child)) and time.monotonic() - t0 < 3:
+    watched = (program,) if guardian_killed else (program, child)  # no guardian: the group's others live
+    while any(_alive(p) for p in watched) and time.monotonic() - t0 < 3:
         await asyncio.sleep(0.02)
     gone_after = time.monotonic() - t0
     for pid in (program, child):  # never leave them behind, whatever the test says
