@@ -31,9 +31,18 @@ Design (see also sql/timetable/0001_timetable.sql):
   first seen and is taken when due (delete + claim in one statement), so it survives a
   restart and runs once; a STOP ends this engine's runs of the chain.  A notification that
   names no request (a bare ``pg_notify``) changes nothing and is logged with its sender.
-* **Missed firings** (due longer than ``missed_grace_seconds`` ago, e.g. after downtime)
-  follow ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them),
-  ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
+* **Missed firings** (:func:`plan_firings`): of a chain's firings due now, the latest is
+  the current one (run as usual if at most ``missed_grace_seconds`` late); every earlier
+  one is missed, whatever the grace (after downtime, or an engine that fell behind).
+  ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them -- the
+  current firing if it runs, else one catch-up run), ``skip`` (none) or ``run_all`` (each,
+  oldest first, at most ``missed_run_all_limit``; starts over ``max_instances`` are
+  recorded as skipped).  One ``timetable.log`` row says how many were missed and what was
+  done.  A backlog longer than FIRING_CAP is counted, not listed.
+* **Skipped firings** (``max_instances`` reached) are aggregated: one ``chain_run`` row
+  per chain per minute (``skipped_firings``, ``due_at`` .. ``last_due_at``, written by
+  claim_due) and one ``timetable.log`` row per chain per SKIP_LOG_SECONDS (the first at
+  once) with the count and the span; the counted rest is logged at shutdown.
 * **@every** keeps its grid (due + interval); **@after** gets its next due time when the
   run finishes (``close_runs`` / ``finish_run``); **@reboot** runs once per engine start.
 * **Dead engines.** Every open run records the backend that owns it (for scheduled runs:
