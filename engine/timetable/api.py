@@ -501,7 +501,8 @@ def chain_history(conn: psycopg.Connection, ref: int | str, *, limit: int = 20) 
     chain = _chain_row(conn, ref)
     with conn.cursor(row_factory=dict_row) as cur:
         runs = cur.execute("SELECT run_id, due_at, trigger, client_name, claimed_at, started_at, finished_at, status, "
-                           "reason, txid FROM timetable.chain_run WHERE chain_id = %s ORDER BY run_id DESC LIMIT %s",
+                           "reason, txid, skipped_firings, last_due_at FROM timetable.chain_run WHERE chain_id = %s "
+                           "ORDER BY run_id DESC LIMIT %s",
                            (chain["chain_id"], limit)).fetchall()
         for run in runs:
             run["tasks"] = cur.execute(

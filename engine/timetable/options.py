@@ -22,6 +22,8 @@ class TimetableOptions:
     poll_seconds: float = 1.0       # fallback poll when no NOTIFY arrives (real seconds)
     reap_seconds: float = 2.0       # how often dead runs are looked for (real seconds)
     missed_grace_seconds: float = 10.0  # a firing later than this is "missed" (policy applies)
+    #: missed_runs = run_all runs at most this many missed firings per catch-up (oldest first)
+    missed_run_all_limit: int = 100
     claim_batch: int = 1000
     #: firings are claimed up to this long before they are due and wait in the worker for
     #: their due time, so a run starts the instant it is due (not one claim round trip later)
@@ -39,6 +41,8 @@ class TimetableOptions:
         for name, flag in (("chain_timeout_ms", "--chain-timeout"), ("task_timeout_ms", "--task-timeout")):
             if int(getattr(self, name)) < 0:
                 raise InputError(flag, "must be 0 (no limit) or a positive number of milliseconds")
+        if int(self.missed_run_all_limit) < 1:
+            raise InputError("missed_run_all_limit", "must be 1 or more")
         if self.log_database_level not in LOG_DATABASE_LEVELS:
             raise InputError("--log-database-level", f"{self.log_database_level!r} is not one of "
                                                      f"{', '.join(LOG_DATABASE_LEVELS)}")

@@ -24,6 +24,16 @@ pg_timetable semantics (reference §3.4) and what we do better:
   SIGKILL, so ``bash -c "sleep 100 | cat"`` leaves nothing behind. ``timed_out`` is then
   true and the return code is 137. After the main process exits we wait briefly for the
   pipes to close (children that kept them open), then stop reading.
+- A program never outlives the engine that started it (Linux): the child asks the kernel
+  for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, set between fork and exec;
+  it fires when the *thread* that started it ends, and the engine starts programs from its
+  event-loop thread, which lives as long as the engine), and a small guardian process
+  (one per engine process, started with the first program) holds the other end of a pipe
+  and the list of running program groups: when the engine dies, for any reason (kill -9
+  too), the pipe closes and the guardian SIGKILLs those whole groups, so grandchildren
+  (``bash -c "sleep 100 | cat"``) die as well.  So a crashed engine leaves no program
+  running that a new engine would run a second time (max_instances), and the recorded
+  outcome (failed: the engine lost its session) is true.
 - ``--no-program-tasks``: :func:`set_programs_allowed(False)` is a process-wide switch that
   every path that starts a program checks — PROGRAM tasks and the CopyToProgram /
   CopyFromProgram builtins alike — through the one spawning function :func:`_spawn`.
@@ -35,8 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -125,6 +139,93 @@ def validate_argv(command: object, args: object, field: str = "params") -> list[
     return [command, *args]
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = None  # libc's prctl, resolved once in the engine (not in the forked child)
+
+
+def _pdeathsig_setup() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when the engine (the forking thread) dies;
+    None where there is no prctl (not Linux)."""
+    global _prctl
+    if not sys.platform.startswith("linux"):
+        return None
+    if _prctl is None:
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return None
+        fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        fn.restype = ctypes.c_int
+        _prctl = fn
+    prctl, parent = _prctl, os.getpid()
+
+    def setup() -> None:  # runs in the child between fork and exec: no allocation-heavy work
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the engine died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+    return setup
+
+
+_GUARDIAN_SCRIPT = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin.buffer:  # EOF: the engine process is gone (or closed the pipe)
+    try:
+        pgid = int(line[1:])
+    except ValueError:
+        continue
+    if line[:1] == b"+":
+        groups.add(pgid)
+    else:
+        groups.discard(pgid)
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _Guardian:
+    """One process per engine process that kills the process groups of the programs still
+    running when the engine dies (it reads EOF on a pipe only the engine holds open)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._groups: set[int] = set()
+
+    def _send(self, line: bytes) -> None:
+        try:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _GUARDIAN_SCRIPT], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                for pgid in self._groups:  # a new guardian learns the groups still running
+                    self._proc.stdin.write(b"+%d\n" % pgid)
+            self._proc.stdin.write(line)
+            self._proc.stdin.flush()
+        except OSError:  # no guardian: the programs still get SIGKILL from the kernel (pdeathsig)
+            self._proc = None
+
+    def add(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            self._send(b"+%d\n" % pgid)
+
+    def remove(self, pgid: int) -> None:
+        with self._lock:
+            if pgid in self._groups:
+                self._groups.discard(pgid)
+                self._send(b"-%d\n" % pgid)
+
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+
+_guardian = _Guardian()
+
+
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     # os.kill, not proc.kill(): Popen.kill() polls first and could reap the child behind
     # asyncio's child watcher (which then reports 255 instead of the real status)
@@ -141,9 +242,12 @@ async def _spawn(argv: list[str], *, allowed: bool, what: str, stdin: int, stdou
     """THE place where programs are started; refuses when program tasks are disabled."""
     if not (allowed and _programs_allowed):
         raise ProgramsDisabledError(what)
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         *argv, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE,
-        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
+        env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        preexec_fn=_pdeathsig_setup())
+    _guardian.add(proc.pid)  # its own session: the group id is its pid
+    return proc
 
 
 def _start_failure(argv: list[str], exc: OSError) -> ProgramResult:
@@ -171,82 +275,85 @@ async def run_piped(argv: list[str], *, timeout_ms: int | None, output_limit: in
     except OSError as exc:
         return _start_failure(argv, exc)
 
-    out, err, both = _Capture(output_limit), _Capture(output_limit), _Capture(output_limit)
-    sink_error: list[BaseException] = []
-
-    async def read(stream: asyncio.StreamReader, capture: _Capture, to_sink: bool) -> None:
-        while True:
-            data = await stream.read(_READ_CHUNK)
-            if not data:
-                return
-            if to_sink and not sink_error:
-                try:
-                    await stdout_sink(data)  # type: ignore[misc]
-                except Exception as exc:  # the consumer failed: stop the program
-                    sink_error.append(exc)
-                    _kill_group(proc)
-                continue
-            if to_sink:
-                continue
-            capture.add(data)
-            both.add(data)
-
-    async def feed() -> None:
-        assert proc.stdin is not None
-        try:
-            async for data in stdin_source:  # type: ignore[union-attr]
-                proc.stdin.write(data)
-                await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the program stopped reading; its exit status tells the story
-        finally:
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-
-    readers = [asyncio.create_task(read(proc.stdout, out, stdout_sink is not None)),
-               asyncio.create_task(read(proc.stderr, err, False))]
-    feeder = asyncio.create_task(feed()) if stdin_source is not None else None
-    waiter = asyncio.create_task(proc.wait())
-    timed_out = False
     try:
-        timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
-        done, _ = await asyncio.wait({waiter}, timeout=timeout)
-        if not done:
-            timed_out = True
-            _kill_group(proc)
-            await waiter
-        # the main process is gone; give the pipes a moment to reach EOF (grandchildren)
-        _, pending = await asyncio.wait(readers, timeout=PIPE_GRACE_SECONDS if not timed_out else 2.0)
-        for task in pending:
-            task.cancel()
-        if feeder is not None:
-            if not feeder.done():
-                feeder.cancel()
-            await asyncio.gather(feeder, return_exceptions=True)
-            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
-                sink_error.append(feeder.exception())
-        await asyncio.gather(*readers, return_exceptions=True)
-    except asyncio.CancelledError:
-        _kill_group(proc)
-        for task in (*readers, *([feeder] if feeder else [])):
-            task.cancel()
-        # reap the killed program before going on: a run cancelled at engine shutdown must
-        # not leave a zombie, nor a pipe transport that outlives the event loop
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(asyncio.shield(waiter), timeout=2.0)
-        await asyncio.gather(*readers, *([feeder] if feeder else []), return_exceptions=True)
-        raise
-    if sink_error:
-        raise sink_error[0]
+        out, err, both = _Capture(output_limit), _Capture(output_limit), _Capture(output_limit)
+        sink_error: list[BaseException] = []
 
-    truncated = bool(out.dropped or err.dropped or both.dropped)
-    output = both.text().strip()
-    if both.dropped:
-        output += f"\n[output truncated: {both.dropped} more bytes not kept]"
-    if timed_out:
-        output = (output + "\n" if output else "") + f"[killed after the timeout of {timeout_ms} ms]"
-    return ProgramResult(returncode=exit_code(proc.returncode), output=output, stdout=out.text(),
-                         stderr=err.text(), timed_out=timed_out, truncated=truncated)
+        async def read(stream: asyncio.StreamReader, capture: _Capture, to_sink: bool) -> None:
+            while True:
+                data = await stream.read(_READ_CHUNK)
+                if not data:
+                    return
+                if to_sink and not sink_error:
+                    try:
+                        await stdout_sink(data)  # type: ignore[misc]
+                    except Exception as exc:  # the consumer failed: stop the program
+                        sink_error.append(exc)
+                        _kill_group(proc)
+                    continue
+                if to_sink:
+                    continue
+                capture.add(data)
+                both.add(data)
+
+        async def feed() -> None:
+            assert proc.stdin is not None
+            try:
+                async for data in stdin_source:  # type: ignore[union-attr]
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the program stopped reading; its exit status tells the story
+            finally:
+                with contextlib.suppress(Exception):
+                    proc.stdin.close()
+
+        readers = [asyncio.create_task(read(proc.stdout, out, stdout_sink is not None)),
+                   asyncio.create_task(read(proc.stderr, err, False))]
+        feeder = asyncio.create_task(feed()) if stdin_source is not None else None
+        waiter = asyncio.create_task(proc.wait())
+        timed_out = False
+        try:
+            timeout = timeout_ms / 1000 if timeout_ms and timeout_ms > 0 else None
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)
+            if not done:
+                timed_out = True
+                _kill_group(proc)
+                await waiter
+            # the main process is gone; give the pipes a moment to reach EOF (grandchildren)
+            _, pending = await asyncio.wait(readers, timeout=PIPE_GRACE_SECONDS if not timed_out else 2.0)
+            for task in pending:
+                task.cancel()
+            if feeder is not None:
+                if not feeder.done():
+                    feeder.cancel()
+                await asyncio.gather(feeder, return_exceptions=True)
+                if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                    sink_error.append(feeder.exception())
+            await asyncio.gather(*readers, return_exceptions=True)
+        except asyncio.CancelledError:
+            _kill_group(proc)
+            for task in (*readers, *([feeder] if feeder else [])):
+                task.cancel()
+            # reap the killed program before going on: a run cancelled at engine shutdown must
+            # not leave a zombie, nor a pipe transport that outlives the event loop
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(waiter), timeout=2.0)
+            await asyncio.gather(*readers, *([feeder] if feeder else []), return_exceptions=True)
+            raise
+        if sink_error:
+            raise sink_error[0]
+
+        truncated = bool(out.dropped or err.dropped or both.dropped)
+        output = both.text().strip()
+        if both.dropped:
+            output += f"\n[output truncated: {both.dropped} more bytes not kept]"
+        if timed_out:
+            output = (output + "\n" if output else "") + f"[killed after the timeout of {timeout_ms} ms]"
+        return ProgramResult(returncode=exit_code(proc.returncode), output=output, stdout=out.text(),
+                             stderr=err.text(), timed_out=timed_out, truncated=truncated)
+    finally:
+        _guardian.remove(proc.pid)  # ended: its group id may be reused
 
 
 async def run_program(command: str, args: list[str], *, timeout_ms: int | None,

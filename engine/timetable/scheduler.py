@@ -31,9 +31,18 @@ Design (see also sql/timetable/0001_timetable.sql):
   first seen and is taken when due (delete + claim in one statement), so it survives a
   restart and runs once; a STOP ends this engine's runs of the chain.  A notification that
   names no request (a bare ``pg_notify``) changes nothing and is logged with its sender.
-* **Missed firings** (due longer than ``missed_grace_seconds`` ago, e.g. after downtime)
-  follow ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them),
-  ``skip`` or ``run_all``; each case is logged to ``timetable.log``.
+* **Missed firings** (:func:`plan_firings`): of a chain's firings due now, the latest is
+  the current one (run as usual if at most ``missed_grace_seconds`` late); every earlier
+  one is missed, whatever the grace (after downtime, or an engine that fell behind).
+  ``chain_option.missed_runs``: ``run_once`` (default: one run for all of them -- the
+  current firing if it runs, else one catch-up run), ``skip`` (none) or ``run_all`` (each,
+  oldest first, at most ``missed_run_all_limit``; starts over ``max_instances`` are
+  recorded as skipped).  One ``timetable.log`` row says how many were missed and what was
+  done.  A backlog longer than FIRING_CAP is counted, not listed.
+* **Skipped firings** (``max_instances`` reached) are aggregated: one ``chain_run`` row
+  per chain per minute (``skipped_firings``, ``due_at`` .. ``last_due_at``, written by
+  claim_due) and one ``timetable.log`` row per chain per SKIP_LOG_SECONDS (the first at
+  once) with the count and the span; the counted rest is logged at shutdown.
 * **@every** keeps its grid (due + interval); **@after** gets its next due time when the
   run finishes (``close_runs`` / ``finish_run``); **@reboot** runs once per engine start.
 * **Dead engines.** Every open run records the backend that owns it (for scheduled runs:
@@ -90,6 +99,110 @@ def _next_firing(sched, t: datetime, zone: str | None) -> datetime | None:
     hour ...), so a big claim computes each (schedule, due time) once, not once per chain."""
     return sched.next_after(t, zone)
 _US = timedelta(microseconds=1)
+#: at most this many firings of one chain are looked at per claim (a longer backlog is counted)
+FIRING_CAP = 1000
+#: skipped firings (max_instances reached) of a chain are logged once per this many seconds
+SKIP_LOG_SECONDS = 60.0
+_PROBES = (timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1), timedelta(days=1),
+           timedelta(days=32), timedelta(days=367), timedelta(days=5 * 366))
+
+
+def _latest_firing(sched, t: datetime, zone: str | None, known: datetime) -> datetime:
+    """The last firing at or before ``t`` (``known`` is one, earlier): probes back from ``t``
+    in growing steps, then walks forward, so a long backlog costs a few evaluations."""
+    if sched.kind == "every":
+        return known + sched.interval * int((t - known) / sched.interval)
+    for step in _PROBES:
+        start = t - step
+        if start <= known:
+            break
+        f = sched.next_after(start, zone)
+        if f is not None and f <= t:
+            known = f
+            break
+    for _ in range(FIRING_CAP):
+        n = sched.next_after(known, zone)
+        if n is None or n > t:
+            break
+        known = n
+    return known
+
+
+@dataclass
+class FiringPlan:
+    """What one claim does with the due firings of one chain (see :func:`plan_firings`)."""
+
+    chosen: list[tuple[datetime | None, str]]  # (due, trigger); (None, kind): only advance
+    new_next: datetime | None
+    missed: int = 0               # how many missed firings (at least, when not missed_exact)
+    missed_exact: bool = True
+    first_missed: datetime | None = None
+    last_missed: datetime | None = None
+    current: datetime | None = None  # the on-time firing (the latest due, within the grace)
+    beyond_bound: int = 0          # run_all: missed firings over missed_run_all_limit, not run
+
+
+def plan_firings(sched, next_due: datetime, now: datetime, horizon: datetime, zone: str | None,
+                 grace: timedelta, policy: str, run_all_limit: int) -> FiringPlan:
+    """The firings of one due chain to claim now, by its missed-run policy.
+
+    Of the firings due from ``next_due`` up to ``now``, the latest is the *current* firing:
+    it runs as usual when it is at most ``grace`` late.  Every earlier one, and the latest
+    when it is later than the grace, is *missed*, whatever the grace.  Missed firings:
+    ``skip`` runs none; ``run_once`` runs one catch-up (the latest missed firing, trigger
+    'missed') unless the current firing runs (it is the one run then); ``run_all`` runs each,
+    oldest first, at most ``run_all_limit`` (the rest are counted, not run).  Firings after
+    ``now`` (claimed ahead, up to ``horizon``) are never missed.  claim_due records the
+    starts over max_instances as skipped."""
+    hidden, exact = 0, True  # past firings after the listed ones (a backlog over FIRING_CAP)
+    if sched.kind == "after":
+        firings, new_next = [next_due], None
+    else:
+        firings = [next_due]
+        t, nxt = next_due, None
+        while len(firings) < FIRING_CAP:
+            nxt = _next_firing(sched, t, zone)
+            if nxt is None or nxt > horizon:
+                break
+            firings.append(nxt)
+            t = nxt
+        if len(firings) >= FIRING_CAP:
+            nxt = sched.next_after(firings[-1], zone)
+        new_next = nxt  # the firing after the last one listed (<= horizon: claimed next pass)
+    past = [f for f in firings if f <= now]
+    ahead = [f for f in firings if f > now]
+    latest = past[-1] if past else None
+    if sched.kind != "after" and new_next is not None and new_next <= now:
+        latest = _latest_firing(sched, now, zone, past[-1])  # the backlog is longer than FIRING_CAP
+        exact = sched.kind == "every"
+        hidden = int((latest - past[-1]) / sched.interval) if exact else 1
+        ahead, new_next = [], sched.next_after(latest, zone)
+    plan = FiringPlan(chosen=[], new_next=new_next)
+    if latest is not None and now - latest <= grace:
+        plan.current = latest
+    missed = past[:-1] if plan.current is not None and not hidden else past  # listed, oldest first
+    plan.missed = len(past) + hidden - (1 if plan.current is not None else 0)
+    plan.missed_exact = exact
+    if plan.missed:
+        plan.first_missed = missed[0]
+        if plan.current is None:
+            plan.last_missed = latest
+        elif not hidden:
+            plan.last_missed = missed[-1]
+        else:
+            plan.last_missed = _latest_firing(sched, latest - _US, zone, past[-1])
+        if policy == "run_all":
+            listed = missed[:max(1, int(run_all_limit))]
+            plan.beyond_bound = plan.missed - len(listed)
+            plan.chosen = [(f, "missed") for f in listed]
+        elif policy == "run_once" and plan.current is None:
+            plan.chosen = [(latest, "missed")]
+    if plan.current is not None:
+        plan.chosen.append((plan.current, sched.kind))
+    plan.chosen += [(f, sched.kind) for f in ahead]
+    if not plan.chosen:
+        plan.chosen = [(None, sched.kind)]  # still advance next_due_at (skip policy)
+    return plan
 
 
 class ClientNameInUse(PgttError):
@@ -188,6 +301,7 @@ RETURNING p.id, p.chain_id, p.requested_by
 #: STOP requests made while this engine was not running: nothing of ours ran then
 STALE_STOPS_SQL = "DELETE FROM timetable.pending_start WHERE worker_name = %s AND command = 'STOP'"
 SENDER_SQL = "SELECT usename FROM pg_catalog.pg_stat_activity WHERE pid = %s"
+REAP_SQL = "SELECT run_id, chain_id, reason, status FROM timetable.reap_dead_runs()"
 PENDING_NEXT_SQL = "SELECT min(start_at) FROM timetable.pending_start WHERE worker_name = %(me)s AND command = 'START'"
 
 
@@ -246,6 +360,9 @@ class Scheduler:
         self._worker_conninfo: dict[str, str] = {}
         self.executor: ChainExecutor | None = None
         self.writer: DbWriter | None = None
+        #: per chain: firings skipped at max_instances since the window began, not yet logged
+        self._skips: dict[int, dict[str, Any]] = {}
+        self._reaped_at_start: list = []
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -277,6 +394,7 @@ class Scheduler:
                     self._workers.append(asyncio.create_task(self._worker(kind, prewarm=kind == "cron"),
                                                              name=f"timetable-{kind}-worker-{i}"))
             listener = asyncio.create_task(self._listen(session), name="timetable-listen")
+            self._log_reaped(self._reaped_at_start)
             await self._reap(ctl)
             self.writer.message("INFO", "Engine started", {"session": self.session_id,
                                                            "default_time_zone": self.default_tz})
@@ -297,6 +415,7 @@ class Scheduler:
                     except psycopg.Error:
                         pass
             if self.writer is not None:
+                self._flush_skips(None)  # the skipped firings counted so far are not lost
                 try:
                     await asyncio.wait_for(self.writer.close(), timeout=5)
                 except (Exception, asyncio.TimeoutError):  # noqa: BLE001
@@ -312,10 +431,15 @@ class Scheduler:
                               "--modules timetable`")
         fast = (await (await session.execute(
             "SELECT to_regprocedure('timetable.close_runs(bigint[],text[],text[],timestamptz[],timestamptz[],"
-            "bigint[],timestamptz[])') IS NOT NULL AND to_regprocedure('timetable.may_control(name,text)') IS NOT NULL"
+            "bigint[],timestamptz[])') IS NOT NULL AND to_regprocedure('timetable.may_control(name,text)') IS NOT NULL "
+            "AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid = 'timetable.chain_run'::regclass "
+            "AND attname = 'skipped_firings' AND NOT attisdropped)"
         )).fetchone())[0]
         if not fast:
             raise SchemaError("module timetable is outdated in this database: run `pgtt-tui db upgrade`")
+        # reap before try_lock_client_name does (it drops what it reaps): logged once the
+        # writer runs, as the loop's reaps are
+        self._reaped_at_start = await (await session.execute(REAP_SQL)).fetchall()
         ok = (await (await session.execute("SELECT timetable.try_lock_client_name(%s, %s)",
                                            (self.session_id, self.options.client_name))).fetchone())[0]
         if not ok:
@@ -387,6 +511,8 @@ class Scheduler:
                 self._pending = False
                 await self._take_pending(now)
             more, wake_at = await self._claim_due(ctl, now)
+            if self._skips:
+                self._flush_skips(now)
             if loop.time() >= next_reap:
                 await self._reap(ctl)
                 next_reap = loop.time() + self.options.reap_seconds
@@ -504,54 +630,26 @@ class Scheduler:
         c_ids, c_due, c_trig, c_old, c_new, c_ver = [], [], [], [], [], []
         kinds: dict[int, str] = {}
         grace = timedelta(seconds=self.options.missed_grace_seconds)
+        plans: dict[int, tuple[FiringPlan, str]] = {}
         for chain_id, next_due, version, run_at, tz, policy in rows:
             try:
                 sched = _parse(run_at if run_at is not None else "* * * * *")
             except ScheduleError:
                 continue
-            kinds[chain_id] = sched.kind
-            zone = self._zone(tz)
-            if sched.kind == "after":
-                firings = [next_due]
-                new_next = None
-            elif sched.kind in ("cron", "every"):
-                firings = [next_due]
-                t = next_due
-                while len(firings) < 1000:
-                    nxt = _next_firing(sched, t, zone)
-                    if nxt is None or nxt > horizon:
-                        break
-                    firings.append(nxt)
-                    t = nxt
-                # the next firing after the last one claimed (computed above unless 1000 were due)
-                new_next = nxt if len(firings) < 1000 else sched.next_after(firings[-1], zone)
-                while new_next is not None and new_next <= horizon:  # more than 1000 missed
-                    new_next = sched.next_after(horizon, zone) if sched.kind == "cron" else new_next + (
-                        sched.interval * max(1, int((horizon - new_next) / sched.interval)))
-            else:
+            if sched.kind not in ("after", "cron", "every"):
                 continue
-            on_time = [f for f in firings if now - f <= grace]
-            missed = [f for f in firings if now - f > grace]
-            chosen: list[tuple[datetime, str]] = [(f, sched.kind) for f in on_time]
-            if missed:
-                self.stats["missed"] += len(missed)
-                if policy == "run_all":
-                    chosen = [(f, "missed") for f in missed] + chosen
-                elif policy == "run_once" and not on_time:
-                    chosen = [(missed[-1], "missed")]
-                if self.writer:
-                    self.writer.message("INFO", f"{len(missed)} missed firing(s) of chain {chain_id}: policy "
-                                                f"{policy}, running {len([c for c in chosen if c[1] == 'missed'])}",
-                                        {"chain": chain_id, "first_missed": missed[0].isoformat(),
-                                         "last_missed": missed[-1].isoformat(), "policy": policy})
-            if not chosen:
-                chosen = [(None, sched.kind)]  # still advance next_due_at (skip policy)
-            for due, trig in chosen:
+            kinds[chain_id] = sched.kind
+            plan = plan_firings(sched, next_due, now, horizon, self._zone(tz), grace, policy,
+                                self.options.missed_run_all_limit)
+            if plan.missed:
+                self.stats["missed"] += plan.missed
+                plans[chain_id] = (plan, policy)
+            for due, trig in plan.chosen:
                 c_ids.append(chain_id)
                 c_due.append(due)
                 c_trig.append(trig)
                 c_old.append(next_due)
-                c_new.append(new_next)
+                c_new.append(plan.new_next)
                 c_ver.append(version)
         if not c_ids:
             await ctl.execute("ROLLBACK")
@@ -564,17 +662,90 @@ class Scheduler:
             defs_cur = await ctl.execute(DEFS_SQL, (sorted(set(c_ids)),))
         claimed = await claim_cur.fetchall()
         defs = parse_defs(await defs_cur.fetchall())
+        outcome: dict[tuple[int, datetime], tuple[int, str]] = {}
         for run_id, chain_id, due, status in sorted(claimed, key=lambda x: (x[2], x[0])):
+            outcome[(chain_id, due)] = (run_id, status)
             self.stats["claimed"] += 1
-            if status != "running":  # max_instances reached: recorded as skipped by the claim
-                self.stats["skipped"] += 1
-                if self.writer:
-                    self.writer.message("INFO", "Cannot proceed: max_instances reached; run skipped",
-                                        {"chain": chain_id, "run": run_id})
+            if status != "running":  # max_instances reached: recorded (aggregated) as skipped by the claim
+                self._skipped(chain_id, run_id, due, now)
                 continue
             self._launch(RunHandle(run_id, chain_id, kinds.get(chain_id, "cron"), due_at=due,
                                    definition=defs.get(chain_id), started=True))
+        for chain_id, (plan, policy) in plans.items():
+            self._log_missed(chain_id, plan, policy, outcome)
         return len(rows) >= n, None
+
+    def _log_missed(self, chain_id: int, plan: FiringPlan, policy: str,
+                    outcome: dict[tuple[int, datetime], tuple[int, str]]) -> None:
+        """One timetable.log row: how many firings were missed and what was done about them."""
+        def fate(due: datetime) -> str:
+            run_id, status = outcome.get((chain_id, due), (None, "not claimed (another engine took the chain)"))
+            return f"run {run_id}" if status == "running" else (
+                f"skipped: max_instances reached (run {run_id})" if status == "skipped" else status)
+
+        count = f"{plan.missed}" if plan.missed_exact else f"more than {plan.missed - 1}"
+        catchup = [d for d, t in plan.chosen if t == "missed"]
+        if policy == "skip" or (policy == "run_once" and not catchup and plan.current is None):
+            done = "none run"
+        elif policy == "run_once" and plan.current is not None:
+            done = f"no separate catch-up: the on-time firing due {plan.current.isoformat()} runs for them " \
+                   f"({fate(plan.current)})"
+        elif policy == "run_once":
+            done = f"1 catch-up run for them, due {catchup[0].isoformat()} ({fate(catchup[0])})"
+        else:
+            fates = [outcome.get((chain_id, d), (None, "lost"))[1] for d in catchup]
+            started, skipped = fates.count("running"), fates.count("skipped")
+            done = f"{started} run(s) started"
+            if skipped:
+                done += f", {skipped} skipped (max_instances reached)"
+            if len(catchup) - started - skipped:
+                done += f", {len(catchup) - started - skipped} not claimed (another engine took the chain)"
+            if plan.beyond_bound:
+                done += f", {plan.beyond_bound} not run (over the bound of missed_run_all_limit = " \
+                        f"{self.options.missed_run_all_limit})"
+        self.log.info("chain %s: %s missed firing(s), policy %s: %s", chain_id, count, policy, done)
+        if self.writer:
+            span = {"first_missed": plan.first_missed.isoformat() if plan.first_missed else None,
+                    "last_missed": plan.last_missed.isoformat() if plan.last_missed else None}
+            self.writer.message("INFO", f"{count} missed firing(s) of chain {chain_id}: policy {policy}: {done}",
+                                {"chain": chain_id, "missed": plan.missed, "exact": plan.missed_exact,
+                                 "policy": policy, **span,
+                                 "runs": [outcome[(chain_id, d)][0] for d in catchup if (chain_id, d) in outcome]})
+
+    def _skipped(self, chain_id: int, run_id: int, due: datetime, now: datetime) -> None:
+        """A firing skipped at max_instances (its chain_run aggregate row is written by the
+        claim): counted, and logged once per chain per SKIP_LOG_SECONDS with the count and span."""
+        self.stats["skipped"] += 1
+        agg = self._skips.get(chain_id)
+        if agg is None:  # the first of a window: logged at once, the rest at its end
+            self._skips[chain_id] = {"since": now, "n": 0, "first": None, "last": None, "runs": []}
+            self._log_skips(chain_id, 1, due, due, [run_id])
+            return
+        agg["n"] += 1
+        agg["first"] = agg["first"] or due
+        agg["last"] = due
+        if run_id not in agg["runs"]:
+            agg["runs"].append(run_id)
+
+    def _flush_skips(self, now: datetime | None) -> None:
+        """Log the skipped firings counted in windows that are over (all of them: ``now`` None)."""
+        for chain_id, agg in list(self._skips.items()):
+            if now is not None and (now - agg["since"]).total_seconds() < SKIP_LOG_SECONDS:
+                continue
+            if agg["n"]:
+                self._log_skips(chain_id, agg["n"], agg["first"], agg["last"], agg["runs"])
+            if agg["n"] and now is not None:  # still skipping: a new window
+                self._skips[chain_id] = {"since": now, "n": 0, "first": None, "last": None, "runs": []}
+            else:
+                del self._skips[chain_id]
+
+    def _log_skips(self, chain_id: int, n: int, first: datetime, last: datetime, runs: list[int]) -> None:
+        if self.writer:
+            span = f"due {first.isoformat()}" if n == 1 else f"due {first.isoformat()} to {last.isoformat()}"
+            self.writer.message("INFO", f"Cannot proceed: max_instances reached; {n} firing(s) of chain {chain_id} "
+                                        f"skipped, {span}",
+                                {"chain": chain_id, "skipped": n, "first_due": first.isoformat(),
+                                 "last_due": last.isoformat(), "runs": runs})
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -819,14 +990,26 @@ class Scheduler:
     # --- dead runs ---------------------------------------------------------------------
 
     async def _reap(self, ctl: psycopg.AsyncConnection) -> None:
-        rows = await (await ctl.execute("SELECT run_id, chain_id, reason FROM timetable.reap_dead_runs()")).fetchall()
-        for run_id, chain_id, reason in rows:
-            self.log.warning("run %s of chain %s marked failed: %s", run_id, chain_id, reason)
-            if self.writer:
-                self.writer.message("ERROR", f"run marked failed: {reason}", {"chain": chain_id, "run": run_id})
+        rows = await (await ctl.execute(REAP_SQL)).fetchall()
+        self._log_reaped(rows)
         if rows:
             self._dirty = True
             self.wake.set()
+
+    def _log_reaped(self, rows) -> None:
+        """The runs reap_dead_runs ended, to the engine log and timetable.log (the same rows
+        whether reaped at start-up or later)."""
+        for run_id, chain_id, reason, status in rows:
+            if status == "succeeded":  # its chain transaction had committed: it did succeed
+                self.log.warning("run %s of chain %s recorded as succeeded: %s", run_id, chain_id, reason)
+                if self.writer:
+                    self.writer.message("INFO", f"run recorded as succeeded (its chain transaction had committed): "
+                                                f"{reason}", {"chain": chain_id, "run": run_id, "status": status})
+            else:
+                self.log.warning("run %s of chain %s marked %s: %s", run_id, chain_id, status, reason)
+                if self.writer:
+                    self.writer.message("ERROR", f"run marked {status}: {reason}",
+                                        {"chain": chain_id, "run": run_id, "status": status})
 
     # --- observability -------------------------------------------------------------------
 
