@@ -195,9 +195,40 @@ def connect(settings: ConnSettings, *, autocommit: bool = True, **overrides: obj
     return conn
 
 
+#: connection attempts in progress (see ``aconnect``), so that an engine can let the ones its
+#: cancelled callers left behind finish before its event loop ends (``settle_connects``)
+_ATTEMPTS: set[asyncio.Task] = set()
+
+
+async def _attempt(conninfo: str, autocommit: bool) -> psycopg.AsyncConnection:
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=autocommit)
+
+
+def _close_abandoned(attempt: asyncio.Task) -> None:
+    """Done-callback of an attempt whose caller was cancelled: close what it opened."""
+    if attempt.cancelled() or attempt.exception() is not None:
+        return  # failed attempts are closed by psycopg (the server answered, or timed out)
+    attempt.result().pgconn.finish()
+
+
 async def aconnect(settings: ConnSettings, *, autocommit: bool = True, **overrides: object) -> psycopg.AsyncConnection:
+    """A checked asyncio connection, or ConnectError with one clear line.
+
+    Cancelling the caller never cuts an attempt short: psycopg would leave the half-open
+    socket (SSL request or startup packet sent, answer unread) to the garbage collector,
+    and a server shutting down waits for such a client until ``authentication_timeout``
+    (PostgreSQL <= 16 waits for its "dead-end" children).  The attempt runs in its own
+    task, bounded by ``connect_timeout``, and the connection is closed as soon as it is
+    made if nobody wants it any more.
+    """
+    attempt = asyncio.ensure_future(_attempt(settings.conninfo(**overrides), autocommit))
+    _ATTEMPTS.add(attempt)
+    attempt.add_done_callback(_ATTEMPTS.discard)
     try:
-        conn = await psycopg.AsyncConnection.connect(settings.conninfo(**overrides), autocommit=autocommit)
+        conn = await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        attempt.add_done_callback(_close_abandoned)  # runs at once if it is already done
+        raise
     except psycopg.OperationalError as exc:
         raise explain_connect_error(exc, settings) from None
     try:
@@ -206,6 +237,16 @@ async def aconnect(settings: ConnSettings, *, autocommit: bool = True, **overrid
         await conn.close()
         raise
     return conn
+
+
+async def settle_connects(timeout: float = 15.0) -> None:
+    """Wait (bounded) for the connection attempts of this event loop that are still in
+    progress: each ends with its connection closed if its caller was cancelled.  Call it
+    before the loop ends, so that no attempt is cut short by the loop's own shutdown."""
+    loop = asyncio.get_running_loop()
+    mine = [t for t in _ATTEMPTS if t.get_loop() is loop and not t.done()]
+    if mine:
+        await asyncio.wait(mine, timeout=timeout)
 
 
 def make_pool(settings: ConnSettings, *, min_size: int = 1, max_size: int = 4, name: str | None = None):
@@ -224,6 +265,22 @@ def make_async_pool(settings: ConnSettings, *, min_size: int = 1, max_size: int 
     return AsyncConnectionPool(settings.conninfo(), min_size=min_size, max_size=max_size, name=name,
                                kwargs={"autocommit": True}, open=False, timeout=settings.connect_timeout,
                                check=AsyncConnectionPool.check_connection)
+
+
+#: while the server cannot be reached (down, restarting), reconnect loops probe at least this
+#: often, so that the engine is back within about a second of the server (back-off up to it)
+UNREACHABLE_PROBE_MAX = 1.0
+
+
+def is_connection_loss(exc: BaseException) -> bool:
+    """The connection to the server is gone or cannot be made (server restart, crash,
+    network): worth a reconnect, and the reason a run in progress was interrupted."""
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, ConnectError, ConnectionError))
+
+
+def connection_lost_reason(exc: BaseException) -> str:
+    """"database connection lost: <the server's or libpq's message>" (one line)."""
+    return f"database connection lost: {_first_line(exc)}"
 
 
 def backoff_delays(initial: float = 0.2, maximum: float = 30.0, factor: float = 2.0) -> Iterator[float]:

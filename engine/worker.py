@@ -30,7 +30,8 @@ import psycopg
 
 from engine import __version__
 from engine.clock import Clock, SystemClock
-from engine.db import ConnSettings, aconnect, backoff_delays
+from engine.db import (UNREACHABLE_PROBE_MAX, ConnSettings, aconnect, backoff_delays, connection_lost_reason,
+                       is_connection_loss, settle_connects)
 from engine.errors import ConnectError, InputError
 
 log = logging.getLogger("pgtt.worker")
@@ -50,11 +51,15 @@ ENGINE_KEEP_STOPPED = "7 days"
 REGISTER_ENGINE_SQL = (
     "INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version) "
     "VALUES (%s, pg_backend_pid(), %s, %s, %s, %s) RETURNING engine_id")
+#: a reconnect (server restart, lost connection) keeps the engine's row: one process, one row
+REATTACH_ENGINE_SQL = (
+    "UPDATE pgtt.engine SET backend_pid = pg_backend_pid(), connected_at = now(), heartbeat_at = now(), "
+    "stopped_at = NULL WHERE engine_id = %s RETURNING engine_id")
 PRUNE_ENGINES_SQL = """
 WITH lost AS (
     UPDATE pgtt.engine e SET stopped_at = e.heartbeat_at
     WHERE e.stopped_at IS NULL AND e.heartbeat_at < now() - %s::interval
-      AND NOT pgtt.engine_alive(e.backend_pid, e.started_at)
+      AND NOT pgtt.engine_alive(e.backend_pid, coalesce(e.connected_at, e.started_at))
     RETURNING engine_id)
 DELETE FROM pgtt.engine WHERE stopped_at < now() - %s::interval
 """
@@ -102,6 +107,9 @@ class WorkerContext:
     stopping: asyncio.Event
     log: logging.Logger = log
     standby: bool = False
+    #: why the supervisor cancels the services when it is not a plain stop (e.g. "database
+    #: connection lost: …"); services may record it for the work they abandon
+    stop_reason: str = ""
 
 
 def default_client_name() -> str:
@@ -141,6 +149,9 @@ class Supervisor:
         self.state = "starting"  # starting | standby | running | reconnecting | stopped
         self.restarts: dict[str, int] = {s.name: 0 for s in services}
         self.last_error: str = ""
+        self.engine_id: int | None = None  # our row in pgtt.engine, kept across reconnects
+        self.database_up = False  # the last probe or service round reached the server
+        self.connect_errors = 0  # failed probes of the server
 
     def stop(self) -> None:
         self.ctx.stopping.set()
@@ -154,7 +165,11 @@ class Supervisor:
     def metrics(self) -> list[Metric]:
         out = [Metric("pgtt_worker_up", 1.0 if self.state == "running" else 0.0, help="1 while services run"),
                Metric("pgtt_worker_standby", 1.0 if self.state == "standby" else 0.0,
-                      help="1 while the server is a standby")]
+                      help="1 while the server is a standby"),
+               Metric("pgtt_worker_database_up", 1.0 if self.database_up else 0.0,
+                      help="1 while the engine reaches its database"),
+               Metric("pgtt_worker_connect_errors_total", self.connect_errors, kind="counter",
+                      help="failed attempts to reach the database")]
         for name, count in self.restarts.items():
             out.append(Metric("pgtt_service_restarts_total", count, {"service": name}, "counter",
                               "service restarts after an error"))
@@ -169,18 +184,34 @@ class Supervisor:
         except TimeoutError:
             return False
 
+    def _unreachable(self, message: str) -> None:
+        """The database cannot be reached: health and metrics say so, services are told."""
+        self.database_up = False
+        self.connect_errors += 1
+        for service in self.services:
+            hook = getattr(service, "database_unreachable", None)  # optional service hook
+            if hook is not None:
+                hook(message)
+
     async def run(self) -> None:
-        delays = backoff_delays(initial=0.5, maximum=15.0)
+        # a server that is down is probed about every second (it may be back any moment);
+        # one that refuses us (password, missing database) is asked less often
+        delays = backoff_delays(initial=0.2, maximum=UNREACHABLE_PROBE_MAX)
+        refused = backoff_delays(initial=0.5, maximum=15.0)
         while not self.ctx.stopping.is_set():
             try:
                 standby = await server_is_standby(self.ctx.settings)
             except ConnectError as exc:
+                if self.state != "reconnecting":
+                    log.warning("database unreachable: %s", exc)
                 self.state = "reconnecting"
                 self.last_error = str(exc)
-                log.warning("database unreachable: %s", exc)
-                if await self._wait_stopping(next(delays)):
+                self._unreachable(str(exc))
+                wait = next(delays) if getattr(exc, "retryable", False) else next(refused)
+                if await self._wait_stopping(wait):
                     break
                 continue
+            self.database_up = True
             if standby:
                 if self.state != "standby":
                     log.info("server is a standby: idling until it is promoted")
@@ -191,7 +222,9 @@ class Supervisor:
                 continue
             self.ctx.standby = False
             self.state = "running"
-            delays = backoff_delays(initial=0.5, maximum=15.0)
+            self.ctx.stop_reason = ""
+            delays = backoff_delays(initial=0.2, maximum=UNREACHABLE_PROBE_MAX)
+            refused = backoff_delays(initial=0.5, maximum=15.0)
             await self._run_services_once()
         self.state = "stopped"
 
@@ -209,6 +242,9 @@ class Supervisor:
                     self.restarts[tasks[task].name] += 1
                     self.last_error = f"{tasks[task].name}: {exc}"
                     log.error("service %s failed: %s; restarting", tasks[task].name, exc)
+                    if is_connection_loss(exc):
+                        self.database_up = False
+                        self.ctx.stop_reason = self.ctx.stop_reason or connection_lost_reason(exc)
         finally:
             pending = [t for t in [*tasks, watch, heartbeat, stop_wait] if not t.done()]
             if not self.ctx.stopping.is_set():
@@ -239,22 +275,27 @@ class Supervisor:
                 return
 
     async def _heartbeat(self) -> None:
-        """Keep our row in pgtt.engine fresh; best effort (the module may be absent)."""
+        """Keep our row in pgtt.engine fresh; best effort (the module may be absent).  The
+        row is registered once per process: after a reconnect the same row points at the new
+        backend, so restarts of the server leave no "lost" engines behind."""
         conn: psycopg.AsyncConnection | None = None
-        engine_id = None
         try:
             while not self.ctx.stopping.is_set():
                 try:
                     if conn is None or conn.closed:
                         conn = await aconnect(self.ctx.settings.with_app(f"pgtt-tui engine {self.ctx.client_name}"))
-                        cur = await conn.execute(REGISTER_ENGINE_SQL, (
-                            self.ctx.client_name, socket.gethostname(), os.getpid(), self.options.modules,
-                            __version__))
-                        engine_id = (await cur.fetchone())[0]
+                        row = None
+                        if self.engine_id is not None:
+                            row = await (await conn.execute(REATTACH_ENGINE_SQL, (self.engine_id,))).fetchone()
+                        if row is None:
+                            row = await (await conn.execute(REGISTER_ENGINE_SQL, (
+                                self.ctx.client_name, socket.gethostname(), os.getpid(), self.options.modules,
+                                __version__))).fetchone()
+                        self.engine_id = row[0]
                         await conn.execute(PRUNE_ENGINES_SQL, (ENGINE_LOST_AFTER, ENGINE_KEEP_STOPPED))
                     else:
                         await conn.execute("UPDATE pgtt.engine SET heartbeat_at = now() WHERE engine_id = %s",
-                                           (engine_id,))
+                                           (self.engine_id,))
                 except (psycopg.Error, ConnectError) as exc:
                     log.debug("heartbeat failed: %s", exc)
                     if conn is not None:
@@ -263,10 +304,12 @@ class Supervisor:
                 await asyncio.sleep(HEARTBEAT_SECONDS)
         finally:
             if conn is not None and not conn.closed:
-                try:
-                    await conn.execute("UPDATE pgtt.engine SET stopped_at = now() WHERE engine_id = %s", (engine_id,))
-                except psycopg.Error:
-                    pass
+                if self.ctx.stopping.is_set():  # a restart of the services is not a stop of the engine
+                    try:
+                        await conn.execute("UPDATE pgtt.engine SET stopped_at = now() WHERE engine_id = %s",
+                                           (self.engine_id,))
+                    except psycopg.Error:
+                        pass
                 await conn.close()
 
 
@@ -339,5 +382,6 @@ async def run_worker(options: WorkerOptions, clock: Clock | None = None) -> Supe
     finally:
         if endpoint is not None:
             await endpoint.close()
+        await settle_connects()  # attempts left by cancelled services end closed, not cut off
     return supervisor
 # ---- end exit requests and HTTP endpoint ----------------------------------------------------------

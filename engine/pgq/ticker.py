@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from engine.db import ConnSettings, aconnect, backoff_delays, redact, translate_db_error
+from engine.db import UNREACHABLE_PROBE_MAX, ConnSettings, aconnect, backoff_delays, redact, translate_db_error
 from engine.errors import ConnectError, InputError
 
 log = logging.getLogger("pgtt.pgq.ticker")
@@ -148,6 +148,7 @@ class DatabaseTicker:
     last_error: str = ""
     last_tick_at: float | None = None  # time.monotonic()
     unreachable_since: float | None = None
+    extra: bool = False  # another database than the engine's own (--pgq-database)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -191,23 +192,23 @@ class DatabaseTicker:
             Metric("pgtt_pgq_retried_events_total", self.retried, labels, "counter", "retry events moved back"),
             Metric("pgtt_pgq_maint_runs_total", self.maint_runs, labels, "counter", "maintenance statements run"),
             Metric("pgtt_pgq_ticker_errors_total", self.errors, labels, "counter", "failed ticker rounds"),
-            Metric("pgtt_pgq_database_up", 0.0 if self.unreachable_since is not None else 1.0, labels, "gauge",
-                   "1 while the database is reachable"),
+            Metric("pgtt_pgq_database_up", 1.0 if self.connected and self.unreachable_since is None else 0.0,
+                   labels, "gauge", "1 while the ticker is connected to the database"),
         ]
 
     # loop ---------------------------------------------------------------------------------
     async def run(self, ctx) -> None:
         stopping: asyncio.Event = ctx.stopping
-        delays = backoff_delays(initial=1.0, maximum=15.0)
+        delays = backoff_delays(initial=0.5, maximum=UNREACHABLE_PROBE_MAX)
         while not stopping.is_set():
             try:
                 conn = await aconnect(self.settings.with_app(f"pgtt-tui ticker {self.database}"))
             except ConnectError as exc:
                 self._unreachable(str(exc))
-                if await _wait(stopping, next(delays)):
+                if await _wait(stopping, next(delays) if getattr(exc, "retryable", False) else 15.0):
                     break
                 continue
-            delays = backoff_delays(initial=1.0, maximum=15.0)
+            delays = backoff_delays(initial=0.5, maximum=UNREACHABLE_PROBE_MAX)
             self.connected = True
             self.unreachable_since = None
             try:
@@ -226,6 +227,13 @@ class DatabaseTicker:
             log.warning("%s: database unreachable: %s", self.name, message)
         self.last_error = redact(message)
         self.connected = False
+        self.errors += 1  # a round that could not reach the database failed too
+
+    def database_unreachable(self, message: str) -> None:
+        """Supervisor hook: the engine's database is unreachable while no service runs.
+        Only the engine's own database: another ``--pgq-database`` may well be up."""
+        if not self.extra:
+            self._unreachable(message)
 
     async def _serve(self, conn: psycopg.AsyncConnection, stopping: asyncio.Event) -> None:
         self.pgq_present = await has_pgq(conn)
@@ -296,7 +304,7 @@ def tickers_for(settings: ConnSettings, extra_dsns: list[str] | tuple[str, ...] 
         if key in seen:
             continue
         seen.add(key)
-        out.append(DatabaseTicker(s, options))
+        out.append(DatabaseTicker(s, options, extra=s is not settings))
     return out
 
 

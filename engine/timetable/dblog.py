@@ -26,7 +26,8 @@ from typing import Any
 
 import psycopg
 
-from engine.db import ConnSettings, aconnect, array_literal, backoff_delays
+from engine.db import UNREACHABLE_PROBE_MAX, ConnSettings, aconnect, array_literal, backoff_delays
+from engine.errors import ConnectError
 
 LEVEL_RANK = {"none": 0, "error": 1, "info": 2, "debug": 3}
 TYPE_RANK = {"PANIC": 1, "ERROR": 1, "INFO": 2, "NOTICE": 2, "USER": 2, "DEBUG": 3}
@@ -96,11 +97,13 @@ class DbWriter:
             self._task = asyncio.create_task(self._loop(), name="timetable-log-writer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            await self.flush()
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await self.flush()
+            finally:  # also when the flush is cut short (database gone): no writer left behind
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -144,7 +147,7 @@ class DbWriter:
         return self._conn
 
     async def _loop(self) -> None:
-        delays = backoff_delays(initial=0.2, maximum=5.0)
+        delays = backoff_delays(initial=0.2, maximum=UNREACHABLE_PROBE_MAX)
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 1000:
@@ -152,12 +155,12 @@ class DbWriter:
             while True:
                 try:
                     await self._write(batch)
-                    delays = backoff_delays(initial=0.2, maximum=5.0)
+                    delays = backoff_delays(initial=0.2, maximum=UNREACHABLE_PROBE_MAX)
                     break
                 except (psycopg.DataError, psycopg.errors.UntranslatableCharacter) as exc:
                     self.log.error("timetable log rows dropped (bad data): %s", exc)
                     break
-                except (psycopg.Error, OSError) as exc:
+                except (psycopg.Error, OSError, ConnectError) as exc:  # kept and retried, never dropped
                     self.log.warning("cannot write timetable log rows: %s; retrying", exc)
                     if self._conn is not None:
                         await self._conn.close()

@@ -188,6 +188,9 @@ class ChainExecutor:
         self.writer = writer
         self.log = log
         self._client_lit: str | None = None
+        #: why runs still in progress are being cancelled, when it is not a plain engine stop
+        #: (set by the scheduler before it cancels them, e.g. "database connection lost: …")
+        self.abort_reason: str | None = None
 
     # --- literals ----------------------------------------------------------------------
     # Statements around a task go in one simple-protocol query (the task's command may hold
@@ -407,7 +410,12 @@ class ChainExecutor:
                 await self._fail(r, outcome)
             return outcome
         except asyncio.CancelledError:
-            outcome = RunOutcome("failed", "engine stopped while the chain was running")
+            # the engine stops this run: because its connection to the database was lost
+            # (the scheduler says so: abort_reason), or for a plain stop
+            reason = self.abort_reason or "engine stopped while the chain was running"
+            if r.conn.broken and not self.abort_reason:
+                reason = "database connection lost"
+            outcome = RunOutcome("failed", reason)
             await asyncio.shield(self._finish_elsewhere(r, outcome))
             raise
         except psycopg.Error as exc:

@@ -71,6 +71,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -79,7 +80,7 @@ from psycopg import pq, sql
 from engine.clock import Clock
 from psycopg import conninfo as pg_conninfo
 
-from engine.db import ConnSettings, aconnect, array_literal
+from engine.db import ConnSettings, aconnect, array_literal, connection_lost_reason, is_connection_loss
 from engine.errors import PgttError, SchemaError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable.dblog import DbWriter
@@ -363,6 +364,8 @@ class Scheduler:
         #: per chain: firings skipped at max_instances since the window began, not yet logged
         self._skips: dict[int, dict[str, Any]] = {}
         self._reaped_at_start: list = []
+        #: when the engine cancels us (another service lost the database): why, or None
+        self.abort_reason_of: Callable[[], str | None] = lambda: None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -401,6 +404,12 @@ class Scheduler:
             await self._start_reboot_chains()
             self.ready = True
             await self._loop(ctl, stopping, listener)
+        except BaseException as exc:
+            if self.executor is not None and not stopping.is_set():
+                # runs still in progress end with the reason the engine stops them
+                self.executor.abort_reason = (connection_lost_reason(exc) if is_connection_loss(exc)
+                                              else self.abort_reason_of())
+            raise
         finally:
             self.ready = False
             if listener is not None:

@@ -26,6 +26,7 @@ class TimetableService:
         self.scheduler = Scheduler(ctx.settings, options, ctx.clock, ctx.log.getChild("timetable"),
                                    session_id=self.session_id)
         self.session_id = self.scheduler.session_id
+        self.scheduler.abort_reason_of = lambda: getattr(ctx, "stop_reason", None) or None
         await self.scheduler.run(ctx.stopping)
 
     def cancel_runs(self, reason: str, keep_run: int | None = None) -> int:

@@ -23,7 +23,7 @@ import typer
 
 from psycopg.conninfo import make_conninfo
 
-from engine.db import ConnSettings, redact, resolve_settings
+from engine.db import ConnSettings, guard_write, redact, resolve_settings
 from engine.safetext import visible, visible_json
 from pgtt_tui.widgets.format import fmt_duration
 
@@ -86,6 +86,12 @@ def settings_from(ctx: typer.Context | None, dsn: str | None = None, read_only: 
     glob = global_options(ctx)
     return resolve_settings(command_line_dsn(ctx, dsn if dsn is not None else glob.dsn),
                             application_name=application_name, read_only=read_only or glob.read_only)
+
+
+def refuse_read_only(ctx: typer.Context | None, read_only: bool, what: str) -> None:
+    """Commands that only write (db init / upgrade, the engine) refuse --read-only at once,
+    before connecting: ReadOnlyError, exit code 5, one line."""
+    guard_write(ConnSettings(read_only=read_only or global_options(ctx).read_only), what)
 
 
 def want_json(ctx: typer.Context | None, as_json: bool) -> bool:

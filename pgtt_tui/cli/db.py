@@ -8,7 +8,7 @@ import typer
 
 from engine import embedded, grants, schema
 from engine.db import connect, guard_write
-from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, settings_from, want_json
+from pgtt_tui.cli.common import DsnOpt, JsonOpt, ReadOnlyOpt, emit, refuse_read_only, settings_from, want_json
 
 app = typer.Typer(help="Install, upgrade and inspect the database modules.", no_args_is_help=True)
 embedded_app = typer.Typer(help="The embedded PostgreSQL server used when no --dsn is given.",
@@ -21,8 +21,10 @@ ModulesOpt = Annotated[str | None, typer.Option(
 
 
 @app.command("init")
-def init(ctx: typer.Context, dsn: DsnOpt = None, modules: ModulesOpt = None, as_json: JsonOpt = False) -> None:
+def init(ctx: typer.Context, dsn: DsnOpt = None, modules: ModulesOpt = None, as_json: JsonOpt = False,
+         read_only: ReadOnlyOpt = False) -> None:
     """Install the chosen modules (default: all) and bring them up to date. Safe to re-run."""
+    refuse_read_only(ctx, read_only, "db init (it installs the schema)")
     wanted = schema.parse_modules(modules)
     with connect(settings_from(ctx, dsn, application_name="pgtt-tui db init")) as conn:
         done = schema.install(conn, wanted)
@@ -34,8 +36,10 @@ def init(ctx: typer.Context, dsn: DsnOpt = None, modules: ModulesOpt = None, as_
 
 
 @app.command("upgrade")
-def upgrade(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
+def upgrade(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False,
+            read_only: ReadOnlyOpt = False) -> None:
     """Apply pending migrations to the modules already installed."""
+    refuse_read_only(ctx, read_only, "db upgrade (it changes the schema)")
     with connect(settings_from(ctx, dsn, application_name="pgtt-tui db upgrade")) as conn:
         done = schema.install(conn, list(schema.MODULES), upgrade_only=True)
     emit(done if want_json(ctx, as_json) else (done or ["nothing to do: the schema is up to date"]),

@@ -16,7 +16,7 @@ import typer
 from engine import schema
 from engine.db import connect, connect_waiting
 from engine.errors import InputError
-from pgtt_tui.cli.common import DsnOpt, settings_from
+from pgtt_tui.cli.common import DsnOpt, ReadOnlyOpt, refuse_read_only, settings_from
 
 LOG_LEVELS = ("debug", "info", "notice", "warn", "error")
 
@@ -108,8 +108,11 @@ def worker(
     cascade_root_ticker: Annotated[bool, typer.Option(
         "--cascade-root-ticker", help="cascade: on the root, tick the queue in the worker loop")] = False,
     # ---- end cascade -------------------------------------------------------------------------------
+    read_only: ReadOnlyOpt = False,
 ) -> None:
     """Run the engine: schedulers, job manager, ticker and cascade workers for this database."""
+    # the engine writes (claims, run state, logs, heartbeats): refused at once, not retried
+    refuse_read_only(ctx, read_only, "running the engine (it records runs, logs and heartbeats)")
     from engine.worker import SERVICE_FACTORIES, WorkerOptions, run_worker  # noqa: PLC0415 - heavy
 
     from engine.timetable.validate import check_name  # noqa: PLC0415
