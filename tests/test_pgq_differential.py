@@ -372,3 +372,280 @@ GENERATED_LENGTH = int(os.environ.get("PGQ_DIFF_LENGTH", "250"))
 @pytest.mark.parametrize("seed", GENERATED_SEEDS)
 def test_generated_pgq(pair, seed):
     check(pair, generate_pgq(seed, GENERATED_LENGTH), f"pgq seed {seed}")
+
+
+# ---------------------------------------------------------------------------------------
+# capture triggers: every variant, every common column type, NULLs and arrays
+# ---------------------------------------------------------------------------------------
+
+COLUMNS = [  # name, type, value generators (SQL literals)
+    ("i2", "int2", ["0", "-32768", "7"]), ("i8", "int8", ["9223372036854775807", "-1"]),
+    ("num", "numeric", ["0", "-12.50", "'NaN'", "1e20", "0.000001"]), ("nm", "numeric(10,2)", ["3.14159", "-0"]),
+    ("f4", "float4", ["1.5", "'Infinity'", "'-Infinity'", "'NaN'", "-0.1"]), ("f8", "float8", ["1e-300", "2.5", "'NaN'"]),
+    ("b", "bool", ["true", "false"]), ("t", "text", ["''", "'plain'", "'a b&c=d%e+f'", "'quo\"te\\\\back'",
+                                                      "'tab\tnl\nend'", "'\u00e4\u00f6\u20ac\U0001F600'", "'null'"]),
+    ("vc", "varchar(20)", ["'x'", "'NULL'"]), ("ch", "char(3)", ["'a'"]), ("by", "bytea", ["'\\x00ff'", "''"]),
+    ("d", "date", ["'2024-02-29'", "'infinity'"]), ("ts", "timestamp", ["'2024-01-02 03:04:05.678'"]),
+    ("tz", "timestamptz", ["'2024-01-02 03:04:05+02'", "'-infinity'"]), ("tm", "time", ["'12:34:56'"]),
+    ("iv", "interval", ["'1 day 2 hours'", "'-3 mons'"]), ("js", "json", ["'{\"a\": [1, null]}'", "'null'"]),
+    ("jb", "jsonb", ["'{\"b\": \"x\", \"a\": 1.50}'", "'[]'"]), ("u", "uuid", ["'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'"]),
+    ("ip", "inet", ["'10.0.0.1/8'"]), ("ai", "int[]", ["'{1,NULL,3}'", "'{}'", "'{{1,2},{3,4}}'"]),
+    ("at", "text[]", ["'{\"a b\",\"NULL\",NULL,\"q\\\\\"x\"}'"]), ("an", "numeric[]", ["'{1.5,NULL}'"]),
+    ("pt", "point", ["'(1,2)'"]), ("e", "mood", ["'ok'"]), ("c", "pair", ["ROW(1, 'x')::pair"]),
+]
+
+TRIGGER_OPTIONS = [(), ("backup",), ("ignore=t,by",), ("pkey=i2",), ("SKIP",), ("when=i2 > 0",),
+                   ("ev_extra3=t", "ev_type='custom'"), ("deny",), ("ev_extra4=i2::text", "backup")]
+
+
+def trigger_case(kind: str, options: tuple, seed: int, rows: int = 6) -> list:
+    rnd = random.Random(seed)
+    cols = ", ".join(f"{n} {t}" for n, t, _ in COLUMNS)
+    opt = "".join(", " + psycopg.sql.quote(o) for o in options)
+    when = "BEFORE" if "SKIP" in options else "AFTER"
+    ops = ["CREATE TYPE mood AS ENUM ('ok', 'sad')", "CREATE TYPE pair AS (n int, s text)",
+           "SELECT pgq.create_queue('tq')", "CREATE SCHEMA s",
+           f"CREATE TABLE s.\"T x\" (id int PRIMARY KEY, {cols})",
+           f"CREATE TRIGGER tg {when} INSERT OR UPDATE OR DELETE ON s.\"T x\" FOR EACH ROW "
+           f"EXECUTE FUNCTION pgq.{kind}('tq'{opt})"]
+
+    def value(gen):
+        return "NULL" if rnd.random() < 0.25 else rnd.choice(gen)
+
+    for i in range(1, rows + 1):
+        names = ", ".join(n for n, _, _ in COLUMNS)
+        vals = ", ".join(value(g) for _, _, g in COLUMNS)
+        ops.append(f"INSERT INTO s.\"T x\" (id, {names}) VALUES ({i}, {vals})")
+    for _ in range(rows):
+        n, _, g = rnd.choice(COLUMNS)
+        ops.append(f"UPDATE s.\"T x\" SET {n} = {value(g)} WHERE id = {rnd.randint(1, rows)}")
+    ops.append("UPDATE s.\"T x\" SET i2 = i2 WHERE id = 1")
+    ops.append(f"UPDATE s.\"T x\" SET id = 100 + id WHERE id = {rows}")
+    ops.append(f"DELETE FROM s.\"T x\" WHERE id IN (1, 2, {100 + rows})")
+    ops.append("SELECT ev_id, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4 "
+               "FROM pgq.event_template ORDER BY ev_id")
+    ops.append("SELECT count(*) FROM s.\"T x\"")
+    return ops
+
+
+@pytest.mark.parametrize("kind", ["logutriga", "sqltriga", "jsontriga"])
+def test_triggers(pair, kind):
+    total = 0
+    for n, options in enumerate(TRIGGER_OPTIONS):
+        ops = trigger_case(kind, options, seed=n)
+        # each option set on a fresh table: drop the previous one
+        ops = ["DROP SCHEMA IF EXISTS s CASCADE", "DROP TYPE IF EXISTS mood, pair CASCADE",
+               "SELECT pgq.drop_queue('tq', true) FROM pgq.queue WHERE queue_name = 'tq'", *ops]
+        total += run_both(*pair, ops, f"{kind} {options}")
+    OPS_RUN.append(total)
+
+
+# ---------------------------------------------------------------------------------------
+# pgq_node: root, branch and leaf through create, register, subscribe, set provider,
+# takeover, tag dead / alive and drop (one database holds one node per queue)
+# ---------------------------------------------------------------------------------------
+
+def node_views(q):
+    return [f"SELECT * FROM pgq_node.get_node_info('{q}')", f"SELECT * FROM pgq_node.get_worker_state('{q}')",
+            f"SELECT * FROM pgq_node.get_subscriber_info('{q}')", f"SELECT * FROM pgq_node.get_consumer_info('{q}')",
+            f"SELECT * FROM pgq_node.get_queue_locations('{q}')",
+            f"SELECT pgq_node.is_root_node('{q}'), pgq_node.is_leaf_node('{q}')"]
+
+
+NODE_ROOT = [
+    *node_views("aq"),
+    "SELECT * FROM pgq_node.register_location('aq', 'n1', 'dbname=n1', false)",
+    "SELECT * FROM pgq_node.register_location('aq', 'n2', 'dbname=n2', false)",
+    "SELECT * FROM pgq_node.register_location('aq', 'n2', NULL, true)",
+    "SELECT * FROM pgq_node.register_location('aq', 'n2', 'dbname=n2b', false)",
+    "SELECT * FROM pgq_node.register_location('aq', 'n3', 'dbname=n3', false)",
+    "SELECT * FROM pgq_node.create_node('aq', 'root', 'n1', 'w1', NULL, NULL, NULL)",
+    "SELECT * FROM pgq_node.create_node('aq', 'root', 'n1', 'w1', NULL, NULL, NULL)",
+    "SELECT * FROM pgq_node.create_node('xq', 'root', 'n1', 'w1', 'p', NULL, NULL)",
+    "SELECT * FROM pgq_node.create_node('xq', 'root', 'n1', 'w1', NULL, 5, NULL)",
+    "SELECT * FROM pgq_node.create_node('xq', 'bogus', 'n1', 'w1', NULL, NULL, NULL)",
+    *node_views("aq"),
+    "SELECT * FROM pgq_node.register_subscriber('aq', 'n2', 'w2', NULL)",
+    "SELECT * FROM pgq_node.register_subscriber('aq', 'n2', 'w2', NULL)",
+    "SELECT * FROM pgq_node.register_subscriber('aq', 'n3', 'w3', 1)",
+    "SELECT * FROM pgq_node.register_subscriber('aq', 'n4', 'w4', 999)",
+    "SELECT pgq.insert_event('aq', 't', 'd')", "SELECT pgq.force_tick('aq')", "SELECT pgq.ticker('aq')",
+    "SELECT pgq.insert_event('aq', 't', 'd')", "SELECT pgq.force_tick('aq')", "SELECT pgq.ticker('aq')",
+    "SELECT * FROM pgq_node.set_subscriber_watermark('aq', 'n2', 2)",
+    "SELECT * FROM pgq_node.set_subscriber_watermark('aq', 'n3', 3)",
+    "SELECT * FROM pgq_node.set_subscriber_watermark('aq', 'nosuch', 3)",
+    "SELECT * FROM pgq_node.set_subscriber_watermark('nq', 'n2', 3)",
+    "SELECT pgq_node.maint_watermark('aq')", "SELECT pgq_node.maint_watermark('nq')",
+    "SELECT * FROM pgq.get_consumer_info('aq')",
+    "SELECT * FROM pgq_node.set_global_watermark('aq', 2)", "SELECT * FROM pgq_node.set_global_watermark('aq', 1)",
+    "SELECT * FROM pgq_node.set_global_watermark('aq', NULL)", "SELECT * FROM pgq_node.set_global_watermark('nq', 2)",
+    "SELECT * FROM pgq_node.set_node_attrs('aq', 'a=1&b=2')", "SELECT * FROM pgq_node.set_node_attrs('nq', 'a=1')",
+    # consumers of the root queue
+    "SELECT * FROM pgq_node.register_consumer('aq', 'cons', 'n1', NULL)",
+    "SELECT * FROM pgq_node.register_consumer('aq', 'cons', 'n1', NULL)",
+    "SELECT * FROM pgq_node.register_consumer('aq', 'cons2', 'n1', 2)",
+    "SELECT * FROM pgq_node.get_consumer_state('aq', 'cons')", "SELECT * FROM pgq_node.get_consumer_state('aq', 'zz')",
+    "SELECT * FROM pgq_node.set_consumer_uptodate('aq', 'cons', true)",
+    "SELECT * FROM pgq_node.set_consumer_paused('aq', 'cons', true)",
+    "SELECT * FROM pgq_node.set_consumer_paused('aq', 'cons', true)",
+    "SELECT * FROM pgq_node.set_consumer_completed('aq', 'cons', 3)",
+    "SELECT * FROM pgq_node.set_consumer_error('aq', 'cons', 'boom')",
+    "SELECT * FROM pgq_node.set_consumer_error('aq', 'zz', 'boom')",
+    "SELECT * FROM pgq_node.set_consumer_completed('aq', 'zz', 3)",
+    "SELECT * FROM pgq_node.set_consumer_paused('aq', 'zz', false)",
+    "SELECT * FROM pgq_node.set_consumer_uptodate('aq', 'zz', false)",
+    "SELECT * FROM pgq_node.change_consumer_provider('aq', 'cons', 'n2')",
+    "SELECT * FROM pgq_node.change_consumer_provider('aq', 'zz', 'n2')",
+    "SELECT * FROM pgq_node.get_consumer_state('aq', 'cons')",
+    *node_views("aq"),
+    "SELECT * FROM pgq_node.unregister_consumer('aq', 'cons2')",
+    "SELECT * FROM pgq_node.unregister_consumer('aq', 'cons2')",
+    # tag dead / alive, unsubscribe
+    "SELECT * FROM pgq_node.register_location('aq', 'n3', NULL, true)", *node_views("aq"),
+    "SELECT * FROM pgq_node.register_location('aq', 'n3', NULL, false)",
+    "SELECT * FROM pgq_node.unregister_subscriber('aq', 'n3')",
+    "SELECT * FROM pgq_node.unregister_subscriber('aq', 'n3')",
+    "SELECT * FROM pgq_node.unregister_location('aq', 'n3')",
+    "SELECT * FROM pgq_node.unregister_location('aq', 'n3')",
+    "SELECT * FROM pgq_node.unregister_location('aq', 'n1')",
+    # switchover: the root steps down to a branch under n2
+    "SELECT * FROM pgq_node.demote_root('aq', 1, 'n2')", "SELECT pgq.insert_event('aq', 't', 'x')",
+    "SELECT * FROM pgq_node.demote_root('aq', 2, 'n2')", "SELECT * FROM pgq_node.demote_root('aq', 3, 'n2')",
+    "SELECT * FROM pgq_node.demote_root('aq', 3, 'n2')", "SELECT * FROM pgq_node.demote_root('aq', 4, 'n2')",
+    "SELECT * FROM pgq_node.demote_root('nq', 1, 'n2')",
+    *node_views("aq"), "SELECT * FROM pgq.get_queue_info('aq')",
+    "SELECT * FROM pgq_node.promote_branch('aq')", "SELECT * FROM pgq_node.promote_branch('aq')",
+    "SELECT * FROM pgq_node.promote_branch('nq')", *node_views("aq"),
+    "SELECT * FROM pgq_node.drop_node('aq', 'n2')", "SELECT * FROM pgq_node.drop_node('aq', 'n1')",
+    "SELECT * FROM pgq_node.drop_node('aq', 'n1')", *node_views("aq"),
+]
+
+NODE_BRANCH_LEAF = [
+    "SELECT * FROM pgq_node.register_location('bq', 'root', 'dbname=r', false)",
+    "SELECT * FROM pgq_node.register_location('bq', 'br', 'dbname=b', false)",
+    "SELECT * FROM pgq_node.create_node('bq', 'branch', 'br', 'wb', NULL, 1, NULL)",
+    "SELECT * FROM pgq_node.create_node('bq', 'branch', 'br', 'wb', 'root', NULL, NULL)",
+    "SELECT * FROM pgq_node.create_node('bq', 'branch', 'br', 'wb', 'root', 1, NULL)",
+    *node_views("bq"), "SELECT * FROM pgq.get_queue_info('bq')",
+    "SELECT pgq.insert_event('bq', 't', 'd')", "SELECT pgq.ticker('bq')",
+    "SELECT pgq.ticker('bq', 2, '2022-01-01', 10)", "SELECT pgq.ticker('bq', 3, '2022-01-02', 20)",
+    "SELECT * FROM pgq_node.set_consumer_completed('bq', 'wb', 2)",
+    "SELECT * FROM pgq_node.set_consumer_uptodate('bq', 'wb', true)",
+    "SELECT * FROM pgq_node.register_subscriber('bq', 'lf', 'wl', NULL)",
+    "SELECT * FROM pgq_node.register_location('bq', 'lf', 'dbname=lf', false)",
+    "SELECT * FROM pgq_node.register_subscriber('bq', 'lf', 'wl', NULL)",
+    "SELECT * FROM pgq_node.set_subscriber_watermark('bq', 'lf', 3)",
+    "SELECT * FROM pgq_node.set_global_watermark('bq', 2)", "SELECT pgq_node.maint_watermark('bq')",
+    *node_views("bq"),
+    "SELECT * FROM pgq_node.change_consumer_provider('bq', 'wb', 'other')",
+    "SELECT * FROM pgq_node.register_location('bq', 'other', 'dbname=o', false)",
+    "SELECT * FROM pgq_node.change_consumer_provider('bq', 'wb', 'other')", *node_views("bq"),
+    # takeover of the dead root: the branch becomes the root
+    "SELECT * FROM pgq_node.register_location('bq', 'root', NULL, true)",
+    "SELECT * FROM pgq_node.promote_branch('bq')", *node_views("bq"),
+    "SELECT pgq.insert_event('bq', 't', 'after promote')", "SELECT pgq.force_tick('bq')", "SELECT pgq.ticker('bq')",
+    # a leaf merging into the branch's queue
+    "SELECT * FROM pgq_node.register_location('lq', 'lroot', 'dbname=lr', false)",
+    "SELECT * FROM pgq_node.create_node('lq', 'leaf', 'br', 'wl', 'lroot', 1, 'nosuch')",
+    "SELECT * FROM pgq_node.create_node('lq', 'leaf', 'br', 'wl', 'lroot', 1, 'bq')",
+    *node_views("lq"), *node_views("bq"),
+    "SELECT * FROM pgq_node.set_partition_watermark('bq', 'lq', 2)",
+    "SELECT * FROM pgq_node.set_partition_watermark('bq', 'nosuch', 2)",
+    "SELECT * FROM pgq_node.set_consumer_completed('lq', 'wl', 5)",
+    "SELECT * FROM pgq_node.set_consumer_paused('lq', 'wl', true)", *node_views("lq"),
+    "SELECT * FROM pgq_node.register_subscriber('lq', 'x', 'wx', NULL)",
+    "SELECT * FROM pgq_node.demote_root('lq', 1, 'x')",
+    "SELECT * FROM pgq_node.promote_branch('lq')",
+    # a plain leaf with no queue of its own
+    "SELECT * FROM pgq_node.register_location('pq', 'p0', 'dbname=p0', false)",
+    "SELECT * FROM pgq_node.create_node('pq', 'leaf', 'p1', 'wp', 'p0', 7, NULL)", *node_views("pq"),
+    "SELECT * FROM pgq_node.set_global_watermark('pq', 9)", "SELECT pgq_node.maint_watermark('pq')",
+    "SELECT * FROM pgq_node.register_consumer('pq', 'pc', 'p0', 3)",
+    "SELECT * FROM pgq_node.get_consumer_state('pq', 'pc')",
+    "SELECT * FROM pgq_node.drop_node('lq', 'br')", "SELECT * FROM pgq_node.drop_node('bq', 'br')",
+    "SELECT * FROM pgq_node.drop_node('pq', 'p1')", *node_views("bq"), *node_views("pq"),
+    "SELECT pgq_node.version() IS NOT NULL, pgq_node.upgrade_schema()",
+]
+
+NODE_CASES = {"root_switchover": NODE_ROOT, "branch_leaf_takeover": NODE_BRANCH_LEAF}
+
+
+@pytest.mark.parametrize("name", sorted(NODE_CASES))
+def test_hand_written_pgq_node(pair, name):
+    check(pair, NODE_CASES[name], name, state=PGQ_NODE_STATE + PGQ_STATE)
+
+
+def generate_pgq_node(seed: int, length: int) -> list:
+    rnd = random.Random(seed)
+    nq = ("aq", "bq", "lq")
+    nodes = ("n1", "n2", "n3", "n4")
+
+    def q():
+        return rnd.choices(nq, (4, 3, 2))[0]
+
+    def n():
+        return rnd.choice(nodes)
+
+    def tick():
+        return rnd.choice(["NULL", "1", "2", "3", "5", "50"])
+
+    ops: list = [f"SELECT * FROM pgq_node.register_location('{a}', '{b}', 'dbname={b}', false)"
+                 for a in nq for b in nodes[:3]]
+    ops += ["SELECT * FROM pgq_node.create_node('aq', 'root', 'n1', 'w1', NULL, NULL, NULL)",
+            "SELECT * FROM pgq_node.create_node('bq', 'branch', 'n2', 'w2', 'n1', 1, NULL)",
+            "SELECT * FROM pgq_node.create_node('lq', 'leaf', 'n3', 'w3', 'n2', 1, 'bq')"]
+    choices = [
+        (2, lambda: f"SELECT * FROM pgq_node.register_location('{q()}', '{n()}', "
+                    f"{rnd.choice(['NULL', chr(39) + 'dbname=x' + chr(39)])}, {rnd.choice(['true', 'false'])})"),
+        (1, lambda: f"SELECT * FROM pgq_node.unregister_location('{q()}', '{n()}')"),
+        (1, lambda: f"SELECT * FROM pgq_node.create_node('{q()}', '{rnd.choice(['root', 'branch', 'leaf'])}', "
+                    f"'{n()}', 'w', {rnd.choice(['NULL', chr(39) + 'n1' + chr(39)])}, {tick()}, NULL)"),
+        (2, lambda: f"SELECT * FROM pgq_node.register_subscriber('{q()}', '{n()}', 'w{rnd.randint(1, 4)}', {tick()})"),
+        (1, lambda: f"SELECT * FROM pgq_node.unregister_subscriber('{q()}', '{n()}')"),
+        (2, lambda: f"SELECT * FROM pgq_node.set_subscriber_watermark('{q()}', '{n()}', {tick()})"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_global_watermark('{q()}', {tick()})"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_partition_watermark('bq', '{q()}', {tick()})"),
+        (1, lambda: f"SELECT pgq_node.maint_watermark('{q()}')"),
+        (2, lambda: f"SELECT * FROM pgq_node.register_consumer('{q()}', 'c{rnd.randint(1, 2)}', '{n()}', {tick()})"),
+        (1, lambda: f"SELECT * FROM pgq_node.unregister_consumer('{q()}', 'c{rnd.randint(1, 2)}')"),
+        (1, lambda: f"SELECT * FROM pgq_node.change_consumer_provider('{q()}', "
+                    f"'{rnd.choice(['c1', 'w1', 'w2', 'w3'])}', '{n()}')"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_consumer_uptodate('{q()}', '{rnd.choice(['c1', 'w2'])}', "
+                    f"{rnd.choice(['true', 'false'])})"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_consumer_paused('{q()}', '{rnd.choice(['c1', 'w2', 'w3'])}', "
+                    f"{rnd.choice(['true', 'false'])})"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_consumer_completed('{q()}', '{rnd.choice(['c1', 'w2', 'w3'])}', "
+                    f"{tick()})"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_consumer_error('{q()}', '{rnd.choice(['c1', 'w2'])}', "
+                    f"{rnd.choice(['NULL', chr(39) + 'err' + chr(39)])})"),
+        (1, lambda: f"SELECT * FROM pgq_node.demote_root('{q()}', {rnd.randint(1, 3)}, '{n()}')"),
+        (1, lambda: f"SELECT * FROM pgq_node.promote_branch('{q()}')"),
+        (1, lambda: f"SELECT * FROM pgq_node.set_node_attrs('{q()}', 'k={rnd.randint(1, 9)}')"),
+        (1, lambda: f"SELECT * FROM pgq_node.drop_node('{q()}', '{n()}')"),
+        (1, lambda: f"SELECT pgq.ticker('{q()}', (SELECT coalesce(max(tick_id), 0) + 1 FROM pgq.tick), now(), "
+                    f"{rnd.randint(1, 99)})"),
+        (1, lambda: (qq := q()) and [f"SELECT pgq.insert_event('{qq}', 't', 'd')", f"SELECT pgq.force_tick('{qq}')",
+                                     f"SELECT pgq.ticker('{qq}')"]),
+        (5, lambda: rnd.choice([f"SELECT * FROM pgq_node.get_node_info('{q()}')",
+                                f"SELECT * FROM pgq_node.get_worker_state('{q()}')",
+                                f"SELECT * FROM pgq_node.get_subscriber_info('{q()}')",
+                                f"SELECT * FROM pgq_node.get_consumer_info('{q()}')",
+                                f"SELECT * FROM pgq_node.get_consumer_state('{q()}', 'c1')",
+                                f"SELECT * FROM pgq_node.get_queue_locations('{q()}')",
+                                "SELECT * FROM pgq.get_consumer_info()",
+                                f"SELECT pgq_node.is_root_node('{q()}'), pgq_node.is_leaf_node('{q()}')"])),
+    ]
+    weights = [w for w, _ in choices]
+    while len(ops) < length:
+        op = rnd.choices(choices, weights)[0][1]()
+        ops += op if isinstance(op, list) else [op]
+    return ops
+
+
+NODE_SEEDS = [int(os.environ["PGQ_DIFF_SEED"])] if os.environ.get("PGQ_DIFF_SEED") else list(range(1, 9))
+
+
+@pytest.mark.parametrize("seed", NODE_SEEDS)
+def test_generated_pgq_node(pair, seed):
+    check(pair, generate_pgq_node(seed, GENERATED_LENGTH), f"pgq_node seed {seed}",
+          state=PGQ_NODE_STATE + PGQ_STATE)

@@ -315,3 +315,52 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- ---------------------------------------------------------------------------------------
+-- 6. trigger errors are internal errors (SQLSTATE XX000), as PgQ's C triggers raise them
+-- ---------------------------------------------------------------------------------------
+
+-- Every RAISE EXCEPTION of the trigger functions and their helpers (sql/pgq/0004_triggers.sql)
+-- gains USING ERRCODE = 'XX000'; the functions are otherwise unchanged (their messages hold
+-- no semicolon, which the rewrite relies on).
+DO $errcodes$
+DECLARE
+    f regprocedure;
+    def text;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+         WHERE p.pronamespace = 'pgq'::regnamespace
+           AND p.proname IN ('logutriga', 'sqltriga', 'jsontriga', '_trg_build_0004', '_trg_rewrite')
+    LOOP
+        def := pg_catalog.pg_get_functiondef(f);
+        def := regexp_replace(def, '(RAISE EXCEPTION [^;]*);', '\1 USING ERRCODE = ''XX000'';', 'g');
+        EXECUTE def;
+    END LOOP;
+END
+$errcodes$;
+
+-- ---------------------------------------------------------------------------------------
+-- 7. force_tick: leaves queues with an external ticker and paused queues alone (PgQ)
+-- ---------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION pgq.force_tick(i_queue_name text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    q record;
+    last_tick bigint;
+BEGIN
+    SELECT queue_id, queue_event_seq, queue_ticker_max_count INTO q
+      FROM pgq.queue
+     WHERE queue_name = i_queue_name AND NOT queue_external_ticker AND NOT queue_ticker_paused;
+    IF FOUND THEN
+        PERFORM setval(q.queue_event_seq::regclass,
+                       nextval(q.queue_event_seq::regclass) + q.queue_ticker_max_count * 2 + 1000);
+    END IF;
+    -- the newest tick, also of a queue it did not touch
+    SELECT t.tick_id INTO last_tick FROM pgq.tick t JOIN pgq.queue qq ON qq.queue_id = t.tick_queue
+     WHERE qq.queue_name = i_queue_name
+     ORDER BY t.tick_queue DESC, t.tick_id DESC LIMIT 1;
+    RETURN last_tick;
+END
+$$;
