@@ -107,8 +107,9 @@ BASICS = [
 # three ticks of 10 events each, then next_batch_custom with minimum counts (issue 16 item 2)
 FIND_TICK = [
     "SELECT pgq.create_queue('q')", "SELECT pgq.register_consumer('q', 'c')",
+    "SELECT pgq.set_queue_config('q', 'ticker_max_count', '9')",
     *[s for _ in range(3) for s in ("SELECT count(pgq.insert_event('q', 't', i::text)) FROM generate_series(1, 10) i",
-                                    "SELECT pgq.force_tick('q')", "SELECT pgq.ticker('q')")],
+                                    "SELECT pgq.ticker('q')")],
     "SELECT * FROM pgq.find_tick_helper(1, 1, now(), 0, 15, NULL)",
     "SELECT * FROM pgq.find_tick_helper(1, 1, now(), 0, 5, NULL)",
     "SELECT * FROM pgq.find_tick_helper(1, 1, now(), 0, 100, NULL)",
