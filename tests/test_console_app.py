@@ -470,3 +470,20 @@ async def test_brackets_switch_tabs_and_help_lists_the_views_keys_first(settings
         assert text.index("## Keys here") < text.index("## Other keys")
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is screen)
+
+
+async def test_checkboxes_show_their_state_in_text(settings, conn):
+    """[x] / [ ] in a plain capture, not only a colour."""
+    from pgtt_tui.screens.editors import ChainEditor
+    from pgtt_tui.widgets.common import TextCheckbox
+
+    app = make_app(settings, start_view="chains")
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.push_screen(ChainEditor(None))
+        await until(pilot, lambda: app.screen.query(TextCheckbox))
+        live = app.screen.query_one("#live", TextCheckbox)
+        destruct = app.screen.query_one("#self_destruct", TextCheckbox)
+        assert str(live.render()).startswith("[x]") and str(destruct.render()).startswith("[ ]")
+        destruct.value = True
+        await pilot.pause(0.05)
+        assert str(destruct.render()).startswith("[x]")

@@ -18,7 +18,7 @@ from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.editors import _Editor, check_int, preview_schedule
 from pgtt_tui.screens.modals import ConfirmScreen
-from pgtt_tui.widgets.common import FilterBar, VimTable
+from pgtt_tui.widgets.common import FilterBar, TextCheckbox, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_relative, fmt_stamp, fmt_time
 
 JOB_WRITES = frozenset({"new_job", "submit_job", "edit_job", "toggle_active", "cancel_job", "resubmit_job",
@@ -394,7 +394,7 @@ class CronJobEditor(_Editor):
             yield self.field("comments", Input(j.get("comments") or "", id="comments"))
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
-                yield Checkbox("active", bool(j.get("active", True)), id="active")
+                yield TextCheckbox("active", bool(j.get("active", True)), id="active")
             yield self.buttons()
 
     def on_mount(self) -> None:

@@ -10,7 +10,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Input, Label, Static
+from textual.content import Content
+from textual.widgets import Checkbox, DataTable, Input, Label, Static
 
 from engine.safetext import is_visible, visible
 from pgtt_tui.widgets.format import escape, state_cell
@@ -310,3 +311,13 @@ class VimTable(DataTable):
                 self.add_row(*cells, key=key)
         if selected is not None and selected in wanted:
             self.move_cursor(row=self.get_row_index(selected))
+
+
+class TextCheckbox(Checkbox):
+    """A checkbox whose state reads as text, ``[x]`` or ``[ ]``: Textual's own shows the same
+    ``X`` either way and tells on from off by colour only, which a plain capture, NO_COLOR
+    and colour-blind operators cannot see."""
+
+    @property
+    def _button(self) -> Content:
+        return Content.styled(f"[{'x' if self.value else ' '}]", self.get_visual_style("toggle--button"))
