@@ -37,6 +37,8 @@ def result_state(row: dict[str, Any]) -> str:
 class PagedTable(VimTable):
     """A VimTable that asks for the next / previous page when the cursor runs off an edge."""
 
+    SORTABLE = False  # keyset-paged by name on the server: a page sorted on its own would mislead
+
     class PageRequest(Message):
         def __init__(self, where: str) -> None:
             super().__init__()

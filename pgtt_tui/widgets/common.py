@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.content import Content
 from textual.widgets import Checkbox, DataTable, Input, Label, Static
+from textual.widgets.data_table import ColumnKey
 
 from engine.safetext import is_visible, visible
 from pgtt_tui.widgets.format import escape, state_cell
@@ -197,7 +198,10 @@ class VimTable(DataTable):
         Binding("k", "cursor_up", "up", show=False),
         Binding("g", "first", "top", show=False),
         Binding("G", "last", "bottom", show=False),
+        Binding("O", "cycle_sort", "sort", show=False),
     ]
+    #: whether ``O`` may reorder the rows (a server-paged list keeps the server's order)
+    SORTABLE = True
 
     def __init__(self, **kw: Any) -> None:
         kw.setdefault("cursor_type", "row")
@@ -206,6 +210,9 @@ class VimTable(DataTable):
         self._spec: list[tuple[str, int, Any]] = []
         self._layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._all_rows: list[tuple[str, tuple]] = []
+        self._given_rows: list[tuple[str, tuple]] = []
+        #: (column index in the spec, descending) or None for the view's own order
+        self.sort_by: tuple[int, bool] | None = None
 
     def add_fixed(self, *columns: tuple) -> None:
         """Columns with fixed widths: stable layout under live updates (and in snapshots)."""
@@ -237,7 +244,7 @@ class VimTable(DataTable):
         self.clear(columns=True)
         for i, w in zip(*layout):
             label = self._spec[i][0]
-            self.add_column(label, width=w, key=label)
+            self.add_column(self._label(i), width=w, key=label)
         if self._all_rows:
             for key, cells in self._all_rows:
                 self.add_row(*self._project(cells), key=key)
@@ -246,6 +253,54 @@ class VimTable(DataTable):
                     self.move_cursor(row=self.get_row_index(selected))
                 except Exception:  # noqa: BLE001 - the row is gone
                     pass
+
+    # ---- sorting: O cycles column and direction; kept across refreshes ------------------------
+    def _label(self, index: int) -> str:
+        label = self._spec[index][0]
+        if self.sort_by is not None and self.sort_by[0] == index:
+            return f"{label} {'▼' if self.sort_by[1] else '▲'}"
+        return label
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_sort":
+            return self.SORTABLE and bool(self._spec)
+        return True
+
+    def action_cycle_sort(self) -> None:
+        """Next state: column 1 ascending, column 1 descending, column 2 ascending, … and
+        finally the view's own order again."""
+        shown = list(self._layout[0]) if self._layout else list(range(len(self._spec)))
+        if not shown:
+            return
+        if self.sort_by is None:
+            self.sort_by = (shown[0], False)
+        elif not self.sort_by[1]:
+            self.sort_by = (self.sort_by[0], True)
+        else:
+            later = [i for i in shown if i > self.sort_by[0]]
+            self.sort_by = (later[0], False) if later else None
+        for i in (self._layout[0] if self._layout else ()):
+            self.columns[ColumnKey(self._spec[i][0])].label = Text(self._label(i))
+        self.sync_rows(self._given_rows)
+        self.refresh()
+        what = "the view's own order" if self.sort_by is None else \
+            f"{self._spec[self.sort_by[0]][0]} {'descending' if self.sort_by[1] else 'ascending'}"
+        self.notify(f"sorted by {what}", timeout=2)
+
+    def _sorted(self, rows: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
+        if self.sort_by is None:
+            return rows
+        index, descending = self.sort_by
+
+        def key(row: tuple[str, tuple]) -> tuple:
+            cells = row[1]
+            value = cells[index] if index < len(cells) else ""
+            text = value.plain if isinstance(value, Text) else str(value)
+            try:
+                return (0, float(text.replace(",", "")), "")
+            except ValueError:
+                return (1, 0.0, text.lower())
+        return sorted(rows, key=key, reverse=descending)
 
     def on_resize(self, event: Any) -> None:
         if self._spec:
@@ -287,6 +342,8 @@ class VimTable(DataTable):
         add new rows, remove gone ones; the cursor stays on the same key if it survives."""
         selected = self.selected_key()
         rows = [(key, tuple(safe_cell(c) for c in cells)) for key, cells in rows]
+        self._given_rows = rows  # the view's own order, for when sorting is turned off
+        rows = self._sorted(rows)
         self._all_rows = rows
         rows = [(key, self._project(cells)) for key, cells in rows]
         wanted = {key for key, _ in rows}
