@@ -241,7 +241,7 @@ class ChainEditor(_Editor):
                 yield Static("", id="command-msg")
                 yield self.field("parameters", TextArea("", id="params"))
                 yield Static("one JSON value per line, e.g. [1, \"a\"]", id="params-msg", classes="preview")
-            yield self.buttons()
+        yield self.buttons()  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -363,7 +363,7 @@ class TaskEditor(_Editor):
                 yield TextCheckbox("ignore error", bool(t.get("ignore_error")), id="ignore_error")
                 yield TextCheckbox("autonomous", bool(t.get("autonomous")), id="autonomous")
                 yield TextCheckbox("live", bool(t.get("live", True)), id="live")
-            yield self.buttons()
+        yield self.buttons()  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()

@@ -395,7 +395,7 @@ class CronJobEditor(_Editor):
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
                 yield TextCheckbox("active", bool(j.get("active", True)), id="active")
-            yield self.buttons()
+        yield self.buttons()  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -500,7 +500,7 @@ class OneTimeJobEditor(_Editor):
             yield Static("", id="when-msg")
             yield self.field("run as", Input("", id="run_as", placeholder="empty: you"))
             yield self.field("resubmit limit", Input("100", id="resubmit_limit"))
-            yield self.buttons('submit')
+        yield self.buttons('submit')  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()

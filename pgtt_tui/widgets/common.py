@@ -199,6 +199,7 @@ class VimTable(DataTable):
         Binding("g", "first", "top", show=False),
         Binding("G", "last", "bottom", show=False),
         Binding("O", "cycle_sort", "sort", show=False),
+        Binding("v", "view_row", "view row in full", show=False),
     ]
     #: whether ``O`` may reorder the rows (a server-paged list keeps the server's order)
     SORTABLE = True
@@ -253,6 +254,29 @@ class VimTable(DataTable):
                     self.move_cursor(row=self.get_row_index(selected))
                 except Exception:  # noqa: BLE001 - the row is gone
                     pass
+
+    # ---- v: the selected row in full (a narrow terminal cuts cells with "…") -------------------
+    def row_text(self, key: str) -> str:
+        cells = dict(self._all_rows).get(key) or ()
+        labels = [spec[0] for spec in self._spec] or [str(c.label) for c in self.ordered_columns]
+        out = []
+        for label, cell in zip(labels, cells):
+            text = cell.plain if isinstance(cell, Text) else str(cell)
+            out.append(f"{label}: {text}")
+        return "\n".join(out)
+
+    def action_view_row(self) -> None:
+        """The whole row, every column and every character, in a scrollable dialog; a screen
+        with a richer view of its rows (the plan walker's steps) provides ``view_row``."""
+        key = self.selected_key()
+        if key is None:
+            return
+        viewer = getattr(self.screen, "view_row", None)
+        if viewer is not None and viewer(self, key):
+            return
+        from pgtt_tui.screens.modals import TextScreen  # noqa: PLC0415 - screens import widgets
+
+        self.app.push_screen(TextScreen(f"{self.border_title or self.id or 'row'}: {key}", self.row_text(key)))
 
     # ---- sorting: O cycles column and direction; kept across refreshes ------------------------
     def _label(self, index: int) -> str:
