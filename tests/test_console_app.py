@@ -470,3 +470,50 @@ async def test_brackets_switch_tabs_and_help_lists_the_views_keys_first(settings
         assert text.index("## Keys here") < text.index("## Other keys")
         await pilot.press("escape")
         await until(pilot, lambda: app.screen is screen)
+
+
+async def test_checkboxes_show_their_state_in_text(settings, conn):
+    """[x] / [ ] in a plain capture, not only a colour."""
+    from pgtt_tui.screens.editors import ChainEditor
+    from pgtt_tui.widgets.common import TextCheckbox
+
+    app = make_app(settings, start_view="chains")
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.push_screen(ChainEditor(None))
+        await until(pilot, lambda: app.screen.query(TextCheckbox))
+        live = app.screen.query_one("#live", TextCheckbox)
+        destruct = app.screen.query_one("#self_destruct", TextCheckbox)
+        assert str(live.render()).startswith("[x]") and str(destruct.render()).startswith("[ ]")
+        destruct.value = True
+        await pilot.pause(0.05)
+        assert str(destruct.render()).startswith("[x]")
+
+
+async def test_O_sorts_a_table_by_column_and_keeps_it_across_refreshes(settings, conn):
+    """Sessions' engines table: O cycles column and direction (shown in the header); a new
+    poll keeps the order; the last step gives the view's own order back."""
+    from pgtt_tui.widgets.common import VimTable
+
+    for name in ("bravo", "alpha", "charlie"):
+        conn.execute("INSERT INTO pgtt.engine (client_name, backend_pid, host, version) VALUES (%s, 1, 'h', 'v')",
+                     (name,))
+    app = make_app(settings, start_view="sessions")
+    async with app.run_test(size=(140, 36)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.last_data is not None and screen.query_one("#engines", VimTable).row_count >= 3)
+        table = screen.query_one("#engines", VimTable)
+        table.focus()
+
+        def first_column() -> list[str]:
+            return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+
+        own = first_column()
+        await pilot.press("O")
+        await until(pilot, lambda: first_column() == sorted(own, key=str.lower))
+        assert "▲" in str(table.ordered_columns[0].label)
+        await pilot.press("O")
+        await until(pilot, lambda: first_column() == sorted(own, key=str.lower, reverse=True))
+        assert "▼" in str(table.ordered_columns[0].label)
+        generation = screen._generation
+        await until(pilot, lambda: screen._generation > generation + 1)  # two more polls
+        assert first_column() == sorted(own, key=str.lower, reverse=True)

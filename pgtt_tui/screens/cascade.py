@@ -126,7 +126,7 @@ class CascadeScreen(BaseView):
     CascadeScreen #tree-panel { height: 1fr; }
     CascadeScreen #node-panel { height: 7; }
     CascadeScreen #node-detail { padding: 0 1; }
-    CascadeScreen #cascade-keys { height: 1; padding: 0 1; background: $boost; color: $text-muted; }
+    CascadeScreen #cascade-keys { height: auto; padding: 0 1; background: $boost; color: $text-muted; }
     """
 
     def __init__(self, queue: str | None = None, *, journal_dir: str | Path | None = None,

@@ -37,6 +37,8 @@ def result_state(row: dict[str, Any]) -> str:
 class PagedTable(VimTable):
     """A VimTable that asks for the next / previous page when the cursor runs off an edge."""
 
+    SORTABLE = False  # keyset-paged by name on the server: a page sorted on its own would mislead
+
     class PageRequest(Message):
         def __init__(self, where: str) -> None:
             super().__init__()
@@ -110,7 +112,7 @@ class ChainsScreen(BaseView):
         with Vertical(classes="panel", id="chains-panel") as panel:
             panel.border_title = "Chains"
             table = PagedTable(id="chains")
-            table.add_fixed(("name", 20, "flex"), ("schedule", 16), ("next run", 10), ("last run", 11, 100), ("result", 9),
+            table.add_fixed(("name", 20, "flex"), ("schedule", 16), ("next run", 10), ("last run", 11, 100), ("result", 10),
                             ("state", 9, 70), ("client", 12, 110))
             yield table
         yield Static("", id="chains-info", classes="info-line")
@@ -506,7 +508,7 @@ class RunHistoryScreen(BaseView):
         with Vertical(classes="panel", id="runs-panel") as panel:
             panel.border_title = f"Runs of {escape(self.chain_name)}"
             table = VimTable(id="runs")
-            table.add_fixed(("run", 6), ("started", 11), ("took", 7), ("trigger", 8, 90), ("result", 8), ("client", 12, 100),
+            table.add_fixed(("run", 6), ("started", 11), ("took", 7), ("trigger", 8, 90), ("result", 10), ("client", 12, 100),
                             ("reason", 20, "flex"))
             yield table
         with Vertical(classes="panel", id="steps-panel") as panel:

@@ -27,6 +27,7 @@ from engine.timetable import validate
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.widgets.format import escape, fmt_stamp
+from pgtt_tui.widgets.common import TextCheckbox
 
 KINDS = [("SQL", "SQL"), ("PROGRAM", "PROGRAM"), ("BUILTIN", "BUILTIN")]
 
@@ -230,9 +231,9 @@ class ChainEditor(_Editor):
             yield self.field("on error SQL", Input(c.get("on_error") or "", id="on_error"))
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
-                yield Checkbox("live", c.get("live", True) if not self.is_new else True, id="live")
-                yield Checkbox("self-destruct", bool(c.get("self_destruct")), id="self_destruct")
-                yield Checkbox("exclusive", bool(c.get("exclusive_execution")), id="exclusive")
+                yield TextCheckbox("live", c.get("live", True) if not self.is_new else True, id="live")
+                yield TextCheckbox("self-destruct", bool(c.get("self_destruct")), id="self_destruct")
+                yield TextCheckbox("exclusive", bool(c.get("exclusive_execution")), id="exclusive")
             if self.is_new:
                 yield Static("[b]first task[/b]", classes="title-line")
                 yield self.field("kind", Select(KINDS, value="SQL", allow_blank=False, id="kind"))
@@ -240,7 +241,7 @@ class ChainEditor(_Editor):
                 yield Static("", id="command-msg")
                 yield self.field("parameters", TextArea("", id="params"))
                 yield Static("one JSON value per line, e.g. [1, \"a\"]", id="params-msg", classes="preview")
-            yield self.buttons()
+        yield self.buttons()  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -359,10 +360,10 @@ class TaskEditor(_Editor):
             yield self.field("timeout ms", Input(str(t.get("timeout") or 0), id="timeout"))
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
-                yield Checkbox("ignore error", bool(t.get("ignore_error")), id="ignore_error")
-                yield Checkbox("autonomous", bool(t.get("autonomous")), id="autonomous")
-                yield Checkbox("live", bool(t.get("live", True)), id="live")
-            yield self.buttons()
+                yield TextCheckbox("ignore error", bool(t.get("ignore_error")), id="ignore_error")
+                yield TextCheckbox("autonomous", bool(t.get("autonomous")), id="autonomous")
+                yield TextCheckbox("live", bool(t.get("live", True)), id="live")
+        yield self.buttons()  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()

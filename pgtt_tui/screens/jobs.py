@@ -18,7 +18,7 @@ from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.editors import _Editor, check_int, preview_schedule
 from pgtt_tui.screens.modals import ConfirmScreen
-from pgtt_tui.widgets.common import FilterBar, VimTable
+from pgtt_tui.widgets.common import FilterBar, TextCheckbox, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_relative, fmt_stamp, fmt_time
 
 JOB_WRITES = frozenset({"new_job", "submit_job", "edit_job", "toggle_active", "cancel_job", "resubmit_job",
@@ -394,8 +394,8 @@ class CronJobEditor(_Editor):
             yield self.field("comments", Input(j.get("comments") or "", id="comments"))
             yield Static("", id="num-msg")
             with Horizontal(classes="check-row"):
-                yield Checkbox("active", bool(j.get("active", True)), id="active")
-            yield self.buttons()
+                yield TextCheckbox("active", bool(j.get("active", True)), id="active")
+        yield self.buttons()  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -500,7 +500,7 @@ class OneTimeJobEditor(_Editor):
             yield Static("", id="when-msg")
             yield self.field("run as", Input("", id="run_as", placeholder="empty: you"))
             yield self.field("resubmit limit", Input("100", id="resubmit_limit"))
-            yield self.buttons('submit')
+        yield self.buttons('submit')  # outside the scroll: always on screen, also at 80x24
 
     def on_mount(self) -> None:
         super().on_mount()

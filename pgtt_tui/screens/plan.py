@@ -111,7 +111,7 @@ class PlanScreen(BaseView):
     PlanScreen #step-detail { height: auto; padding: 0 1; }
     PlanScreen #output-panel { height: 7; }
     PlanScreen #plan-output { height: 1fr; background: $surface; }
-    PlanScreen #plan-hint { height: 1; padding: 0 1; background: $boost; }
+    PlanScreen #plan-hint { height: auto; padding: 0 1; background: $boost; }
     PlanScreen.-readonly #plan-hint { background: $warning 30%; }
     """
 
@@ -267,6 +267,18 @@ class PlanScreen(BaseView):
             lines.append("[$text-muted](a failure of this step is only a warning)[/]")
         return "\n".join(lines)
 
+    def view_row(self, table: Any, key: str) -> bool:
+        """v on a step: the step in full (every check and the whole SQL), scrollable: what an
+        operator must read before pressing n, whatever the terminal's size."""
+        if table.id != "steps":
+            return False
+        from textual.content import Content  # noqa: PLC0415
+
+        i = int(key)
+        self.app.push_screen(TextScreen(f"Step {i + 1}: {self.plan.steps[i].title}",
+                                        Content.from_markup(self.step_text(i)).plain))
+        return True
+
     def _show_detail(self, i: int) -> None:
         if not self.plan.steps:
             self.query_one("#step-detail", Static).update("this plan has no steps")
@@ -292,7 +304,7 @@ class PlanScreen(BaseView):
         if self.failed_at is not None:
             return f"✗ step {self.failed_at + 1} failed · n: retry it · w: save · Esc: back"
         irreversible = " (⚠ type the node name)" if self.plan.steps[nxt].irreversible else ""
-        return f"n/Enter: run step {nxt + 1}{irreversible} · s: stop · w: save journal · Esc: back"
+        return f"n/Enter: run step {nxt + 1}{irreversible} · v: step in full · s: stop · w: save · Esc: back"
 
     def _refresh_hint(self) -> None:
         self.query_one("#plan-hint", Static).update(escape(self.hint_text()))

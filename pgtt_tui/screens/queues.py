@@ -104,12 +104,16 @@ class QueuesScreen(BaseView):
         with Vertical(classes="panel", id="queues-panel") as panel:
             panel.border_title = "Queues"
             table = VimTable(id="queues")
-            table.add_columns("queue", "ticker", "lag", "ev/s", "pending", "tick", "rotation")
+            # fixed widths: a cell updated in place never widens an auto-sized column, so a
+            # ticker that turned "⇄ external" after the first poll read "⇄ extern…"
+            table.add_fixed(("queue", 12, "flex"), ("ticker", 11), ("lag", 7), ("ev/s", 7), ("pending", 8),
+                            ("tick", 8), ("rotation", 11, 90))
             yield table
         with Vertical(classes="panel", id="consumers-panel") as panel:
             panel.border_title = "Consumers"
             table = VimTable(id="consumers")
-            table.add_columns("consumer", "lag", "last seen", "tick", "batch", "pending")
+            table.add_fixed(("consumer", 18, "flex"), ("lag", 7), ("last seen", 9), ("tick", 8), ("batch", 9),
+                            ("pending", 8))
             yield table
         yield FilterBar("filter by queue or consumer name", id="filter")
 

@@ -41,7 +41,7 @@ class SessionsScreen(BaseView):
         with Vertical(classes="panel", id="engines-panel") as panel:
             panel.border_title = "Engines"
             table = VimTable(id="engines")
-            table.add_fixed(("client", 16, "flex"), ("state", 9), ("host:pid", 18), ("since", 11, 90), ("heartbeat", 10),
+            table.add_fixed(("client", 16, "flex"), ("state", 10), ("host:pid", 18), ("since", 11, 90), ("heartbeat", 10),
                             ("modules", 20, 110))
             yield table
         with Vertical(classes="panel", id="running-panel") as panel:
@@ -66,7 +66,7 @@ class SessionsScreen(BaseView):
                 continue
             state = "alive" if e["alive"] else ("stale" if e["stopped_at"] is None else "dead")
             if e["stopped_at"] is not None:
-                state = "canceled"
+                state = "stopped"  # a clean stop, not a cancellation
             rows.append((str(e["engine_id"]), (
                 clip(e["client_name"], 120), engines_table.state(state), f"{e['host']}:{e['os_pid']}",
                 fmt_time(e["started_at"], now, tz), fmt_relative(e["heartbeat_at"], now),

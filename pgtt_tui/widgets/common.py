@@ -10,7 +10,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable, Input, Label, Static
+from textual.content import Content
+from textual.widgets import Checkbox, DataTable, Input, Label, Static
+from textual.widgets.data_table import ColumnKey
 
 from engine.safetext import is_visible, visible
 from pgtt_tui.widgets.format import escape, state_cell
@@ -196,7 +198,11 @@ class VimTable(DataTable):
         Binding("k", "cursor_up", "up", show=False),
         Binding("g", "first", "top", show=False),
         Binding("G", "last", "bottom", show=False),
+        Binding("O", "cycle_sort", "sort", show=False),
+        Binding("v", "view_row", "view row in full", show=False),
     ]
+    #: whether ``O`` may reorder the rows (a server-paged list keeps the server's order)
+    SORTABLE = True
 
     def __init__(self, **kw: Any) -> None:
         kw.setdefault("cursor_type", "row")
@@ -205,6 +211,9 @@ class VimTable(DataTable):
         self._spec: list[tuple[str, int, Any]] = []
         self._layout: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._all_rows: list[tuple[str, tuple]] = []
+        self._given_rows: list[tuple[str, tuple]] = []
+        #: (column index in the spec, descending) or None for the view's own order
+        self.sort_by: tuple[int, bool] | None = None
 
     def add_fixed(self, *columns: tuple) -> None:
         """Columns with fixed widths: stable layout under live updates (and in snapshots)."""
@@ -236,7 +245,7 @@ class VimTable(DataTable):
         self.clear(columns=True)
         for i, w in zip(*layout):
             label = self._spec[i][0]
-            self.add_column(label, width=w, key=label)
+            self.add_column(self._label(i), width=w, key=label)
         if self._all_rows:
             for key, cells in self._all_rows:
                 self.add_row(*self._project(cells), key=key)
@@ -245,6 +254,77 @@ class VimTable(DataTable):
                     self.move_cursor(row=self.get_row_index(selected))
                 except Exception:  # noqa: BLE001 - the row is gone
                     pass
+
+    # ---- v: the selected row in full (a narrow terminal cuts cells with "…") -------------------
+    def row_text(self, key: str) -> str:
+        cells = dict(self._all_rows).get(key) or ()
+        labels = [spec[0] for spec in self._spec] or [str(c.label) for c in self.ordered_columns]
+        out = []
+        for label, cell in zip(labels, cells):
+            text = cell.plain if isinstance(cell, Text) else str(cell)
+            out.append(f"{label}: {text}")
+        return "\n".join(out)
+
+    def action_view_row(self) -> None:
+        """The whole row, every column and every character, in a scrollable dialog; a screen
+        with a richer view of its rows (the plan walker's steps) provides ``view_row``."""
+        key = self.selected_key()
+        if key is None:
+            return
+        viewer = getattr(self.screen, "view_row", None)
+        if viewer is not None and viewer(self, key):
+            return
+        from pgtt_tui.screens.modals import TextScreen  # noqa: PLC0415 - screens import widgets
+
+        self.app.push_screen(TextScreen(f"{self.border_title or self.id or 'row'}: {key}", self.row_text(key)))
+
+    # ---- sorting: O cycles column and direction; kept across refreshes ------------------------
+    def _label(self, index: int) -> str:
+        label = self._spec[index][0]
+        if self.sort_by is not None and self.sort_by[0] == index:
+            return f"{label} {'▼' if self.sort_by[1] else '▲'}"
+        return label
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_sort":
+            return self.SORTABLE and bool(self._spec)
+        return True
+
+    def action_cycle_sort(self) -> None:
+        """Next state: column 1 ascending, column 1 descending, column 2 ascending, … and
+        finally the view's own order again."""
+        shown = list(self._layout[0]) if self._layout else list(range(len(self._spec)))
+        if not shown:
+            return
+        if self.sort_by is None:
+            self.sort_by = (shown[0], False)
+        elif not self.sort_by[1]:
+            self.sort_by = (self.sort_by[0], True)
+        else:
+            later = [i for i in shown if i > self.sort_by[0]]
+            self.sort_by = (later[0], False) if later else None
+        for i in (self._layout[0] if self._layout else ()):
+            self.columns[ColumnKey(self._spec[i][0])].label = Text(self._label(i))
+        self.sync_rows(self._given_rows)
+        self.refresh()
+        what = "the view's own order" if self.sort_by is None else \
+            f"{self._spec[self.sort_by[0]][0]} {'descending' if self.sort_by[1] else 'ascending'}"
+        self.notify(f"sorted by {what}", timeout=2)
+
+    def _sorted(self, rows: list[tuple[str, tuple]]) -> list[tuple[str, tuple]]:
+        if self.sort_by is None:
+            return rows
+        index, descending = self.sort_by
+
+        def key(row: tuple[str, tuple]) -> tuple:
+            cells = row[1]
+            value = cells[index] if index < len(cells) else ""
+            text = value.plain if isinstance(value, Text) else str(value)
+            try:
+                return (0, float(text.replace(",", "")), "")
+            except ValueError:
+                return (1, 0.0, text.lower())
+        return sorted(rows, key=key, reverse=descending)
 
     def on_resize(self, event: Any) -> None:
         if self._spec:
@@ -286,6 +366,8 @@ class VimTable(DataTable):
         add new rows, remove gone ones; the cursor stays on the same key if it survives."""
         selected = self.selected_key()
         rows = [(key, tuple(safe_cell(c) for c in cells)) for key, cells in rows]
+        self._given_rows = rows  # the view's own order, for when sorting is turned off
+        rows = self._sorted(rows)
         self._all_rows = rows
         rows = [(key, self._project(cells)) for key, cells in rows]
         wanted = {key for key, _ in rows}
@@ -310,3 +392,13 @@ class VimTable(DataTable):
                 self.add_row(*cells, key=key)
         if selected is not None and selected in wanted:
             self.move_cursor(row=self.get_row_index(selected))
+
+
+class TextCheckbox(Checkbox):
+    """A checkbox whose state reads as text, ``[x]`` or ``[ ]``: Textual's own shows the same
+    ``X`` either way and tells on from off by colour only, which a plain capture, NO_COLOR
+    and colour-blind operators cannot see."""
+
+    @property
+    def _button(self) -> Content:
+        return Content.styled(f"[{'x' if self.value else ' '}]", self.get_visual_style("toggle--button"))

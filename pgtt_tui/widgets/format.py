@@ -33,6 +33,7 @@ STATES: dict[str, tuple[str, str, str]] = {
     "canceled": ("⊘", "canceled", "$text-muted"),
     "cancelled": ("⊘", "canceled", "$text-muted"),
     "dead": ("✗", "DEAD", "$error"),
+    "stopped": ("■", "stopped", "$text-muted"),
     "alive": ("●", "alive", "$success"),
     "stale": ("?", "stale", "$warning"),
     "never": ("·", "never", "$text-muted"),
