@@ -58,9 +58,14 @@ def kill_between_steps(sig: int, old: str, new: str, contact: str, worker_new: W
                      "--dsn", contact, "--wait-timeout", "90")
     record = waiting_record(f"{new} takes over")
     assert record.held_elsewhere(), "the walking process holds its record"
+    time.sleep(1.5)  # some polls of the wait: a log file gets one line per change, not one per poll
     proc.send_signal(sig)
     proc.wait(20)
     assert proc.returncode != 0
+    printed = (tmp_path / f"cli-{sig}.log").read_text()
+    assert "\r" not in printed
+    waits = [line for line in printed.splitlines() if line.strip().startswith("waiting:")]
+    assert 1 <= len(waits) <= 3, printed
 
     # the record survived: unfinished, nobody holds it, journal and captured tick on disk
     found = {r.id: r for r in unfinished_plans(QUEUE)}
