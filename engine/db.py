@@ -30,6 +30,7 @@ from engine.errors import ConnectError, InputError, ReadOnlyError
 MIN_SERVER_VERSION = 130000
 LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE", "PGPORT", "PGUSER")
 DEFAULT_APP_NAME = "pgtt-tui"
+CLIENT_ENCODING = "UTF8"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class ConnSettings:
             raise InputError("--dsn", f"not a valid connection string: {_first_line(exc)}") from None
         params.setdefault("application_name", self.application_name)
         params.setdefault("connect_timeout", str(self.connect_timeout))
+        # always UTF8: on a SQL_ASCII database the client encoding would otherwise follow
+        # the database and psycopg return text as bytes; on LATIN1 a character the
+        # database cannot hold is then refused by the server with one clear error
+        params["client_encoding"] = CLIENT_ENCODING
         options = [params.pop("options", "")] if params.get("options") else []
         if self.statement_timeout_ms:
             options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
