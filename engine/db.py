@@ -164,13 +164,21 @@ def explain_connect_error(exc: BaseException, settings: ConnSettings) -> Connect
         hint = "check the service name in pg_service.conf (PGSERVICEFILE)"
     else:
         hint = "check --dsn or the PG* environment variables"
+    # a multi-host DSN with target_session_attrs=read-write (or primary) found only
+    # standbys: the primary is down or not yet promoted; waiting (promotion) fixes it
+    standby = any(word in low for word in (
+        "session is read-only", "server is in hot standby mode", "could not make a writable connection"
+    )) and not any(word in low for word in ("authentication failed", "does not exist", "no password"))
+    if standby:
+        hint = "only standby (read-only) servers answered: the primary is down or not promoted yet"
     error = ConnectError(f"cannot connect to {where}: {_first_line(exc)} — {hint}")
+    error.standby = standby
     # worth waiting for: the server is down, starting, shutting down or unreachable; not
     # worth it: bad credentials, a missing database or role, a wrong service name
     error.retryable = any(word in low for word in (
         "connection refused", "no such file or directory", "timeout expired", "starting up",
         "shutting down", "not yet accepting", "in recovery mode", "could not translate host",
-        "server closed the connection", "too many clients"))
+        "server closed the connection", "too many clients")) or standby
     return error
 
 
