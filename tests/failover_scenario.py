@@ -136,7 +136,9 @@ class Result:
     mode: str
     chains: int
     promote_s: float = 0.0            # pg_ctl promote, until it returned
+    client_write_s: float = 0.0       # baseline: promote started -> a plain client's first write
     first_fire_s: float = 0.0         # promotion done -> first run started on the new primary
+    fire_from_promote_s: float = 0.0  # promote started -> first run started (vs client_write_s)
     all_fire_s: float = 0.0           # promotion done -> every chain has run again
     stop_to_fire_s: float = 0.0       # primary stopped -> first run on the new primary
     due_instants: int = 0             # (chain, due second) in the window
@@ -225,6 +227,14 @@ def run_failover(base: Path, bindir: Path, *, mode: str = "immediate", n_chains:
             raise RuntimeError(f"promote failed: {promote.stderr.strip()}")
         res.promote_s = time.monotonic() - t0
         t_promoted = datetime.now(timezone.utc)
+        # baseline: a plain client on the multi-host read-write DSN, retrying every 10 ms
+        while res.client_write_s == 0.0 and time.monotonic() - t0 < 30:
+            try:
+                with psycopg.connect(multi_host_dsn(primary, standby), autocommit=True, connect_timeout=2) as c:
+                    c.execute("CREATE TEMP TABLE w (x int); INSERT INTO w VALUES (1)")
+                    res.client_write_s = time.monotonic() - t0
+            except psycopg.OperationalError:
+                time.sleep(0.01)
         first = everyone = None
         names = [e.name for e in engines if e.name != "on-primary"]
         with psycopg.connect(standby.dsn(DB), autocommit=True) as conn:
@@ -246,6 +256,7 @@ def run_failover(base: Path, bindir: Path, *, mode: str = "immediate", n_chains:
         if first is None or everyone is None:
             raise AssertionError("the chains did not fire again within 60 s of the promotion")
         res.first_fire_s = (first - t_promoted).total_seconds()
+        res.fire_from_promote_s = res.first_fire_s + res.promote_s
         res.stop_to_fire_s = (first - t_stop).total_seconds()
         res.all_fire_s = (everyone - t_promoted).total_seconds()
         time.sleep(after_s)
