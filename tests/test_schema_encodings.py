@@ -166,6 +166,14 @@ def test_non_ascii_chain_names_round_trip(make_encoded_db, encoding):
     assert [c["chain_name"] for c in json.loads(listed.stdout)] == [name]
 
 
+def test_control_characters_are_still_refused_on_sql_ascii(make_encoded_db):
+    dsn = make_encoded_db("SQL_ASCII")
+    with connect(ConnSettings(dsn=dsn)) as conn:
+        schema.install(conn, schema.parse_modules("timetable"))
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="control characters"):
+            conn.execute("INSERT INTO timetable.chain (chain_name) VALUES (%s)", ("bad\x07name",))
+
+
 def test_a_name_the_database_encoding_cannot_hold_is_one_line(make_encoded_db):
     dsn = make_encoded_db("LATIN1")
     with connect(ConnSettings(dsn=dsn)) as conn:
