@@ -1,4 +1,4 @@
--- timetable 0008: the name check of 0007 on SQL_ASCII databases.
+-- timetable 0010: the name check of 0007 on SQL_ASCII databases.
 --
 -- A SQL_ASCII database stores the client's bytes as they come and sees every byte as one
 -- character, so the UTF-8 form of any non-ASCII letter (its continuation bytes are
