@@ -65,6 +65,7 @@ def main() -> None:
                   f"{tot('due_instants')} due instants: {tot('executions')} executions, "
                   f"{tot('duplicates')} duplicates, {tot('lost_from_history')} lost from history, "
                   f"{tot('claimed_not_run')} claimed but never run, {tot('lost_firings')} lost firings, "
+                  f"{tot('missed_by_policy')} missed in the outage (run_once), "
                   f"{tot('skipped')} skipped; ratio to the bare client median "
                   f"{statistics.median(r.fire_from_promote_s / r.client_write_s for r in results):.1f}")
     finally:

@@ -42,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 DB = "tt"
 HISTORY_SQL = """
 SELECT r.chain_id, r.due_at, r.run_id, r.claimed_at, r.status, r.client_name, r.trigger, r.started_at,
-       EXISTS (SELECT 1 FROM timetable.execution_log l WHERE l.run_id = r.run_id) AS executed, r.reason
+       EXISTS (SELECT 1 FROM timetable.execution_log l WHERE l.run_id = r.run_id) AS executed, r.reason,
+       coalesce(r.last_due_at, r.due_at) AS last_due
 FROM timetable.chain_run r WHERE r.due_at IS NOT NULL
 """
 
@@ -145,7 +146,8 @@ class Result:
     executions: int = 0
     duplicates: int = 0
     lost_from_history: int = 0        # executed on the old primary, not succeeded in the new history
-    lost_firings: int = 0             # due, never executed, not skipped
+    lost_firings: int = 0             # due, never executed, not skipped, not in the outage
+    missed_by_policy: int = 0         # due during the outage, not run: missed_runs run_once (one catch-up)
     skipped: int = 0                  # max_instances during the catch-up after the outage
     claimed_not_run: int = 0          # claimed on the old primary, its engine lost before running it
     old_only_rows: int = 0            # chain_run rows (any status) the standby never received
@@ -161,7 +163,7 @@ class Result:
                 f"promotion ({self.stop_to_fire_s:5.2f}s after the stop), all {self.chains} chains "
                 f"{self.all_fire_s:5.2f}s; {self.due_instants} due instants, {self.executions} executions, "
                 f"{self.duplicates} duplicates, {self.lost_from_history} lost from history, "
-                f"{self.lost_firings} lost firings, {self.claimed_not_run} claimed but never run, {self.skipped} skipped (max_instances), "
+                f"{self.lost_firings} lost firings, {self.missed_by_policy} missed in the outage (policy run_once), {self.claimed_not_run} claimed but never run, {self.skipped} skipped (max_instances), "
                 f"{self.old_only_rows} runs not replicated; engines back after promotion: "
                 + ", ".join(f"{k} {'-' if v is None else f'{v:.2f}s'}" for k, v in self.engine_back_s.items()))
 
@@ -273,7 +275,8 @@ def run_failover(base: Path, bindir: Path, *, mode: str = "immediate", n_chains:
         old_rows = _history(primary.dsn(DB))
         primary.stop()
         res.details.append(f"old primary's history read in {time.monotonic() - t1:.2f}s")
-        _count(res, old_rows, new_rows, t_stop - timedelta(seconds=warmup_s - 1), t_end - timedelta(seconds=2))
+        _count(res, old_rows, new_rows, t_stop - timedelta(seconds=warmup_s - 1), t_end - timedelta(seconds=2),
+               (t_stop, first))
         return res
     finally:
         for e in engines:
@@ -283,7 +286,8 @@ def run_failover(base: Path, bindir: Path, *, mode: str = "immediate", n_chains:
                 cluster.stop(mode="immediate")
 
 
-def _count(res: Result, old_rows: list[tuple], new_rows: list[tuple], w_start: datetime, w_end: datetime) -> None:
+def _count(res: Result, old_rows: list[tuple], new_rows: list[tuple], w_start: datetime, w_end: datetime,
+           outage: tuple[datetime, datetime]) -> None:
     ident = lambda r: (r[2], r[3])  # noqa: E731 - run_id, claimed_at
     new_ids = {ident(r) for r in new_rows}
     res.old_only_rows = sum(1 for r in old_rows if ident(r) not in new_ids)
@@ -293,12 +297,15 @@ def _count(res: Result, old_rows: list[tuple], new_rows: list[tuple], w_start: d
     claimed_new = {(r[0], r[1]): f"{r[4]} ({r[5]}: {r[9]})" for r in new_rows if not r[8] and r[4] != "skipped"}
     for rows in (old_rows, new_rows):
         for r in rows:
+            if r[4] == "skipped":  # one row may stand for several firings (due_at .. last_due_at)
+                t = r[1]
+                while t <= r[10]:
+                    skipped.add((r[0], t))
+                    t += timedelta(seconds=1)
             if not (w_start <= r[1] <= w_end):
                 continue
             if r[8]:
                 executions.setdefault((r[0], r[1]), set()).add(ident(r))
-            if r[4] == "skipped":
-                skipped.add((r[0], r[1]))
     for r in old_rows:
         if w_start <= r[1] <= w_end and r[8] and ident(r) not in new_succeeded:
             res.lost_from_history += 1
@@ -319,6 +326,8 @@ def _count(res: Result, old_rows: list[tuple], new_rows: list[tuple], w_start: d
             elif not runs and (chain, t) in claimed_new:
                 res.claimed_not_run += 1
                 res.details.append(f"claimed, never run: chain {chain} due {t:%H:%M:%S}: {claimed_new[(chain, t)]}")
+            elif not runs and outage[0] - timedelta(seconds=1) <= t <= outage[1]:
+                res.missed_by_policy += 1
             elif not runs:
                 res.lost_firings += 1
                 res.details.append(f"lost firing: chain {chain} due {t:%H:%M:%S}")
