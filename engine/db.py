@@ -30,6 +30,7 @@ from engine.errors import ConnectError, InputError, ReadOnlyError
 MIN_SERVER_VERSION = 130000
 LIBPQ_ENV = ("PGHOST", "PGHOSTADDR", "PGSERVICE", "PGDATABASE", "PGPORT", "PGUSER")
 DEFAULT_APP_NAME = "pgtt-tui"
+CLIENT_ENCODING = "UTF8"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class ConnSettings:
             raise InputError("--dsn", f"not a valid connection string: {_first_line(exc)}") from None
         params.setdefault("application_name", self.application_name)
         params.setdefault("connect_timeout", str(self.connect_timeout))
+        # always UTF8: on a SQL_ASCII database the client encoding would otherwise follow
+        # the database and psycopg return text as bytes; on LATIN1 a character the
+        # database cannot hold is then refused by the server with one clear error
+        params["client_encoding"] = CLIENT_ENCODING
         options = [params.pop("options", "")] if params.get("options") else []
         if self.statement_timeout_ms:
             options.append(f"-c statement_timeout={int(self.statement_timeout_ms)}")
@@ -159,13 +164,21 @@ def explain_connect_error(exc: BaseException, settings: ConnSettings) -> Connect
         hint = "check the service name in pg_service.conf (PGSERVICEFILE)"
     else:
         hint = "check --dsn or the PG* environment variables"
+    # a multi-host DSN with target_session_attrs=read-write (or primary) found only
+    # standbys: the primary is down or not yet promoted; waiting (promotion) fixes it
+    standby = any(word in low for word in (
+        "session is read-only", "server is in hot standby mode", "could not make a writable connection"
+    )) and not any(word in low for word in ("authentication failed", "does not exist", "no password"))
+    if standby:
+        hint = "only standby (read-only) servers answered: the primary is down or not promoted yet"
     error = ConnectError(f"cannot connect to {where}: {_first_line(exc)} — {hint}")
+    error.standby = standby
     # worth waiting for: the server is down, starting, shutting down or unreachable; not
     # worth it: bad credentials, a missing database or role, a wrong service name
     error.retryable = any(word in low for word in (
         "connection refused", "no such file or directory", "timeout expired", "starting up",
         "shutting down", "not yet accepting", "in recovery mode", "could not translate host",
-        "server closed the connection", "too many clients"))
+        "server closed the connection", "too many clients")) or standby
     return error
 
 

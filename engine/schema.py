@@ -139,11 +139,21 @@ def missing_module(exc: BaseException) -> SchemaError | None:
                        f"--modules {module}`")
 
 
+def _speak_utf8(conn: psycopg.Connection) -> None:
+    """Make a caller's connection speak UTF8 (engine.db's connections already do).
+
+    With the client encoding of a SQL_ASCII database psycopg returns text as bytes: the
+    ledger then read ``b'pgtt'`` and a second ``db init`` re-ran installed files."""
+    if conn.info.encoding != "utf-8":
+        conn.execute("SELECT set_config('client_encoding', 'UTF8', false)")
+
+
 def _ledger_exists(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT to_regclass('pgtt.schema_migration') IS NOT NULL").fetchone()[0]
 
 
 def installed_versions(conn: psycopg.Connection) -> dict[str, int]:
+    _speak_utf8(conn)
     if not _ledger_exists(conn):
         return {}
     rows = conn.execute("SELECT module, max(version) FROM pgtt.schema_migration GROUP BY module").fetchall()
@@ -200,6 +210,7 @@ def install(conn: psycopg.Connection, modules: list[str] | None = None, *, upgra
     for name in modules:
         if name not in MODULES:
             raise InputError("--modules", f"unknown module {name!r}")
+    _speak_utf8(conn)
     _check_can_create(conn)
     done: list[str] = []
     conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
@@ -231,6 +242,9 @@ def install(conn: psycopg.Connection, modules: list[str] | None = None, *, upgra
                         conn.execute(migration.text)
                     except psycopg.Error as exc:
                         raise SchemaError(f"{migration.path.name}: {str(exc).strip().splitlines()[0]}") from exc
+                    except (OSError, ValueError) as exc:  # unreadable file, bad encoding
+                        raise SchemaError(f"{migration.path.name}: cannot apply this file: {exc} — reinstall "
+                                          f"pgtt-tui (the file is damaged)") from exc
                     conn.execute(
                         "INSERT INTO pgtt.schema_migration (module, version, name, checksum) VALUES (%s, %s, %s, %s)",
                         (module, migration.version, migration.name, migration.checksum),

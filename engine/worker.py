@@ -42,7 +42,12 @@ SERVICE_FACTORIES: dict[str, str] = {
     "pgq": "engine.pgq.ticker:build_services",
     "cascade": "engine.cascade.worker:build_services",
 }
-STANDBY_POLL_SECONDS = 2.0
+STANDBY_POLL_SECONDS = 2.0  # while running: how often the services' server is checked for demotion
+# while idling on a standby: pg_is_in_recovery() on one held connection (cheap), so that
+# the services start within this after a promotion; a multi-host DSN that finds only
+# standbys (target_session_attrs=read-write) has to connect each time, so less often
+PROMOTION_POLL_SECONDS = 0.25
+PROMOTION_CONNECT_POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
 # A crashed engine's row stays "lost" for an hour (so the console shows that it died),
 # then counts as stopped at its last heartbeat; stopped rows go after a week.
@@ -152,6 +157,7 @@ class Supervisor:
         self.engine_id: int | None = None  # our row in pgtt.engine, kept across reconnects
         self.database_up = False  # the last probe or service round reached the server
         self.connect_errors = 0  # failed probes of the server
+        self._probe: psycopg.AsyncConnection | None = None  # held while idling on a standby
 
     def stop(self) -> None:
         self.ctx.stopping.set()
@@ -193,15 +199,50 @@ class Supervisor:
             if hook is not None:
                 hook(message)
 
+    async def _in_recovery(self) -> bool:
+        """pg_is_in_recovery() on the held probe connection (opened on first use)."""
+        if self._probe is None or self._probe.closed:
+            self._probe = await aconnect(self.ctx.settings.with_app(f"{self.ctx.settings.application_name} probe"))
+        try:
+            cur = await self._probe.execute("SELECT pg_is_in_recovery()")
+            return bool((await cur.fetchone())[0])
+        except psycopg.Error as exc:
+            await self._close_probe()
+            raise ConnectError(f"lost the connection to the server: {exc}") from None
+
+    async def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None and not probe.closed:
+            await probe.close()
+
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self._close_probe()
+            self.state = "stopped"
+
+    async def _run(self) -> None:
         # a server that is down is probed about every second (it may be back any moment);
         # one that refuses us (password, missing database) is asked less often
         delays = backoff_delays(initial=0.2, maximum=UNREACHABLE_PROBE_MAX)
         refused = backoff_delays(initial=0.5, maximum=15.0)
         while not self.ctx.stopping.is_set():
             try:
-                standby = await server_is_standby(self.ctx.settings)
+                standby = await self._in_recovery()
             except ConnectError as exc:
+                if getattr(exc, "standby", False):
+                    # a multi-host DSN (target_session_attrs=read-write) that reached only
+                    # standbys: the same as idling on one; no growing back-off, so that a
+                    # promotion is noticed promptly
+                    if self.state != "standby":
+                        log.info("only standby servers answer: idling until one is promoted (%s)", exc)
+                    self.state = "standby"
+                    self.ctx.standby = True
+                    self.database_up = True
+                    if await self._wait_stopping(PROMOTION_CONNECT_POLL_SECONDS):
+                        break
+                    continue
                 if self.state != "reconnecting":
                     log.warning("database unreachable: %s", exc)
                 self.state = "reconnecting"
@@ -217,16 +258,16 @@ class Supervisor:
                     log.info("server is a standby: idling until it is promoted")
                 self.state = "standby"
                 self.ctx.standby = True
-                if await self._wait_stopping(STANDBY_POLL_SECONDS):
+                if await self._wait_stopping(PROMOTION_POLL_SECONDS):
                     break
                 continue
+            await self._close_probe()  # the services have their own connections
             self.ctx.standby = False
             self.state = "running"
             self.ctx.stop_reason = ""
             delays = backoff_delays(initial=0.2, maximum=UNREACHABLE_PROBE_MAX)
             refused = backoff_delays(initial=0.5, maximum=15.0)
             await self._run_services_once()
-        self.state = "stopped"
 
     async def _run_services_once(self) -> None:
         """Run every service until stop, a failure, or the server turns into a standby."""

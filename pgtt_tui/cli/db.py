@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated
 
+import psycopg
 import typer
 
 from engine import embedded, grants, schema
 from engine.db import connect, guard_write
+from engine.errors import PgttError, SchemaError
 from pgtt_tui.cli.common import DsnOpt, JsonOpt, ReadOnlyOpt, emit, refuse_read_only, settings_from, want_json
 
 app = typer.Typer(help="Install, upgrade and inspect the database modules.", no_args_is_help=True)
@@ -20,13 +24,26 @@ ModulesOpt = Annotated[str | None, typer.Option(
                             "dependencies are added")]
 
 
+@contextlib.contextmanager
+def _one_line(what: str) -> Iterator[None]:
+    """Whatever goes wrong while installing reaches the user as one line (exit 4), never a
+    traceback; our own errors and the server's keep their codes (main() prints them)."""
+    try:
+        yield
+    except (PgttError, psycopg.Error):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the promise is one line, whatever it was
+        raise SchemaError(f"{what} failed: {type(exc).__name__}: {exc} — nothing of the module that failed was "
+                          f"kept; fix the cause and run it again") from exc
+
+
 @app.command("init")
 def init(ctx: typer.Context, dsn: DsnOpt = None, modules: ModulesOpt = None, as_json: JsonOpt = False,
          read_only: ReadOnlyOpt = False) -> None:
     """Install the chosen modules (default: all) and bring them up to date. Safe to re-run."""
     refuse_read_only(ctx, read_only, "db init (it installs the schema)")
     wanted = schema.parse_modules(modules)
-    with connect(settings_from(ctx, dsn, application_name="pgtt-tui db init")) as conn:
+    with _one_line("db init"), connect(settings_from(ctx, dsn, application_name="pgtt-tui db init")) as conn:
         done = schema.install(conn, wanted)
         result = {"changes": done, "modules": [s.as_dict() for s in schema.status(conn)]}
     if want_json(ctx, as_json):
@@ -40,7 +57,7 @@ def upgrade(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False,
             read_only: ReadOnlyOpt = False) -> None:
     """Apply pending migrations to the modules already installed."""
     refuse_read_only(ctx, read_only, "db upgrade (it changes the schema)")
-    with connect(settings_from(ctx, dsn, application_name="pgtt-tui db upgrade")) as conn:
+    with _one_line("db upgrade"), connect(settings_from(ctx, dsn, application_name="pgtt-tui db upgrade")) as conn:
         done = schema.install(conn, list(schema.MODULES), upgrade_only=True)
     emit(done if want_json(ctx, as_json) else (done or ["nothing to do: the schema is up to date"]),
          want_json(ctx, as_json))

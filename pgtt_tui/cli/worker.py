@@ -128,7 +128,10 @@ def worker(
 
         require_token(rest_host, rest_token or None)  # before anything connects
     settings = settings_from(ctx, dsn, application_name=f"pgtt-tui worker {clientname}".strip())
-    with connect_waiting(settings, startup_wait) as conn:
+    # the schema check reads, so any server of a multi-host DSN will do: with
+    # target_session_attrs=read-write and the primary down, the engine starts and idles
+    # like one on a standby until a standby is promoted
+    with connect_waiting(settings, startup_wait, target_session_attrs="any") as conn:
         installed = [s.module for s in schema.status(conn) if s.state in ("up to date", "extension", "outdated")]
         wanted = [m.strip() for m in modules.split(",") if m.strip()] if modules else \
             [m for m in installed if m in SERVICE_FACTORIES]

@@ -2,7 +2,7 @@
 -- Part 1: schema, roles, tables, sequences.
 --
 -- Public names, column names, types and defaults follow PgQ 3.5 (see
--- reference/pgq.md §a.2) so that existing producers, consumers and tools keep working.
+-- reference/pgq.md section a.2) so that existing producers, consumers and tools keep working.
 -- Written from the documented behaviour; no code is taken from PgQ.
 
 CREATE SCHEMA pgq;

@@ -1,6 +1,6 @@
 -- pgq: PgQ 3.5-compatible transactional queues.
 -- Part 2: the functions. Names, argument names, result columns, strictness, security
--- definer flags and error texts follow PgQ 3.5 (reference/pgq.md §a.3–a.7).
+-- definer flags and error texts follow PgQ 3.5 (reference/pgq.md section a.3-a.7).
 --
 -- How a batch is cut: a batch is the pair (previous tick, current tick) of one consumer.
 -- Each tick stores the snapshot of the transaction that made it. An event belongs to the

@@ -1,5 +1,5 @@
 -- pgq: PgQ 3.5-compatible transactional queues.
--- Part 3: privileges, as PgQ grants them (reference/pgq.md §a.2):
+-- Part 3: privileges, as PgQ grants them (reference/pgq.md section a.2):
 --   public     reads the meta tables and the info functions;
 --   pgq_reader consumes (register, batches, retries);
 --   pgq_writer produces (insert_event, current_event_table; the trigger functions of

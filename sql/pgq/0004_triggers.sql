@@ -3,7 +3,7 @@
 -- behaviour (reference/pgq_triggers.md); no code is taken from PgQ.
 --
 -- Compatibility target: PgQ 3.5's C triggers (what CREATE EXTENSION pgq installs). Where the
--- upstream C and PL variants differ (reference §13) we follow C, namely:
+-- upstream C and PL variants differ (reference section 13) we follow C, namely:
 --   SKIP only upper case, and an error in an AFTER trigger; ev_data= supported; _pgq_ev_data
 --   and unknown _pgq_ev_* columns (error); whitespace-tolerant ignore=/pkey= lists; truncate
 --   triggers refuse ignore/pkey/backup/expressions; statement-level I/U/D triggers refuse;

@@ -77,7 +77,7 @@ CREATE TYPE schedule.cron_job AS (
 -- ---------------------------------------------------------------------------------------
 
 -- Scheduled ("cron") jobs.  rule holds the schedule as pgpro does: the rule keys
--- (seconds … wdays, onstart, onlastday), "crontab" (the cron string) and "dates"
+-- (seconds ... wdays, onstart, onlastday), "crontab" (the cron string) and "dates"
 -- (absolute timestamps with their UTC offset, so a client/server TimeZone mismatch
 -- cannot shift them).
 CREATE TABLE schedule.cron (
@@ -1426,7 +1426,7 @@ BEGIN
     RETURN true;
 END $$;
 
--- The engine's sessions serving this database (application_name 'pgtt-schedule …').
+-- The engine's sessions serving this database (application_name 'pgtt-schedule ...').
 CREATE FUNCTION schedule.status() RETURNS TABLE (pid integer, database text, type text)
 LANGUAGE plpgsql SECURITY DEFINER STABLE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
