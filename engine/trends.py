@@ -74,7 +74,7 @@ GROUP BY b.at
 # stopped one up to its stop, a lost one up to its last heartbeat).
 CAPACITY_SQL = """
 SELECT b.at, coalesce(sum(e.slots), 0) AS capacity
-FROM generate_series(date_bin(%(step)s, %(since)s, %(origin)s), %(until)s - interval '1 microsecond', %(step)s) AS b(at)
+FROM generate_series(date_bin(%(step)s, %(since)s, %(origin)s), %(until)s, %(step)s) AS b(at)
 LEFT JOIN pgtt.engine e
   ON e.started_at < b.at + %(step)s
  AND coalesce(e.stopped_at, CASE WHEN pgtt.engine_alive(e.backend_pid, coalesce(e.connected_at, e.started_at)) THEN %(until)s
@@ -257,7 +257,8 @@ def run_stats(conn: psycopg.Connection, kind: str, key: str | int, *, n: int = D
         end = r["finished_at"] or (now if r["status"] in ("running", "claimed") else None)
         r["status"] = "running" if r["status"] == "claimed" else r["status"]
         r["duration"] = _seconds(r["started_at"], end)
-        r["lag"] = _seconds(r["due_at"], r["started_at"]) if r["due_at"] is not None else None
+        r["lag"] = _seconds(r["due_at"], r["started_at"]) if r["due_at"] is not None and r["status"] != "skipped" \
+            else None
     return {"kind": kind, "name": str(key), "runs": runs, "summary": summarize(runs)}
 
 
