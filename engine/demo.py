@@ -20,6 +20,7 @@
   shuts them down cleanly.
 - ``load_history(conn, now)``: a fixed, made-up history (runs, logs, engines) at fixed
   times, for deterministic screenshots and snapshot tests; no engine needed.
+  ``load_trends(conn, now)`` (called first) adds the hour of runs before it, for the charts.
   ``FIXED_NOW`` is the time to use with it (see its comment: it lies in the future on purpose).
 """
 
@@ -499,6 +500,7 @@ def load_history(conn: psycopg.Connection, now: datetime) -> None:
         conn.execute("INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version, "
                      "started_at, heartbeat_at) VALUES ('node-a', pg_backend_pid(), 'db-host-1', 4242, "
                      "'{timetable,schedule}', '0.1.0', %s, %s)", (t(95), t(0.05)))
+        conn.execute("UPDATE pgtt.engine SET slots = 8 WHERE client_name = 'node-a'")
         plan = [("heartbeat", 1, "succeeded", None), ("flaky-import", 2, "failed", "division by zero"),
                 ("hourly-report", 3, "succeeded", None), ("broken-etl", 4, "failed",
                                                           'relation "demo.no_such_table" does not exist'),
@@ -556,3 +558,46 @@ def load_history(conn: psycopg.Connection, now: datetime) -> None:
         conn.execute("UPDATE schedule.at_job SET run_after = submit_time WHERE run_after IS NOT NULL")
         conn.execute("UPDATE schedule.at_job SET submit_time = %s, run_after = %s WHERE name = 'in-ten-minutes'",
                      (t(10), now + timedelta(minutes=10)))
+
+
+def load_trends(conn: psycopg.Connection, now: datetime) -> None:
+    """An hour of made-up runs before ``load_history``'s (minutes 60..9 before ``now``), at
+    fixed times, so the console's charts have a shape in screenshots and snapshots: a
+    heartbeat every minute, flaky-import every three minutes (every fourth one failing,
+    and a burst of failures between 40 and 30 minutes ago), slow-rollup getting slower and
+    overlapping itself (a ``max_instances`` skip each time), late starts on hourly-report,
+    and bad-cron-job failing every six minutes. Call it before ``load_history`` (run ids grow
+    with time, as they do in a real history)."""
+    ids = dict(conn.execute("SELECT chain_name, chain_id FROM timetable.chain").fetchall())
+    jobs = dict(conn.execute("SELECT name, id FROM schedule.cron").fetchall())
+    runs: list[tuple[str, float, float, float, str, str | None]] = []  # chain, minutes ago, lag s, duration s
+    for m in range(60, 8, -1):
+        runs.append(("heartbeat", m, 0.2 + (m % 3) * 0.1, 1.0 + (m % 4) * 0.5, "succeeded", None))
+        if m % 3 == 0:
+            failed = (m // 3) % 4 == 0 or 30 < m <= 40
+            runs.append(("flaky-import", m - 0.5, 0.5, 3.0 + (m % 5), "failed" if failed else "succeeded",
+                         "division by zero" if failed else None))
+        if m % 5 == 0 and m >= 15:
+            # slower and slower; from 35 minutes ago it overlaps the next firing: skipped
+            runs.append(("slow-rollup", m - 0.25, 0.3, 60.0 + (60 - m) * 12, "succeeded", None))
+            if m <= 35:
+                runs.append(("slow-rollup", m - 2.75, 0.0, 0.0, "skipped", "max_instances (1) reached"))
+        if m % 10 == 0:
+            runs.append(("hourly-report", m - 0.1, 2.0 + (60 - m) / 5, 12.0 + (m % 20), "succeeded", None))
+    with conn.transaction():
+        for name, minutes, lag, duration, status, reason in runs:
+            due = now - timedelta(minutes=minutes)
+            start = due + timedelta(seconds=lag)
+            conn.execute(
+                "INSERT INTO timetable.chain_run (chain_id, due_at, trigger, client_name, session_id, claimed_at, "
+                "started_at, finished_at, status, reason) VALUES (%s, %s, 'every', 'node-a', 1, %s, %s, %s, %s, %s)",
+                (ids[name], due, start, start, start + timedelta(seconds=duration), status, reason))
+        for m in range(60, 8, -2):
+            name = "bad-cron-job" if m % 6 == 0 else "stats-refresh"
+            state = "error" if name == "bad-cron-job" else "done"
+            due = now - timedelta(minutes=m)
+            conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at, state, started, finished, "
+                         "message, engine) VALUES (%s, 'master', %s, %s, %s, %s, %s, 'node-a') "
+                         "ON CONFLICT DO NOTHING",
+                         (jobs[name], due, state, due + timedelta(seconds=1), due + timedelta(seconds=3),
+                          "division by zero" if state == "error" else None))

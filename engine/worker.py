@@ -54,8 +54,8 @@ HEARTBEAT_SECONDS = 5.0
 ENGINE_LOST_AFTER = "1 hour"
 ENGINE_KEEP_STOPPED = "7 days"
 REGISTER_ENGINE_SQL = (
-    "INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version) "
-    "VALUES (%s, pg_backend_pid(), %s, %s, %s, %s) RETURNING engine_id")
+    "INSERT INTO pgtt.engine (client_name, backend_pid, host, os_pid, modules, version, slots) "
+    "VALUES (%s, pg_backend_pid(), %s, %s, %s, %s, %s) RETURNING engine_id")
 #: a reconnect (server restart, lost connection) keeps the engine's row: one process, one row
 REATTACH_ENGINE_SQL = (
     "UPDATE pgtt.engine SET backend_pid = pg_backend_pid(), connected_at = now(), heartbeat_at = now(), "
@@ -101,6 +101,18 @@ class WorkerOptions:
 
     def for_module(self, module: str) -> dict[str, Any]:
         return self.module_options.setdefault(module, {})
+
+
+def engine_slots(options: WorkerOptions) -> int | None:
+    """The timetable worker slots of this engine (cron + interval workers), recorded in
+    pgtt.engine.slots for the console's slot-use chart; None without the timetable module."""
+    if "timetable" not in options.modules:
+        return None
+    from engine.timetable.options import TimetableOptions  # noqa: PLC0415 - only with the module
+
+    opts = options.module_options.get("timetable") or {}
+    return int(opts.get("cron_workers") or TimetableOptions.cron_workers) + int(
+        opts.get("interval_workers") or TimetableOptions.interval_workers)
 
 
 @dataclass
@@ -331,7 +343,7 @@ class Supervisor:
                         if row is None:
                             row = await (await conn.execute(REGISTER_ENGINE_SQL, (
                                 self.ctx.client_name, socket.gethostname(), os.getpid(), self.options.modules,
-                                __version__))).fetchone()
+                                __version__, engine_slots(self.options)))).fetchone()
                         self.engine_id = row[0]
                         await conn.execute(PRUNE_ENGINES_SQL, (ENGINE_LOST_AFTER, ENGINE_KEEP_STOPPED))
                     else:

@@ -186,6 +186,11 @@ async def open_chain(app, pilot):
     await wait_data(app, lambda a: getattr(a.screen, "detail", None) is not None)
 
 
+async def by_chain(app, pilot):
+    await pilot.press("t")  # the timeline by chain / job
+    await pilot.pause(0.3)
+
+
 async def history(app, pilot):
     await pilot.press("h")
     await wait_data(app, lambda a: getattr(a.screen, "history", None) is not None)
@@ -239,6 +244,7 @@ SCREENS = {
     "jobs": ["jobs"],
     "jobs-calendar": ["jobs", calendar],
     "sessions": ["sessions"],
+    "sessions-timeline": ["sessions", by_chain],
     "logs": ["logs", logs_ready],
     "help": ["chains", help_screen],
     "queues": ["queues"],
@@ -269,6 +275,7 @@ def main() -> None:
         demo.load_samples(conn)
         cascade = demo.build_cascade(base, dbname, location_of=lambda n: locations[n.name])
         asyncio.run(drive_cascade(cascade))
+        demo.load_trends(conn, NOW)  # the hour before load_history's runs, for the charts (issue 18)
         demo.load_history(conn, NOW)  # the engine row is registered against `conn`, open until the end
         paths = []
         for name, steps in SCREENS.items():

@@ -115,6 +115,17 @@ def test_failure_report_resume_and_stop(two, tmp_path):
     waiting = Plan("w", QUEUE, [node], [Step("wait", node, wait=Wait("three polls", node, cond, interval=0.01))])
     outcome, events = _run(waiting)
     assert outcome.ok and [e.kind for e in events].count(EventKind.WAITING) == 2
+
+    # a wait that says how far behind it is shows progress: behind now against the most seen
+    behind = iter([4, 5, 2])
+    shrinking = Plan("w", QUEUE, [node], [Step("wait", node, wait=Wait("catch up", node, lambda ctx: (
+        lambda b: CheckResult(b is None, "", behind=b))(next(behind, None)), interval=0.01))])
+    outcome, events = _run(shrinking)
+    progress = [(e.data["behind"], e.data["most_behind"]) for e in events if e.kind == EventKind.WAITING]
+    assert outcome.ok and progress == [(4, 4), (5, 5), (2, 5)]
+    from pgtt_tui.cli.node import progress_bar
+    assert progress_bar({"behind": 2, "most_behind": 5}, width=10) == " [######----] 2 behind (of 5)"
+    assert progress_bar({"behind": None}) == ""
     never = Plan("w", QUEUE, [node], [Step("wait", node, wait=Wait("never", node,
                                                                    lambda ctx: CheckResult(False, "no"),
                                                                    timeout=0.05, interval=0.01))])

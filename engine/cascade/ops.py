@@ -143,7 +143,8 @@ def completed_at_least(node: NodeRef, tick: Ref | int, consumer: str | None = No
             have = info["worker_last_tick"] if info else None
         if have is not None and want is not None and have >= want:
             return CheckResult.good(f"at tick {have}")
-        return CheckResult.problem(f"at tick {have}, waiting for {want}")
+        behind = float(want - have) if have is not None and want is not None else None
+        return CheckResult(False, f"at tick {have}, waiting for {want}", behind=behind)
     return Wait(f"wait until {node.name} has completed tick {tick}", node, cond)
 
 
@@ -187,7 +188,8 @@ def provider_has_tick(node: NodeRef, tick: Ref) -> Wait:
         row = ctx.one(node, SQL_QUEUE_TOP, (ctx.plan.queue,))
         top = row["last_tick"] if row else None
         if top is None or want is None or top < want:
-            return CheckResult.problem(f"{node.name} is at tick {top}, needs {want}")
+            behind = float(want - top) if top is not None and want is not None else None
+            return CheckResult(False, f"{node.name} is at tick {top}, needs {want}", behind=behind)
         return CheckResult.good(f"top tick {top}")
     return Wait(f"wait until {node.name} has tick {tick}", node, cond)
 

@@ -100,6 +100,8 @@ class Ref:
 class CheckResult:
     ok: bool
     detail: str = ""
+    #: for a wait: how far behind (e.g. ticks), so a waiting step can show progress
+    behind: float | None = None
 
     @classmethod
     def good(cls, detail: str = "") -> CheckResult:
@@ -661,6 +663,7 @@ class PlanRunner:
     def _wait(self, wait: Wait, ctx: StepContext, index: int) -> Iterator[PlanEvent]:
         started = self._monotonic()
         described = self.plan.fill(wait.description, self.vars)
+        most_behind: float | None = None  # the progress of a wait: behind now against the most seen
         while True:
             result = self._call_check(wait.condition, ctx)
             elapsed = self._monotonic() - started
@@ -671,8 +674,10 @@ class PlanRunner:
                 return
             if elapsed >= wait.timeout:
                 raise _StepFailed(f"timed out after {wait.timeout:g}s: {described} ({result.detail})")
+            if result.behind is not None:
+                most_behind = max(most_behind or 0.0, result.behind)
             self._emit(EventKind.WAITING, index, wait.node.name, described, elapsed=elapsed,
-                       detail=result.detail)
+                       detail=result.detail, behind=result.behind, most_behind=most_behind)
             yield from self._drain()
             self._sleep(wait.interval)
 

@@ -85,6 +85,40 @@ def show(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonO
         emit(hist, False, ["run_id", "trigger", "due_at", "started_at", "finished_at", "status", "reason"])
 
 
+@app.command("stats")
+def stats(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOpt = False,
+          runs: Annotated[int, typer.Option("--runs", min=1, help="how many of the last runs")] = 60) -> None:
+    """Duration and due->start lag of the last runs: p50 / p95 / max, counts by status, and one
+    line per run with a bar (# succeeded, x failed, - skipped, > running): the console's chart."""
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    from engine import trends  # noqa: PLC0415
+
+    with _conn(ctx, dsn, "stats") as conn:
+        data = trends.run_stats(conn, "chain", chain, n=runs, now=datetime.now(timezone.utc))
+    if want_json(ctx, as_json):
+        emit(data, True)
+        return
+    s = data["summary"]
+    d, lag = s["duration"], s["lag"]
+    sec = lambda v: "-" if v is None else f"{v:.3f}s"  # noqa: E731
+    typer.echo(f"chain     {chain}")
+    typer.echo(f"runs      {s['runs']}: {s['succeeded']} succeeded, {s['failed']} failed, {s['skipped']} skipped, "
+               f"{s['running']} running")
+    typer.echo(f"duration  p50 {sec(d['p50'])}  p95 {sec(d['p95'])}  max {sec(d['max'])}")
+    typer.echo(f"lag       p50 {sec(lag['p50'])}  p95 {sec(lag['p95'])}  max {sec(lag['max'])}")
+    top = max((r["duration"] or 0 for r in data["runs"]), default=0) or 1
+    mark = {"succeeded": "#", "failed": "x", "skipped": "-", "running": ">"}
+    rows = [{"run_id": r["run_id"], "started_at": r["started_at"], "status": r["status"],
+             "duration_s": None if r["duration"] is None else round(r["duration"], 3),
+             "lag_s": None if r["lag"] is None else round(r["lag"], 3),
+             "bar": mark.get(r["status"], "?") * max(1 if r["status"] != "skipped" else 1,
+                                                       round((r["duration"] or 0) / top * 30))}
+            for r in data["runs"]]
+    typer.echo("")
+    emit(rows, False, ["run_id", "started_at", "status", "duration_s", "lag_s", "bar"])
+
+
 @app.command("run")
 def run(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: JsonOpt = False,
         worker: Annotated[str | None, typer.Option("--worker", help="engine (client name) to run it on")] = None,

@@ -41,6 +41,16 @@ def _dsn(ctx: typer.Context, dsn: str | None) -> str:
 _last_wait: list[str] = [""]
 
 
+def progress_bar(data: dict, width: int = 20) -> str:
+    """`` [#######-------] 3 behind (of 10)`` for a wait that says how far behind it is (a
+    terminal only: a pipe gets one line per change); "" when it does not say."""
+    behind, most = data.get("behind"), data.get("most_behind")
+    if behind is None or not most:
+        return ""
+    done = round(width * max(0.0, most - behind) / most)
+    return f" [{'#' * done}{'-' * (width - done)}] {behind:g} behind (of {most:g})"
+
+
 def _print_event(ev: PlanEvent) -> None:
     out = SafeStdout()
     if ev.kind == EventKind.WAITING and not out.isatty():
@@ -59,7 +69,7 @@ def _print_event(ev: PlanEvent) -> None:
     elif ev.kind == EventKind.CHECK_FAILED:
         out.write(f"   CHECK FAILED: {ev.message}: {ev.data.get('problem')}\n")
     elif ev.kind == EventKind.WAITING:
-        out.write(f"   waiting: {ev.data.get('detail')} ({ev.data.get('elapsed', 0):.0f}s)\r")
+        out.write(f"   waiting: {ev.data.get('detail')}{progress_bar(ev.data)} ({ev.data.get('elapsed', 0):.0f}s)\x1b[K\r")
     elif ev.kind == EventKind.WAIT_DONE:
         out.write(f"   done waiting: {ev.message} ({ev.data.get('detail')})\n")
     elif ev.kind == EventKind.STATEMENT:

@@ -16,10 +16,12 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
+from engine import trends
 from engine.timetable.api import ChainPage
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView, needs_access
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
+from pgtt_tui.widgets.charts import RunChart
 from pgtt_tui.widgets.common import FilterBar, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_duration, fmt_relative, fmt_stamp, fmt_time
 
@@ -322,6 +324,9 @@ class ChainDetailScreen(BaseView):
         fields = Static("", id="chain-fields")
         fields.can_focus = True  # Tab: settings ⇄ tasks; `?` explains the focused part
         yield fields
+        with Vertical(classes="panel chart-panel", id="runs-chart-box") as panel:
+            panel.border_title = "Last runs: duration (bars) · due→start lag"
+            yield RunChart(id="runs-chart")
         with Vertical(classes="panel", id="tasks-panel") as panel:
             panel.border_title = "Tasks (in order)"
             table = VimTable(id="tasks")
@@ -339,10 +344,19 @@ class ChainDetailScreen(BaseView):
         self.query_one("#tasks", VimTable).focus()
 
     def fetch(self, conn) -> Any:
-        return actions.chain_detail(conn, self.chain_name, now=self.papp.now())
+        detail = actions.chain_detail(conn, self.chain_name, now=self.papp.now())
+        # from the oldest run still open on: the others are drawn already (issue 18)
+        detail["run_stats"] = trends.run_stats(conn, "chain", self.chain_name, now=self.papp.now(),
+                                               since_id=self._runs_since)
+        return detail
+
+    _runs_since = 0  # read by the worker; set on the UI thread after each show
 
     def show(self, detail: dict[str, Any]) -> None:
         self.detail = detail
+        chart = self.query_one("#runs-chart", RunChart)
+        chart.add_runs(detail["run_stats"]["runs"])
+        self._runs_since = chart.since_id
         chain = detail["chain"]
         now, tz = self.papp.now(), self.papp.tz
         table = self.query_one("#tasks", VimTable)

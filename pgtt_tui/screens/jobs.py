@@ -9,15 +9,17 @@ from typing import Any
 import psycopg
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Static, TabbedContent, TabPane, TextArea
 
 from engine import sessions as sessions_api
+from engine import trends
 from engine.errors import PgttError
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.editors import _Editor, check_int, preview_schedule
 from pgtt_tui.screens.modals import ConfirmScreen
+from pgtt_tui.widgets.charts import RunChart
 from pgtt_tui.widgets.common import FilterBar, TextCheckbox, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_relative, fmt_stamp, fmt_time
 
@@ -349,14 +351,30 @@ class JobDetailScreen(BaseView):
         self.text = ""
 
     def compose_body(self) -> ComposeResult:
+        if not isinstance(self.job_id, str):  # a cron job: its runs as a chart (issue 18)
+            with Vertical(classes="panel chart-panel", id="runs-chart-box") as panel:
+                panel.border_title = "Last runs: duration (bars) · due→start lag"
+                yield RunChart(id="runs-chart")
         with VerticalScroll(classes="panel"):
             yield Static("…", id="job-text")
 
+    _runs_since = 0  # read by the worker; set on the UI thread after each show
+
     def fetch(self, conn) -> Any:
-        return actions.job_info(conn, self.job_id)
+        info = actions.job_info(conn, self.job_id)
+        stats = None
+        if not isinstance(self.job_id, str) and trends.access(conn).readable("schedule"):
+            stats = trends.run_stats(conn, "job", self.job_id, now=self.papp.now(), since_id=self._runs_since)
+        return info, stats
 
     def show(self, data: Any) -> None:
         import json  # noqa: PLC0415
+
+        data, stats = data
+        if stats is not None:
+            chart = self.query_one("#runs-chart", RunChart)
+            chart.add_runs(stats["runs"])
+            self._runs_since = chart.since_id
 
         self.text = json.dumps(data, indent=2, default=str, ensure_ascii=False)
         self.query_one("#job-text", Static).update(escape(self.text))

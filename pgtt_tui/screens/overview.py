@@ -11,7 +11,9 @@ from textual.content import Content
 from textual.widgets import Static
 
 from engine import overview as overview_api
+from engine import trends
 from pgtt_tui.screens.base import BaseView
+from pgtt_tui.widgets.charts import ActivityChart
 from pgtt_tui.widgets.common import VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_relative, fmt_time
 
@@ -108,6 +110,9 @@ class OverviewScreen(BaseView):
                 table = VimTable(id="next")
                 table.add_fixed(("when", 11, 50), ("in", 8), ("kind", 5), ("name", 10, "flex"))
                 yield table
+        with Vertical(classes="panel chart-panel", id="activity-box") as box:
+            box.border_title = "Runs per minute · slot use · last hour"
+            yield ActivityChart(id="activity")
         with Vertical(classes="panel", id="failures-box") as box:
             box.border_title = "Recent failures"
             table = VimTable(id="failures")
@@ -115,10 +120,18 @@ class OverviewScreen(BaseView):
             yield table
 
     def fetch(self, conn) -> Any:
-        return overview_api.overview(conn)
+        data = overview_api.overview(conn)
+        # the chart's newest bucket on: the buckets before it are drawn already (issue 18)
+        data["activity"] = trends.activity(conn, self.papp.now(), since=self._chart_since, parts=data["parts"])
+        return data
+
+    _chart_since = None  # read by the worker; set on the UI thread after each show
 
     def show(self, data: Any) -> None:
         now, tz = self.papp.now(), self.papp.tz
+        chart = self.query_one("#activity", ActivityChart)
+        chart.add_buckets(data["activity"]["buckets"])
+        self._chart_since = chart.since
         self._summary = summary_rows(data)
         self._layout_summary()
         self.query_one("#next", VimTable).sync_rows([

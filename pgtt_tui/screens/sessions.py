@@ -10,9 +10,11 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from engine import sessions as sessions_api
+from engine import trends
 from pgtt_tui import actions as engine_calls
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen
+from pgtt_tui.widgets.charts import TimelineChart
 from pgtt_tui.widgets.common import FilterBar, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_duration, fmt_relative, fmt_time
 
@@ -31,6 +33,7 @@ class SessionsScreen(BaseView):
         Binding("c", "cancel_run", "cancel run"),
         Binding("tab", "focus_next", "next table", show=False),
         Binding("slash", "filter", "filter"),
+        Binding("t", "toggle_timeline", "timeline by engine/chain"),
     ]
 
     def __init__(self, **kw: Any) -> None:
@@ -44,6 +47,9 @@ class SessionsScreen(BaseView):
             table.add_fixed(("client", 16, "flex"), ("state", 10), ("host:pid", 18), ("since", 11, 90), ("heartbeat", 10),
                             ("modules", 20, 110))
             yield table
+        with Vertical(classes="panel chart-panel", id="timeline-box") as panel:
+            panel.border_title = "Runs of the last 30 minutes, by engine (t: by chain / job)"
+            yield TimelineChart(minutes=30, id="timeline")
         with Vertical(classes="panel", id="running-panel") as panel:
             panel.border_title = "Running"
             table = VimTable(id="running")
@@ -52,11 +58,20 @@ class SessionsScreen(BaseView):
         yield Static("", id="sessions-denied", classes="info-line")
         yield FilterBar("filter by name or client", id="filter")
 
+    _timeline_since = None  # read by the worker; set on the UI thread after each show
+
     def fetch(self, conn) -> Any:
-        return sessions_api.snapshot(conn)
+        data = sessions_api.snapshot(conn)
+        # what ended since the last poll or still runs: the rest is drawn already (issue 18)
+        data["timeline"] = trends.timeline(conn, self.papp.now(), minutes=30, since=self._timeline_since,
+                                           parts=data["parts"])
+        return data
 
     def show(self, data: Any) -> None:
         now = self.papp.now()
+        if "timeline" in data:
+            self.query_one("#timeline", TimelineChart).add_runs(data["timeline"]["runs"], data["timeline"]["now"])
+            self._timeline_since = data["timeline"]["now"]
         tz = self.papp.tz
         needle = self.filter_text.lower()
         rows = []
@@ -89,6 +104,11 @@ class SessionsScreen(BaseView):
         note.update(" · ".join(f"? not shown: {escape(text)}" for text in denied.values()))
         self.query_one("#engines-panel").border_title = (
             f"Engines ({sum(1 for e in data['engines'] if e['alive'])} alive)")
+
+    def action_toggle_timeline(self) -> None:
+        by = self.query_one("#timeline", TimelineChart).toggle()
+        self.query_one("#timeline-box").border_title = (
+            f"Runs of the last 30 minutes, by {'engine' if by == 'engine' else 'chain / job'} (t: toggle)")
 
     def action_filter(self) -> None:
         self.query_one(FilterBar).open()

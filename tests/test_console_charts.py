@@ -1,0 +1,147 @@
+"""Charts of the console (issue 18): snapshots on the demo's fixed history at 120×36 and
+80×24, Pilot tests that a new run appears after the next poll (appended, not redrawn),
+and ``pgtt-tui chain stats``.
+
+Data: engine.demo.load_trends + load_history at NOW (fixed times), a fixed clock and a
+pinned header, as in test_console_snapshots.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from engine import demo
+from pgtt_tui.app import PgttApp
+from pgtt_tui.dbaccess import ServerInfo
+from pgtt_tui.widgets.charts import ActivityChart, RunChart, TimelineChart, bar_column
+from test_cli_foundation import run_cli
+
+pytestmark = pytest.mark.timeout(120)
+
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
+SERVER = ServerInfo(where="db-host:5432/pgtt_demo", role="postgres", version="18.1")
+
+
+@pytest.fixture
+def trend_settings(settings, conn):
+    demo.load_samples(conn)
+    demo.load_trends(conn, NOW)
+    demo.load_history(conn, NOW)  # the engine row stays alive while `conn` is open
+    return settings
+
+
+def make(settings, view: str = "overview", **kw) -> PgttApp:
+    return PgttApp(settings, refresh=60, clock=lambda: NOW, tz=timezone.utc, server=SERVER, start_view=view, **kw)
+
+
+async def settle(pilot, predicate=None, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = pilot.app.screen
+        ready = predicate(pilot.app) if predicate else getattr(screen, "last_data", None) is not None
+        if ready and not any(w.group.startswith("poll") and not w.is_finished for w in pilot.app.workers):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
+def open_chain(name: str):
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.open_chain(name)
+        await settle(pilot, lambda app: getattr(app.screen, "detail", None) is not None)
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)], ids=["120x36", "80x24"])
+def test_snapshot_overview_activity(snap_compare, trend_settings, size):
+    assert snap_compare(make(trend_settings), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)], ids=["120x36", "80x24"])
+def test_snapshot_chain_runs(snap_compare, trend_settings, size):
+    assert snap_compare(make(trend_settings, "chains"), terminal_size=size, run_before=open_chain("slow-rollup"))
+
+
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)], ids=["120x36", "80x24"])
+def test_snapshot_sessions_timeline(snap_compare, trend_settings, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("t")  # by chain / job: several lanes
+        await pilot.pause(0.2)
+
+    assert snap_compare(make(trend_settings, "sessions"), terminal_size=size, run_before=run_before)
+
+
+def test_failures_differ_by_shape_not_only_colour():
+    col = bar_column(2, [(1, "▒", "$error"), (1, "█", "$success")], 2)
+    assert [g for g, _ in col] == ["▒", "█"]
+
+
+async def _poll(pilot) -> None:
+    pilot.app.screen.request_poll()
+    await pilot.pause(0.1)
+    await settle(pilot)
+
+
+async def test_new_failure_appears_in_the_overview_after_the_next_poll(trend_settings, conn):
+    app = make(trend_settings)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        chart = app.screen.query_one(ActivityChart)
+        assert len(chart.buckets) == 60
+        first = list(chart.buckets)
+        drawn = chart.renders
+        conn.execute("INSERT INTO timetable.chain_run (chain_id, trigger, client_name, session_id, started_at, "
+                     "finished_at, status) SELECT chain_id, 'manual', 'node-a', 1, %s, %s, 'failed' "
+                     "FROM timetable.chain WHERE chain_name = 'heartbeat'", (NOW, NOW))
+        await _poll(pilot)
+        assert chart.buckets[-1]["failed"] == first[-1]["failed"] + 1
+        assert chart.buckets[:-1] == first[:-1]  # the older buckets were not read again
+        assert app.screen.last_data["activity"]["since"] == first[-1]["at"]
+        assert chart.renders - drawn <= 2  # only the changed column was drawn again
+
+
+async def test_new_run_appears_in_the_chain_chart_after_the_next_poll(trend_settings, conn):
+    app = make(trend_settings, "chains")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await open_chain("flaky-import")(pilot)
+        chart = app.screen.query_one(RunChart)
+        before = [r["run_id"] for r in chart.runs]
+        run_id = conn.execute(
+            "INSERT INTO timetable.chain_run (chain_id, due_at, trigger, client_name, session_id, started_at, "
+            "finished_at, status, reason) SELECT chain_id, %s, 'every', 'node-a', 1, %s, %s, 'failed', 'boom' "
+            "FROM timetable.chain WHERE chain_name = 'flaky-import' RETURNING run_id",
+            (NOW - timedelta(seconds=20), NOW - timedelta(seconds=19), NOW)).fetchone()[0]
+        await _poll(pilot)
+        assert [r["run_id"] for r in chart.runs] == (before + [run_id])[-len(chart.runs):]
+        assert chart.runs[-1]["status"] == "failed" and chart.runs[-1]["lag"] == pytest.approx(1.0)
+        assert all(r["run_id"] >= before[-1] for r in app.screen.last_data["run_stats"]["runs"])
+
+
+async def test_running_run_grows_in_the_timeline(trend_settings, conn):
+    app = make(trend_settings, "sessions")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        chart = app.screen.query_one(TimelineChart)
+        conn.execute("INSERT INTO timetable.chain_run (chain_id, trigger, client_name, session_id, started_at, "
+                     "status) SELECT chain_id, 'manual', 'node-b', 1, %s, 'running' "
+                     "FROM timetable.chain WHERE chain_name = 'heartbeat'", (NOW - timedelta(minutes=3),))
+        await _poll(pilot)
+        assert "node-b" in chart.groups()
+        assert "▶" in str(chart.render())
+
+
+def test_cli_chain_stats(trend_settings, dsn):
+    text = run_cli("chain", "stats", "flaky-import", "--dsn", dsn, "--runs", "10")
+    assert text.returncode == 0, text.stderr
+    assert "duration  p50" in text.stdout and " x" in text.stdout and "failed" in text.stdout
+    js = run_cli("chain", "stats", "flaky-import", "--dsn", dsn, "--runs", "10", "--json")
+    data = json.loads(js.stdout)
+    assert len(data["runs"]) == 10 and data["summary"]["duration"]["max"] >= data["summary"]["duration"]["p50"]
+    missing = run_cli("chain", "stats", "no-such", "--dsn", dsn)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
