@@ -1,7 +1,7 @@
 """Chart benchmarks (issue 18): the charts' queries on a large history, the console's render
 time per refresh with the charts against without, and memory over a session.
 
-1. queries: ``engine.trends`` activity (last hour, per minute), run_stats (last 60 runs of
+1. queries: ``engine.views.trends`` activity (last hour, per minute), run_stats (last 60 runs of
    one chain), timeline (last 30 minutes) on --rows chain runs and --rows cron runs spread
    over 30 days (1,000,000 each by default), against the same queries on a small history
    (the same last day only) in the same run: a ratio near 1 means the cost follows the
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg  # noqa: E402
 
-from engine import demo, schema, trends  # noqa: E402
+from engine import demo, schema
+from engine.views import trends  # noqa: E402
 from engine.db import connect, resolve_settings  # noqa: E402
 
 NOW = demo.FIXED_NOW

@@ -193,7 +193,7 @@ def resubmit_onetime(conn: psycopg.Connection, settings: ConnSettings, job_id: i
 # ---- sessions ----------------------------------------------------------------------------------------
 
 def cancel_run(conn: psycopg.Connection, settings: ConnSettings, run: dict[str, Any]) -> Any:
-    """Cancel a running chain or job run; ``run`` is a row of engine.sessions.running."""
+    """Cancel a running chain or job run; ``run`` is a row of engine.views.sessions.running."""
     if run["kind"] == "chain":
         return stop_chain(conn, settings, run["name"])
     return _sch().stop(conn, settings, int(run["id"]), scheduled=run["kind"] == "cron")

@@ -345,6 +345,6 @@ class PgttApp(App):
         self.push_screen(JobDetailScreen(job_id))
 
     def lookup_names(self, conn: Any, needle: str) -> list[tuple[str, Any, str]]:
-        from engine.overview import lookup_names  # noqa: PLC0415
+        from engine.views.overview import lookup_names  # noqa: PLC0415
 
         return lookup_names(conn, needle, limit=20)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from engine import logs as logs_api
+from engine.views import logs as logs_api
 from engine.timetable import api as tt_api
 from engine.db import ConnSettings
 from engine.errors import InputError

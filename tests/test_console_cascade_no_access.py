@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from engine import access, queue_views
+from engine import access
+from engine.views import queues as queue_views
 from engine.cascade import ops, status
 from engine.cascade.status import collect_status
 from engine.db import ConnSettings

@@ -11,7 +11,7 @@ import pytest
 from console_host import FIXED_NOW, HostApp
 from engine.db import ConnSettings
 from engine.pgq import api as pgq_api
-from engine.queue_views import QueuesSnapshot
+from engine.views.queues import QueuesSnapshot
 from pgtt_tui.screens.queues import EventsScreen, QueuesScreen
 from pgtt_tui.widgets.common import VimTable
 

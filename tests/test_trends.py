@@ -1,4 +1,4 @@
-"""engine.trends: the charts' read models (issue 18), on the demo's fixed history."""
+"""engine.views.trends: the charts' read models (issue 18), on the demo's fixed history."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from engine import demo, trends
+from engine import demo
+from engine.views import trends
 from engine.errors import NotFoundError
 
 NOW = datetime(2026, 11, 21, 12, 0, 30, tzinfo=timezone.utc)

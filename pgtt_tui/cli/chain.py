@@ -92,7 +92,7 @@ def stats(ctx: typer.Context, chain: ChainArg, dsn: DsnOpt = None, as_json: Json
     line per run with a bar (# succeeded, x failed, - skipped, > running): the console's chart."""
     from datetime import datetime, timezone  # noqa: PLC0415
 
-    from engine import trends  # noqa: PLC0415
+    from engine.views import trends  # noqa: PLC0415
 
     with _conn(ctx, dsn, "stats") as conn:
         data = trends.run_stats(conn, "chain", chain, n=runs, now=datetime.now(timezone.utc))

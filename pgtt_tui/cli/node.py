@@ -162,7 +162,7 @@ def _ro(ctx: typer.Context):
 
 def _only_cascaded_queue(dsn: str) -> str:
     """--queue left out: the database's one cascaded queue, else a message that lists them."""
-    from engine import queue_views  # noqa: PLC0415
+    from engine.views import queues as queue_views  # noqa: PLC0415
     from engine.db import ConnSettings, connect  # noqa: PLC0415
 
     with connect(ConnSettings(dsn=dsn, application_name="pgtt-tui node")) as conn:

@@ -34,7 +34,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static, Tree
 
-from engine import queue_views
+from engine.views import queues as queue_views
 from engine.cascade import ops
 from engine.cascade.plan import Plan, PlanRunner
 from engine.cascade.plan_store import PlanRecord, Recipe, build_plan, rebuild_plan, unfinished_plans

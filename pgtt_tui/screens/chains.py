@@ -16,7 +16,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from engine import trends
+from engine.views import trends
 from engine.timetable.api import ChainPage
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView, needs_access

@@ -12,8 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Checkbox, Input, Static, TabbedContent, TabPane, TextArea
 
-from engine import sessions as sessions_api
-from engine import trends
+from engine.views import sessions as sessions_api
+from engine.views import trends
 from engine.errors import PgttError
 from pgtt_tui import actions
 from pgtt_tui.screens.base import BaseView, describe_error, needs_access

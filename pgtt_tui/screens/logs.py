@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
 
-from engine import logs as logs_api
+from engine.views import logs as logs_api
 from pgtt_tui.dbaccess import ConnectionLost
 from pgtt_tui.messages import LogBatch, LogHistory, PollFailed
 from pgtt_tui.screens.base import BaseView, describe_error

@@ -10,8 +10,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Static
 
-from engine import overview as overview_api
-from engine import trends
+from engine.views import overview as overview_api
+from engine.views import trends
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.widgets.charts import ActivityChart
 from pgtt_tui.widgets.common import VimTable

@@ -19,7 +19,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from engine import queue_views
+from engine.views import queues as queue_views
 from engine.errors import PgttError
 from engine.pgq import api as pgq_api
 from pgtt_tui.dbaccess import ConnectionLost
@@ -106,8 +106,8 @@ class QueuesScreen(BaseView):
             table = VimTable(id="queues")
             # fixed widths: a cell updated in place never widens an auto-sized column, so a
             # ticker that turned "⇄ external" after the first poll read "⇄ extern…"
-            table.add_fixed(("queue", 12, "flex"), ("ticker", 11), ("lag", 7), ("ev/s", 7), ("pending", 8),
-                            ("tick", 8), ("rotation", 11, 90))
+            table.add_fixed(("queue", 10, "flex"), ("ticker", 11), ("lag", 6), ("ev/s", 6), ("pending", 7),
+                            ("tick", 6), ("rotation", 11))
             yield table
         with Vertical(classes="panel", id="consumers-panel") as panel:
             panel.border_title = "Consumers"

@@ -9,8 +9,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from engine import sessions as sessions_api
-from engine import trends
+from engine.views import sessions as sessions_api
+from engine.views import trends
 from pgtt_tui import actions as engine_calls
 from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen

@@ -15,7 +15,7 @@ Every chart is drawn from rows of cells ``(glyph, style)``: the style is a theme
   ``○`` a skip, ``▶`` running now, ``·`` idle.
 
 Data comes in through ``add_*`` methods that merge the newest buckets / runs into what the
-chart holds (engine.trends merge helpers), and a column already drawn is reused from a
+chart holds (engine.views.trends merge helpers), and a column already drawn is reused from a
 cache as long as its data and the scale stay the same, so a refresh draws the new column.
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 from textual.content import Content
 from textual.widget import Widget
 
-from engine import trends
+from engine.views import trends
 from pgtt_tui.widgets.format import clip, escape, fmt_duration
 
 EIGHTHS = " ▁▂▃▄▅▆▇█"
