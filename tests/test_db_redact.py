@@ -67,5 +67,5 @@ def test_a_connection_error_message_keeps_its_text_when_redacted_again(dsn):
     message = str(explain_connect_error(Exception("password authentication failed for user \"bob\""), settings))
     assert "s3cret" not in message
     assert redact(message) == message
-    assert message.endswith("— check the password (PGPASSWORD, ~/.pgpass or the password in --dsn)")
+    assert message.endswith("— check the password (~/.pgpass, PGPASSWORD, or -W to type it)")
     assert f"cannot connect to {redact(dsn)}: password authentication failed" in message
