@@ -190,3 +190,40 @@ async def test_a_huge_delay_in_a_bare_notification_leaves_no_unretrieved_excepti
     finally:
         loop.set_exception_handler(previous)
     assert errors == []
+
+
+async def test_a_request_that_arrives_after_the_refusal_pass_is_not_carried_out(tdsn, roles, monkeypatch):
+    """_take_pending refuses, then takes STOPs and due STARTs, each statement on its own
+    snapshot: a request committed between the refusal and the take must still be checked.
+    The refusal statement is made to see nothing, as if the request committed just after it."""
+    from engine.timetable import scheduler
+
+    victim = chain(tdsn, "victim", "INSERT INTO out VALUES ('ran')")
+    long = chain(tdsn, "long", "SELECT pg_sleep(30)")
+    reader, reader_dsn = roles("late")
+    q(tdsn, sql.SQL("GRANT USAGE ON SCHEMA timetable TO {}").format(sql.Identifier(reader)))
+    refuse = scheduler.PENDING_REFUSE_SQL
+    async with running_engine(tdsn, ENGINE, SteppingClock()):
+        q(tdsn, "SELECT timetable.notify_chain_start(%s, %s)", (long, ENGINE))
+        await until(lambda: runs(tdsn, long) and runs(tdsn, long)[0][0] == "running", what="the chain running")
+        monkeypatch.setattr(scheduler, "PENDING_REFUSE_SQL",
+                            "SELECT NULL::bigint, NULL::text, NULL::bigint, NULL::name, NULL::integer "
+                            "WHERE %(me)s::text IS NULL")
+        q(reader_dsn, "INSERT INTO timetable.pending_start (chain_id, worker_name) VALUES (%s, %s)", (victim, ENGINE))
+        q(reader_dsn, "INSERT INTO timetable.pending_start (command, chain_id, worker_name) VALUES ('STOP', %s, %s)",
+          (long, ENGINE))
+        q(reader_dsn, "SELECT pg_notify(%s, %s)", (ENGINE, json.dumps({"PendingID": 1})))
+        await asyncio.sleep(1.0)
+        assert runs(tdsn, victim) == []
+        assert runs(tdsn, long)[0][0] == "running"
+        # the next refusal pass sees them: refused and logged
+        monkeypatch.setattr(scheduler, "PENDING_REFUSE_SQL", refuse)
+        q(reader_dsn, "SELECT pg_notify(%s, %s)", (ENGINE, json.dumps({"PendingID": 1})))
+        await until(lambda: log_like(tdsn, f"STOP of chain {long} refused: role {reader} %"), what="the refusal")
+        await asyncio.sleep(0.3)
+        assert runs(tdsn, long)[0][0] == "running"
+        q(tdsn, "SELECT timetable.notify_chain_stop(%s, %s)", (long, ENGINE))
+        await until(lambda: runs(tdsn, long)[0][0] == "failed", what="the legitimate STOP")
+    assert runs(tdsn, victim) == []
+    assert q1(tdsn, "SELECT count(*) FROM out") == 0
+    assert q1(tdsn, "SELECT count(*) FROM timetable.pending_start") == 0

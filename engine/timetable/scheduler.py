@@ -275,20 +275,24 @@ SELECT timetable.finish_run(r, 'failed', %s, %s) FROM unnest(%s::bigint[]) AS r
 #: ad-hoc control (sql/timetable/0006_chain_control.sql): requests from roles that may not
 #: control chains are deleted and reported; START requests for this engine get their start
 #: time on our clock when first seen; the due ones are taken (deleted) and claimed in one
-#: statement, so each runs once; STOP requests are taken; then the next start time
+#: statement, so each runs once; STOP requests are taken; then the next start time.  Each
+#: statement has its own snapshot, so the take statements check may_control again: a request
+#: committed after the refusal ran is left for the next pass (which refuses and logs it)
 PENDING_REFUSE_SQL = """
 DELETE FROM timetable.pending_start p
  WHERE p.worker_name = %(me)s AND NOT timetable.may_control(p.requested_by, p.command)
 RETURNING p.id, p.command, p.chain_id, p.requested_by, p.requested_pid
 """
 PENDING_ARM_SQL = """
-UPDATE timetable.pending_start SET start_at = %(now)s + start_delay
- WHERE worker_name = %(me)s AND command = 'START' AND start_at IS NULL
+UPDATE timetable.pending_start p SET start_at = %(now)s + p.start_delay
+ WHERE p.worker_name = %(me)s AND p.command = 'START' AND p.start_at IS NULL
+   AND timetable.may_control(p.requested_by, p.command)
 """
 PENDING_TAKE_SQL = """
 WITH taken AS (
     DELETE FROM timetable.pending_start p
      WHERE p.worker_name = %(me)s AND p.command = 'START' AND p.start_at <= %(now)s
+       AND timetable.may_control(p.requested_by, p.command)
     RETURNING p.id, p.chain_id, p.start_at)
 SELECT t.id, t.chain_id, t.start_at,
        (SELECT timetable.claim_adhoc(c.chain_id, 'manual', %(me)s, %(session)s) FROM timetable.chain c
@@ -297,6 +301,7 @@ FROM taken t ORDER BY t.id
 """
 PENDING_STOPS_SQL = """
 DELETE FROM timetable.pending_start p WHERE p.worker_name = %(me)s AND p.command = 'STOP'
+   AND timetable.may_control(p.requested_by, p.command)
 RETURNING p.id, p.chain_id, p.requested_by
 """
 #: STOP requests made while this engine was not running: nothing of ours ran then
