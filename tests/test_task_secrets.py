@@ -141,3 +141,28 @@ def test_import_of_a_masked_export_keeps_the_secret_or_refuses(conn, dsn, remote
     assert conn.execute("SELECT count(*) FROM timetable.chain").fetchone()[0] == 1
     with pytest.raises(InputError, match="elsewhere"):
         cli(dsn, "chain", "import", str(other))
+
+
+def test_an_insert_that_does_not_insert_leaves_the_existing_tasks_secret_alone(conn, remote_chain):
+    """BEFORE INSERT triggers fire for rows that ON CONFLICT then skips (or turns into an
+    UPDATE): such an insert naming an existing task's id must not replace or delete that
+    task's secret, whose row would still show the old masked string."""
+    cid, tid = remote_chain
+    insert = ("INSERT INTO timetable.task (task_id, chain_id, task_order, kind, command, database_connection) "
+              "VALUES (%s, %s, 99, 'SQL', 'SELECT 1', %s) ON CONFLICT (task_id) DO NOTHING")
+    for other in ("host=evil.example user=u password=theirs", "host=evil.example user=u", None):
+        conn.execute(insert, (tid, cid, other))
+        assert secret_rows(conn) == [(tid, REMOTE)], other
+    assert conn.execute("SELECT database_connection FROM timetable.task WHERE task_id = %s",
+                        (tid,)).fetchone()[0] == SHOWN
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        with conn.transaction():
+            conn.execute(insert.replace(" ON CONFLICT (task_id) DO NOTHING", ""), (tid, cid, "host=e password=x"))
+    assert secret_rows(conn) == [(tid, REMOTE)]
+    # an upsert that does set the connection goes through the UPDATE: the new secret is kept, masked
+    new = "host=db2 user=u password=n3w"
+    conn.execute(insert.replace("DO NOTHING", "DO UPDATE SET database_connection = EXCLUDED.database_connection"),
+                 (tid, cid, new))
+    assert secret_rows(conn) == [(tid, new)]
+    assert conn.execute("SELECT database_connection FROM timetable.task WHERE task_id = %s",
+                        (tid,)).fetchone()[0] == "host=db2 user=u password=***"
