@@ -175,3 +175,44 @@ def test_help_lists_every_summary_in_full():
     assert "for this database." in listing  # worker's whole summary, wrapped rather than cut
     node = cli("node", "--help").stdout.split("Commands:")[1]
     assert "..." not in node and "most advanced node" in node
+
+
+def test_a_record_read_before_another_process_walked_the_plan_is_not_resumed_or_left_stale():
+    """A console offers an unfinished plan (its record read then); meanwhile `node resume`
+    elsewhere walks the plan to its end.  "continue" must not run the done steps again from
+    the stale record, and "leave" must not overwrite the finished record with the stale one."""
+    from engine.cascade.plan import NodeRef, Plan, Step
+    from engine.cascade.plan_store import DONE, LEFT, STOPPED
+    from engine.errors import InputError
+
+    node = NodeRef("n1", "dbname=x")
+    plan = Plan("three steps", "qstale", [node], [Step(f"step {i}", node) for i in range(1, 4)])
+    record = PlanRecord.start(plan)
+    record.next_step, record.done, record.state = 1, [0], STOPPED
+    record.save()
+    record.release()  # its process ended after step 1
+    offered = unfinished_plans("qstale")[0]  # the console reads it and offers it
+    assert offered.id == record.id and offered.next_step == 1
+    walker = PlanRecord.get(record.id)  # `node resume` in another process walks it to its end
+    assert walker.acquire()
+    walker.next_step, walker.done, walker.state = 3, [0, 1, 2], DONE
+    walker.journal = [{"time": "2030-01-01T00:00:00+00:00", "node": "n1", "statement": "SELECT 2",
+                       "result": "ok", "ok": True}]
+    walker.save()
+    walker.release()
+    with pytest.raises(InputError, match="changed since"):
+        offered.resume_runner(plan)
+    assert not offered.held_elsewhere() and offered._lock_fd is None
+    offered.leave()
+    on_disk = PlanRecord.get(record.id)
+    assert on_disk.state == DONE and on_disk.next_step == 3 and len(on_disk.journal) == 1
+    # a record nobody changed meanwhile is resumed (and left) as before
+    again = PlanRecord.start(plan)
+    again.next_step, again.done, again.state = 1, [0], STOPPED
+    again.save()
+    again.release()
+    stale_free = unfinished_plans("qstale")[0]
+    runner = stale_free.resume_runner(plan)
+    assert runner.next_step == 1
+    stale_free.leave()
+    assert PlanRecord.get(again.id).state == LEFT

@@ -300,11 +300,32 @@ class PlanRecord:
         if self.state == DONE:
             self.release()
 
+    def _changed_on_disk(self) -> PlanRecord | None:
+        """The record as another process wrote it since this one was read, else None."""
+        try:
+            disk = PlanRecord.load(self.path)
+        except (OSError, ValueError, TypeError):
+            return None
+        mine = (self.state, self.next_step, sorted(self.done), self.updated_at, len(self.journal))
+        theirs = (disk.state, disk.next_step, sorted(disk.done), disk.updated_at, len(disk.journal))
+        return disk if mine != theirs else None
+
     def leave(self) -> None:
-        """The operator chose to leave the plan as it is: no longer offered."""
-        self.state = LEFT
-        self.save()
-        self.release()
+        """The operator chose to leave the plan as it is: no longer offered.  Done under the
+        record's lock and on what is on disk, so a record read before another process walked
+        the plan on never overwrites what that process wrote."""
+        if not self.acquire():
+            raise InputError("plan", f"plan {self.id} is being walked by another process (pid {self.pid})")
+        try:
+            disk = self._changed_on_disk()
+            if disk is not None:
+                for name in ("state", "next_step", "done", "vars", "journal", "error", "updated_at", "pid", "host"):
+                    setattr(self, name, getattr(disk, name))
+            if self.state in UNFINISHED:
+                self.state = LEFT
+                self.save()
+        finally:
+            self.release()
 
     @property
     def unfinished(self) -> bool:
@@ -333,6 +354,11 @@ class PlanRecord:
                                      "(the journal shows what ran)")
         if not self.acquire():
             raise InputError("plan", f"plan {self.id} is being walked by another process (pid {self.pid})")
+        disk = self._changed_on_disk()  # read before the lock was ours: another process may have walked it on
+        if disk is not None:
+            self.release()
+            raise InputError("plan", f"plan {self.id} changed since it was read ({disk.summary()}): look at it "
+                                     "again before going on")
         runner = PlanRunner(plan, variables=dict(self.vars), record=self, **runner_kw)
         runner.next_step = self.next_step
         runner.done = set(self.done)

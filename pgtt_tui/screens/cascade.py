@@ -281,7 +281,11 @@ class CascadeScreen(BaseView):
             elif choice == "continue":
                 self._resume(record)
             elif choice == "leave":
-                record.leave()
+                try:
+                    record.leave()
+                except PgttError as exc:  # another process took it meanwhile
+                    self.notify(describe_error(exc), severity="error", timeout=8)
+                    return
                 self.notify(f"left as it is: {record.title}", timeout=4)
 
         self.app.push_screen(PickScreen(f"Unfinished plan on queue {record.queue}", choices,
