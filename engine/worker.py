@@ -220,7 +220,9 @@ class Supervisor:
             return bool((await cur.fetchone())[0])
         except psycopg.Error as exc:
             await self._close_probe()
-            raise ConnectError(f"lost the connection to the server: {exc}") from None
+            lost = ConnectError(f"lost the connection to the server: {exc}")
+            lost.retryable = True  # probe again soon (a restarting standby), not the refused back-off
+            raise lost from None
 
     async def _close_probe(self) -> None:
         probe, self._probe = self._probe, None

@@ -120,3 +120,26 @@ async def test_registration_retires_long_dead_engines_and_forgets_old_stopped_on
     assert "old" not in rows
     sup.stop()
     await asyncio.wait_for(task, 30)
+
+
+async def test_a_lost_probe_connection_is_retried_like_a_server_that_is_down(dsn):
+    """The probe held while idling on a standby loses its connection when that server
+    restarts: that is worth a prompt retry (about every second), not the slow back-off for a
+    server that refuses us (password, missing database: up to 15 s), which would also grow
+    with each restart of the standby and delay noticing its promotion."""
+    from engine.errors import ConnectError
+
+    sup = Supervisor(WorkerOptions(settings=ConnSettings(dsn=dsn, application_name="pgtt-test probe")), [])
+    try:
+        assert await sup._in_recovery() is False  # opens the probe
+        pid = sup._probe.info.backend_pid
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        await asyncio.sleep(0.2)
+        with pytest.raises(ConnectError) as lost:
+            await sup._in_recovery()
+        assert getattr(lost.value, "retryable", False)
+        assert sup._probe is None
+        assert await sup._in_recovery() is False  # a new probe
+    finally:
+        await sup._close_probe()
