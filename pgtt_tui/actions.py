@@ -144,8 +144,11 @@ def list_onetime(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return _sch().list_onetime(conn)
 
 
-def job_calendar(conn: psycopg.Connection, start: Any, end: Any, now: datetime | None = None) -> list[dict[str, Any]]:
-    return _sch().timetable(conn, start, end, now=now)
+def job_calendar(conn: psycopg.Connection, start: Any, end: Any, now: datetime | None = None,
+                 limit: int | None = None, after: Any = None) -> list[dict[str, Any]]:
+    """``limit`` executions in [start, end] after the row ``after`` ((scheduled_at, type, id);
+    None: from the start; limit None: one page of the engine's size)."""
+    return _sch().timetable_page(conn, start, end, now=now, after=after, limit=limit or _sch().TIMETABLE_PAGE_SIZE)
 
 
 def job_info(conn: psycopg.Connection, job_id: Any) -> Any:

@@ -9,7 +9,7 @@ unknown or foreign job, ``PgttError`` for a permission refusal.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -17,8 +17,6 @@ from psycopg.rows import dict_row
 
 from engine.db import guard_write, translate_db_error, ConnSettings
 from engine.errors import InputError, NotFoundError, PgttError, SchemaError
-from engine.schedule.manager import job_schedule
-from engine.schedules import ScheduleError, firings_between
 
 
 class PermissionDenied(PgttError):
@@ -55,12 +53,12 @@ SELECT cron AS job, scheduled_at, started, finished, status::text, message, name
  ORDER BY finished DESC NULLS LAST LIMIT %(limit)s
 """
 IS_SUPERUSER = "SELECT schedule._is_superuser(schedule._caller())"
-TIMETABLE = "SELECT * FROM schedule.timetable(%s, %s)"
-JOBS_FOR_TIMETABLE = """
-SELECT j.id, j.name, j.schedule AS rule, j.tz, j.active, j.broken, j.next_run, c.start_date, c.end_date, c.node,
-       c.comments, c.commands
-  FROM schedule.list_jobs() j JOIN LATERAL schedule.get_job(j.id) c ON true
+# one page of schedule.timetable(): computed in SQL from each job's schedule (sql/schedule/0005_calendar.sql)
+TIMETABLE_PAGE = """
+SELECT * FROM schedule.timetable_page(%(start)s, %(end)s, %(after_at)s, %(after_id)s,
+                                      %(after_type)s::schedule.timetable_job_type_t, %(limit)s, %(now)s)
 """
+TIMETABLE_PAGE_SIZE = 1000
 
 
 def _call(conn: psycopg.Connection, query: str, params: Any = None, *, rows: bool = True):
@@ -226,44 +224,36 @@ def log(conn: psycopg.Connection, *, job_id: int | None = None, user: str | None
     return _call(conn, USER_LOG, {"user": user, "job": job_id, "limit": limit})
 
 
-def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, limit_per_job: int = 1000,
-              now: datetime | None = None) -> list[dict]:
-    """Every execution in [start, end]: what the database knows (runs, one-time jobs) plus
-    the future firings (from ``now``, default the current time) of each active job,
-    expanded by the shared evaluator.  A past firing shows only if it ran."""
+def timetable_page(conn: psycopg.Connection, start: datetime, end: datetime, *,
+                   after: tuple[datetime, str, int] | None = None, limit: int = TIMETABLE_PAGE_SIZE,
+                   now: datetime | None = None) -> list[dict]:
+    """One page of the executions in [start, end], ordered by (scheduled_at, type, id): at
+    most ``limit`` rows after ``after`` (the (scheduled_at, type, id) of the previous page's
+    last row; None: from the start).  Runs that happened or are planned, one-time jobs, and
+    every firing of each active job from ``now`` on (default: the database's now()), computed
+    by the database from the job's schedule -- whatever the interval, engine or not."""
     if end < start:
         raise InputError("--end", "is before --start")
-    now = now or datetime.now(timezone.utc)
-    known = _call(conn, TIMETABLE, (start, end))
-    seen = {(r["id"], r["type"], r["scheduled_at"]) for r in known}
-    out = list(known)
-    for job in _call(conn, JOBS_FOR_TIMETABLE):
-        if not job["active"] or job["broken"]:
-            continue
-        try:
-            sched = job_schedule(job["rule"])
-        except ScheduleError:
-            continue
-        lo, hi = max(start, now), end
-        if job["next_run"] is not None and job["next_run"] >= lo:
-            # the engine's plan comes first: schedule.timetable() lists next_run itself,
-            # and nothing fires between now and it
-            lo = job["next_run"] + timedelta(microseconds=1)
-        if job["start_date"] is not None:
-            lo = max(lo, job["start_date"] - timedelta(microseconds=1))
-        if job["end_date"] is not None:
-            hi = min(hi, job["end_date"])
-        if hi < lo:
-            continue
-        for at in firings_between(sched, lo, hi, job["tz"], limit=limit_per_job, include_start=True):
-            key = (job["id"], "periodical", at)
-            if key in seen:
-                continue
-            seen.add(key)
-            out.append({"id": job["id"], "type": "periodical", "node": job["node"], "name": job["name"],
-                        "comments": job["comments"], "commands": job["commands"], "scheduled_at": at,
-                        "start_time": None, "done_time": None, "status": "submitted", "error": None})
-    out.sort(key=lambda r: (r["scheduled_at"], str(r["type"]), r["id"]))
+    if limit < 1:
+        raise InputError("--limit", f"must be at least 1, got {limit}")
+    at, kind, ident = after if after is not None else (None, None, None)
+    return _call(conn, TIMETABLE_PAGE, {"start": start, "end": end, "after_at": at, "after_type": kind,
+                                        "after_id": ident, "limit": limit, "now": now})
+
+
+def timetable(conn: psycopg.Connection, start: datetime, end: datetime, *, now: datetime | None = None,
+              limit: int | None = None) -> list[dict]:
+    """Every execution in [start, end] (``limit``: at most that many), fetched page by page."""
+    out: list[dict] = []
+    after = None
+    while limit is None or len(out) < limit:
+        size = TIMETABLE_PAGE_SIZE if limit is None else min(TIMETABLE_PAGE_SIZE, limit - len(out))
+        page = timetable_page(conn, start, end, after=after, limit=size, now=now)
+        out += page
+        if len(page) < size:
+            break
+        last = page[-1]
+        after = (last["scheduled_at"], last["type"], last["id"])
     return out
 
 

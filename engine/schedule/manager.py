@@ -109,8 +109,6 @@ DEFAULT_MAX_WORKERS = 2
 DEFAULT_MAX_PARALLEL_WORKERS = 2
 MISSED_GRACE = timedelta(seconds=60)
 POLL_SECONDS = 1.0
-FORECAST_HORIZON = timedelta(days=1)
-FORECAST_LIMIT = 200
 
 # ---------------------------------------------------------------------------------------
 # SQL
@@ -321,15 +319,6 @@ UPDATE schedule.at_job SET status = 'submitted', run_after = %(run_after)s, atte
  WHERE id = %(id)s
 """
 
-FORECAST_STALE = """
-SELECT c.id, c.rule, c.tz, c.start_date, c.end_date, c.def_version
-  FROM schedule.cron c LEFT JOIN schedule.cron_forecast_state s ON s.cron = c.id
- WHERE c.node = %(node)s AND c.active AND NOT c.broken
-   AND (s.cron IS NULL OR s.def_version <> c.def_version OR s.horizon < %(soon)s)
- LIMIT 200
-"""
-
-
 # --- the job sandbox (see "How a job runs" above) ----------------------------------------
 
 ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
@@ -488,7 +477,6 @@ class DatabaseManager:
         self._schedules: dict[tuple[int, int], Schedule] = {}
         self._wake = asyncio.Event()
         self._started_once = False
-        self._last_forecast = 0.0
         self._control_dirty = False
         self._server_path = '"$user", public'  # replaced by the server's value in open()
 
@@ -574,9 +562,6 @@ class DatabaseManager:
         await self.expire(now)
         await self.plan(now)
         await self.dispatch(now)
-        if time.monotonic() - self._last_forecast > 30:
-            self._last_forecast = time.monotonic()
-            await self.forecast(now)
         self.stats.last_step = time.monotonic()
 
     async def recover(self, now: datetime) -> None:
@@ -739,34 +724,6 @@ class DatabaseManager:
             if time.monotonic() > deadline:
                 raise TimeoutError("schedule executors still busy")
             await asyncio.sleep(0.02)
-
-    async def forecast(self, now: datetime) -> None:
-        """Keep schedule.cron_forecast (the future part of schedule.timetable()) filled."""
-        conn = self.control
-        conn.row_factory = dict_row
-        try:
-            cur = await conn.execute(FORECAST_STALE, {"node": self.node, "soon": now + FORECAST_HORIZON / 2})
-            jobs = await cur.fetchall()
-            for job in jobs:
-                horizon = now + FORECAST_HORIZON
-                try:
-                    sched = job_schedule(job["rule"])
-                    fires = firings_between(sched, now, horizon, job["tz"], limit=FORECAST_LIMIT)
-                except ScheduleError:
-                    fires = []
-                async with conn.transaction():
-                    await conn.execute("DELETE FROM schedule.cron_forecast WHERE cron = %s", (job["id"],))
-                    if fires:
-                        async with conn.cursor() as c:
-                            await c.executemany("INSERT INTO schedule.cron_forecast (cron, fire_at) VALUES (%s, %s) "
-                                                "ON CONFLICT DO NOTHING", [(job["id"], f) for f in fires])
-                    await conn.execute(
-                        "INSERT INTO schedule.cron_forecast_state (cron, def_version, horizon) VALUES (%s, %s, %s) "
-                        "ON CONFLICT (cron) DO UPDATE SET def_version = excluded.def_version, "
-                        "horizon = excluded.horizon",
-                        (job["id"], job["def_version"], fires[-1] if len(fires) == FORECAST_LIMIT else horizon))
-        finally:
-            conn.row_factory = psycopg.rows.tuple_row
 
     async def next_wake(self) -> datetime | None:
         cur = await self.control.execute(NEXT_WAKE, {"node": self.node})

@@ -187,10 +187,24 @@ def log_(ctx: typer.Context, job_id: Annotated[int | None, typer.Argument()] = N
 def timetable(ctx: typer.Context,
               start: Annotated[str | None, typer.Option("--start", help="from (ISO 8601; default now)")] = None,
               end: Annotated[str | None, typer.Option("--end", help="to (ISO 8601; default start + 1 day)")] = None,
+              limit: Annotated[int, typer.Option("--limit", min=1, help="rows per page")] = api.TIMETABLE_PAGE_SIZE,
+              after: Annotated[str | None, typer.Option(
+                  "--after", help="continue after this row: SCHEDULED_AT,TYPE,ID (printed when there is more)")] = None,
               dsn: DsnOpt = None, as_json: JsonOpt = False) -> None:
-    """Every planned, running and finished execution in the interval (schedule.timetable)."""
+    """Every planned, running and finished execution in the interval (schedule.timetable), a page at a time."""
     t0 = _ts(start, "--start") or datetime.now(timezone.utc)
     t1 = _ts(end, "--end") or t0 + timedelta(days=1)
+    cursor = None
+    if after is not None:
+        parts = after.rsplit(",", 2)
+        if len(parts) != 3 or parts[1] not in ("periodical", "onetime") or not parts[2].isdigit():
+            raise InputError("--after", f"{after!r}: expected SCHEDULED_AT,TYPE,ID as printed after a full page")
+        cursor = (_ts(parts[0], "--after"), parts[1], int(parts[2]))
     with connect(settings_from(ctx, dsn, read_only=True, application_name="pgtt-tui job timetable")) as conn:
-        rows = api.timetable(conn, t0, t1)
+        rows = api.timetable_page(conn, t0, t1, after=cursor, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
     emit(rows, want_json(ctx, as_json), ["scheduled_at", "type", "id", "name", "status", "start_time", "error"])
+    if more:
+        last = rows[-1]
+        typer.echo(f"more: add --after '{last['scheduled_at'].isoformat()},{last['type']},{last['id']}'", err=True)

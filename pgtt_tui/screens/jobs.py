@@ -25,6 +25,7 @@ from pgtt_tui.widgets.format import clip, escape, fmt_relative, fmt_stamp, fmt_t
 
 JOB_WRITES = frozenset({"new_job", "submit_job", "edit_job", "toggle_active", "cancel_job", "resubmit_job",
                         "drop_job"})
+CALENDAR_ROWS = 1000  # one calendar page; > pages on while the window has more, then moves the window
 CAL_STATE = {"submitted": "submitted", "inprogress": "running", "done": "done", "error": "failed"}
 
 
@@ -53,6 +54,7 @@ class JobsScreen(BaseView):
         super().__init__(**kw)
         self.filter_text = ""
         self.window_offset = 0  # calendar window: hours from now (steps of 12h)
+        self.cal_pages: list[tuple] = []  # cursors of the calendar pages shown after the first
         self._said_not_installed = False
 
     def compose_body(self) -> ComposeResult:
@@ -97,14 +99,17 @@ class JobsScreen(BaseView):
 
         start, end = self.window()
         try:
-            calendar, calendar_error = actions.job_calendar(conn, start, end, now=self.papp.now()), ""
+            after = self.cal_pages[-1] if self.cal_pages else None
+            calendar, calendar_error = actions.job_calendar(conn, start, end, now=self.papp.now(),
+                                                            limit=CALENDAR_ROWS + 1, after=after), ""
         except (PgttError, psycopg.Error) as exc:  # the lists still show if the calendar fails
             calendar, calendar_error = [], describe_error(exc)
-        return {"installed": True,
+        more = len(calendar) > CALENDAR_ROWS
+        return {"installed": True, "calendar_more": more,
                 "cron": [r for r in actions.list_jobs(conn) if keep(r)],
                 "onetime": sorted((r for r in actions.list_onetime(conn) if keep(r)),
                                   key=lambda r: (r["status"] == "done", -r["id"])),
-                "calendar": calendar, "calendar_error": calendar_error, "window": (start, end)}
+                "calendar": calendar[:CALENDAR_ROWS], "calendar_error": calendar_error, "window": (start, end)}
 
     def show(self, data: Any) -> None:
         now, tz = self.papp.now(), self.papp.tz
@@ -129,9 +134,13 @@ class JobsScreen(BaseView):
             for r in data["calendar"]])
         start, end = data["window"]
         error = data.get("calendar_error")
+        summary = f"{len(data['calendar'])} runs, past and planned"
+        if self.cal_pages or data.get("calendar_more"):  # the window has more than one page
+            summary = f"page {len(self.cal_pages) + 1}: {summary}" + (
+                ", more on the next page" if data.get("calendar_more") else "")
         self.query_one("#cal-info", Static).update(
             f"{fmt_stamp(start, tz)[5:16]} → {fmt_stamp(end, tz)[5:16]} · "
-            + (f"[$error]✗ {escape(error)}[/]" if error else f"{len(data['calendar'])} runs, past and planned")
+            + (f"[$error]✗ {escape(error)}[/]" if error else summary)
             + " · < earlier  > later · \\[ ] tabs")
         if not data["installed"] and not self._said_not_installed:  # once, not on every poll
             self.notify("the schedule module is not installed here (pgtt-tui db init)", severity="warning")
@@ -189,7 +198,15 @@ class JobsScreen(BaseView):
         self.query_one(TabbedContent).active = name
 
     def action_shift(self, step: int) -> None:
-        self.window_offset += step
+        data = self.last_data or {}
+        if step > 0 and data.get("calendar_more") and data.get("calendar"):
+            last = data["calendar"][-1]  # the next page of this window
+            self.cal_pages.append((last["scheduled_at"], last["type"], last["id"]))
+        elif step < 0 and self.cal_pages:
+            self.cal_pages.pop()
+        else:
+            self.cal_pages.clear()
+            self.window_offset += step
         self.query_one(TabbedContent).active = "calendar"
         self.request_poll()
 
