@@ -53,7 +53,7 @@ SELECT cron AS job, scheduled_at, started, finished, status::text, message, name
  ORDER BY finished DESC NULLS LAST LIMIT %(limit)s
 """
 IS_SUPERUSER = "SELECT schedule._is_superuser(schedule._caller())"
-# one page of schedule.timetable(): computed in SQL from each job's schedule (sql/schedule/0005_calendar.sql)
+# one page of schedule.timetable(): computed in SQL from each job's schedule (sql/schedule/0005_calendar_claims.sql)
 TIMETABLE_PAGE = """
 SELECT * FROM schedule.timetable_page(%(start)s, %(end)s, %(after_at)s, %(after_id)s,
                                       %(after_type)s::schedule.timetable_job_type_t, %(limit)s, %(now)s)

@@ -270,6 +270,41 @@ RETURNING r.run_id, r.cron, r.scheduled_at, c.commands, c.same_transaction, c.on
           AS _kind, set_config('schedule.transaction_state', 'running', false) AS _state
 """
 
+# the claimer's statement (after the advisory lock): below the cluster-wide limit, the oldest due
+# runs, one per idle executor, each recorded under that executor's backend (pid, backend_start:
+# what recovery checks); a job never gets more runs than its max_instances allows
+CLAIM_CRON_BATCH = """
+WITH free AS (
+    SELECT %(limit)s - (SELECT count(*) FROM schedule.cron_run w WHERE w.state = 'working' AND w.node = %(node)s) AS n),
+walk AS (
+    SELECT r.run_id, r.cron, r.scheduled_at, c.max_instances,
+           (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') AS running
+      FROM schedule.cron_run r JOIN schedule.cron c ON c.id = r.cron
+     WHERE r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
+       AND (r.deadline IS NULL OR r.deadline >= %(now)s)
+       AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') < c.max_instances
+     ORDER BY r.scheduled_at, r.run_id
+     LIMIT greatest(0, least(cardinality(%(pids)s::int[]), (SELECT n FROM free)))),
+pick AS (
+    SELECT x.run_id, row_number() OVER (ORDER BY x.scheduled_at, x.run_id) AS slot
+      FROM (SELECT w.*, row_number() OVER (PARTITION BY w.cron ORDER BY w.scheduled_at, w.run_id) AS k
+              FROM walk w) x
+     WHERE x.running + x.k <= x.max_instances)
+UPDATE schedule.cron_run r
+   SET state = 'working', started = %(now)s, engine = %(engine)s, pid = (%(pids)s::int[])[p.slot],
+       backend_start = (%(starts)s::timestamptz[])[p.slot]
+  FROM pick p, schedule.cron c
+ WHERE r.run_id = p.run_id AND c.id = r.cron
+RETURNING r.run_id, r.cron, r.pid, r.scheduled_at, c.commands, c.same_transaction, c.onrollback,
+          c.next_time_statement, c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version
+"""
+# what CLAIM_CRON sets in the executor's session, for a run the claimer claimed for it
+JOB_SETTINGS = """
+SELECT pg_catalog.set_config('schedule.job_id', %s, false), pg_catalog.set_config('schedule.job_kind', 'cron', false),
+       pg_catalog.set_config('schedule.transaction_state', 'running', false)
+"""
+BACKEND_START = "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()"
+
 CLAIM_AT = """
 UPDATE schedule.at_job
    SET status = 'processing', start_time = %(now)s, pid = pg_backend_pid(), engine = %(engine)s,
@@ -320,6 +355,12 @@ UPDATE schedule.at_job SET status = 'submitted', run_after = %(run_after)s, atte
 """
 
 # --- the job sandbox (see "How a job runs" above) ----------------------------------------
+
+# what DISCARD ALL does, then the engine's own session settings: one function call that may
+# share a pipeline with the run's bookkeeping (DISCARD ALL itself may not: it refuses to run in a
+# pipeline or a transaction block); sql/schedule/0004_calendar_claims.sql
+RESET_SESSION = "SELECT schedule._reset_session()"
+CHECK_INTERVAL = "SET client_connection_check_interval = 1000"
 
 ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
 PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
@@ -479,6 +520,11 @@ class DatabaseManager:
         self._started_once = False
         self._control_dirty = False
         self._server_path = '"$user", public'  # replaced by the server's value in open()
+        self.claims: psycopg.AsyncConnection | None = None  # the cron claimer's connection
+        self._claimer: asyncio.Task | None = None
+        self._claim_again = False
+        self._claim_want = 0
+        self._backend_start: dict[int, datetime] = {}  # executor backend pid -> its backend_start
 
     # --- connections ------------------------------------------------------------------
     async def _connect(self, role: str) -> psycopg.AsyncConnection:
@@ -493,7 +539,7 @@ class DatabaseManager:
         await conn.execute(PIN_SEARCH_PATH)
         if conn.info.server_version >= 140000:
             # a backend whose engine died notices it within a second instead of at the end of its query
-            await conn.execute("SET client_connection_check_interval = 1000")
+            await conn.execute(CHECK_INTERVAL)
 
     async def open(self) -> None:
         if self.control is None or self.control.closed:
@@ -513,6 +559,13 @@ class DatabaseManager:
             for conn in self._idle[kind]:
                 await conn.close()
             self._idle[kind].clear()
+        if self._claimer is not None:
+            self._claimer.cancel()
+            await asyncio.gather(self._claimer, return_exceptions=True)
+            self._claimer = None
+        if self.claims is not None:
+            await self.claims.close()
+            self.claims = None
         if self.control is not None:
             await self.control.close()
             self.control = None
@@ -708,8 +761,97 @@ class DatabaseManager:
     async def dispatch(self, now: datetime) -> None:
         cur = await self.control.execute(COUNT_DUE, {"node": self.node, "now": now})
         due_cron, due_at = await cur.fetchone()
-        self._spawn("cron", min(due_cron, self.max_workers - len(self._tasks["cron"])))
+        if due_cron:
+            self._kick_claimer(min(due_cron, self.max_workers - len(self._tasks["cron"])))
         self._spawn("at", min(due_at, self.max_parallel_workers - len(self._tasks["at"])))
+
+    # --- scheduled runs: one claimer hands out runs to idle executors ----------------------
+    # Claims are serialized by an advisory lock (the cluster-wide max_workers count must be
+    # exact), so an engine claims with one connection, for all its idle executors at once:
+    # one lock and one statement per batch instead of one per run, and no executor waits in
+    # the lock's queue.  An executor that finishes hands its connection back and wakes the
+    # claimer; the claimer stops when a batch comes back short (nothing more is due now).
+
+    def _kick_claimer(self, want: int = 0) -> None:
+        self._claim_want = max(self._claim_want, want)
+        self._claim_again = True
+        if self._claimer is None or self._claimer.done():
+            self._claimer = asyncio.create_task(self._claim_loop(), name="schedule-cron-claimer")
+
+    async def _executor_conn(self) -> psycopg.AsyncConnection:
+        conn = await self._connect("cron executor")
+        cur = await conn.execute(BACKEND_START)
+        self._backend_start[conn.info.backend_pid] = (await cur.fetchone())[0]
+        return conn
+
+    async def _claim_loop(self) -> None:
+        try:
+            while self._claim_again:
+                self._claim_again = False
+                free = self.max_workers - len(self._tasks["cron"])
+                idle = [c for c in self._idle["cron"] if not c.closed and c.info.backend_pid in self._backend_start]
+                missing = min(free, self._claim_want) - len(idle)
+                self._claim_want = 0
+                if missing > 0:
+                    idle += await asyncio.gather(*(self._executor_conn() for _ in range(missing)))
+                self._idle["cron"] = idle
+                want = min(free, len(idle))
+                if want <= 0:
+                    continue
+                jobs = await self._claim_batch(idle[:want])
+                by_pid = {c.info.backend_pid: c for c in idle}
+                for job in jobs:
+                    conn = by_pid[job["pid"]]
+                    self._idle["cron"].remove(conn)
+                    task = asyncio.create_task(self._run_claimed(conn, job), name="schedule-cron-executor")
+                    self._tasks["cron"].add(task)
+                    task.add_done_callback(self._tasks["cron"].discard)
+                if len(jobs) == want:
+                    self._claim_again = True  # maybe more is due: the next executor to come back claims
+        except Exception as exc:  # noqa: BLE001 - the manager's next pass starts a new claimer
+            self.stats.last_error = _message(exc)
+            self.log.warning("schedule claimer failed: %s", _message(exc))
+            if self.claims is not None:
+                await self.claims.close()
+                self.claims = None
+
+    async def _claim_batch(self, conns: list[psycopg.AsyncConnection]) -> list[dict]:
+        if self.claims is None or self.claims.closed:
+            self.claims = await self._connect("claims")
+        conn = self.claims
+        pids = [c.info.backend_pid for c in conns]
+        args = {"node": self.node, "now": self.clock.now(), "engine": self.engine_name, "limit": self.max_workers,
+                "pids": pids, "starts": [self._backend_start[p] for p in pids]}
+        conn.row_factory = dict_row
+        try:
+            async with conn.pipeline(), conn.transaction():  # one round trip: lock, claim, commit
+                await conn.execute(CLAIM_LOCK, (CRON_CLAIM_KEY,))
+                cur = await conn.execute(CLAIM_CRON_BATCH, args)
+            return await cur.fetchall()
+        finally:
+            conn.row_factory = psycopg.rows.tuple_row
+
+    async def _run_claimed(self, conn: psycopg.AsyncConnection, job: dict) -> None:
+        """Run one claimed run on its executor connection: the job's settings, the run, the
+        session reset; then the connection goes back to the idle ones."""
+        try:
+            async with conn.pipeline():
+                await conn.execute(JOB_SETTINGS, (str(job["cron"]),))
+                await self._run_cron(conn, job)
+                await self._reset_session(conn)
+        except Exception as exc:  # noqa: BLE001 - an executor must not die silently; the run is recovered
+            self.stats.last_error = _message(exc)
+            self.log.warning("schedule executor failed: %s", _message(exc))
+            await conn.close()
+        finally:
+            if not conn.closed:
+                if (len(self._idle["cron"]) < self.max_workers
+                        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
+                    self._idle["cron"].append(conn)
+                else:
+                    await conn.close()
+            self._tasks["cron"].discard(asyncio.current_task())  # this executor is free again
+            self._kick_claimer()
 
     def _spawn(self, kind: str, n: int) -> None:
         for _ in range(max(0, n)):
@@ -720,7 +862,7 @@ class DatabaseManager:
     async def drain(self, timeout: float = 60.0) -> None:
         """Wait until no executor is busy (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while any(self._tasks.values()):
+        while any(self._tasks.values()) or (self._claimer is not None and not self._claimer.done()):
             if time.monotonic() > deadline:
                 raise TimeoutError("schedule executors still busy")
             await asyncio.sleep(0.02)
@@ -735,29 +877,28 @@ class DatabaseManager:
         want = min(n, self.max_workers if kind == "cron" else self.max_parallel_workers)
         missing = want - len(self._idle[kind]) - len(self._tasks[kind])
         if missing > 0:
-            role = "cron executor" if kind == "cron" else "at executor"
-            conns = await asyncio.gather(*(self._connect(role) for _ in range(missing)))
+            opener = self._executor_conn if kind == "cron" else (lambda: self._connect("at executor"))
+            conns = await asyncio.gather(*(opener() for _ in range(missing)))
             self._idle[kind].extend(conns)
+        if kind == "cron" and (self.claims is None or self.claims.closed):
+            self.claims = await self._connect("claims")
 
     async def _executor_loop(self, kind: str) -> None:
         conn = self._idle[kind].pop() if self._idle[kind] else None
         try:
             if conn is None or conn.closed:
                 conn = await self._connect("cron executor" if kind == "cron" else "at executor")
-            while True:
-                now = self.clock.now()
-                if kind == "cron":
-                    job = await self._claim_cron(conn, now)
-                    if job is None:
-                        break
-                    await self._run_cron(conn, job)
-                else:
-                    job = await self._claim_at(conn, now)
-                    if job is None:
-                        break
-                    await self._run_at(conn, job)
-                await conn.execute("DISCARD ALL")
-                await self._session_setup(conn)
+            # pipeline mode for the executor's life: a statement whose result is not needed yet
+            # travels with the next one that is, so the run's last bookkeeping, the session reset
+            # and the next claim take one round trip
+            async with conn.pipeline():
+                job = await (self._claim_cron(conn, self.clock.now()) if kind == "cron"
+                             else self._claim_at(conn, self.clock.now()))
+                while job is not None:
+                    await (self._run_cron(conn, job) if kind == "cron" else self._run_at(conn, job))
+                    await self._reset_session(conn)
+                    job = await (self._claim_cron(conn, self.clock.now()) if kind == "cron"
+                                 else self._claim_at(conn, self.clock.now()))
         except Exception as exc:  # noqa: BLE001 - an executor must not die silently; the run is recovered
             self.stats.last_error = _message(exc)
             self.log.warning("schedule executor failed: %s", _message(exc))
@@ -771,6 +912,12 @@ class DatabaseManager:
                     self._idle[kind].append(conn)
                 else:
                     await conn.close()
+
+    @staticmethod
+    async def _reset_session(conn: psycopg.AsyncConnection) -> None:
+        """Drop what a job left in the session (as DISCARD ALL), re-pin the engine's settings.
+        Queued: it goes with the next statement that waits for a result."""
+        await conn.execute(RESET_SESSION)
 
     async def _claim_cron(self, conn: psycopg.AsyncConnection, now: datetime) -> dict | None:
         args = {"node": self.node, "now": now, "engine": self.engine_name, "limit": self.max_workers}
@@ -819,6 +966,11 @@ class DatabaseManager:
                     pass
                 return
 
+    def _start_watchdog(self, run: _Running, limit: timedelta | None, end_date: datetime | None) -> asyncio.Task | None:
+        if limit is None and end_date is None:
+            return None  # nothing to watch (schedule.stop_cron_job / stop_job cancel from SQL)
+        return asyncio.create_task(self._watchdog(run, limit, end_date))
+
     async def _sandboxed(self, run: _Running, role: str, statements: list[str], params: list | None = None,
                          want_value: bool = False) -> datetime | None:
         """Inside the caller's transaction: run ``statements`` as ``role`` in the sandbox
@@ -832,6 +984,8 @@ class DatabaseManager:
         run.in_user_sql = True
         try:
             async with conn.pipeline():
+                # the "transaction" row counters also hold this backend's changes not yet flushed
+                # to the statistics: the job's own are the difference
                 before = await conn.execute(COMMIT_HAZARDS)
                 await conn.execute(_sandbox_function(name, len(params) if params is not None else None, want_value))
                 await conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, sql.Identifier(role)))
@@ -852,7 +1006,7 @@ class DatabaseManager:
     async def _run_cron(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         self.stats.cron_started += 1
         run = _Running(conn)
-        watchdog = asyncio.create_task(self._watchdog(run, job["max_run_time"], job["end_date"]))
+        watchdog = self._start_watchdog(run, job["max_run_time"], job["end_date"])
         commands: list[str] = job["commands"]
         errors: list[str] = []
         ok = True
@@ -876,7 +1030,8 @@ class DatabaseManager:
                         errors.append(await self._failure_text(run, exc, job["run_id"], i))
                         break
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
         if job["next_time_statement"] or (not ok and job["onrollback"]):
             await conn.execute("SELECT set_config('schedule.transaction_state', %s, false)",
                                ("success" if ok else "failure",))
@@ -922,7 +1077,7 @@ class DatabaseManager:
     async def _run_at(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         self.stats.at_started += 1
         run = _Running(conn)
-        watchdog = asyncio.create_task(self._watchdog(run, job["max_duration"], None))
+        watchdog = self._start_watchdog(run, job["max_duration"], None)
         try:
             async with conn.transaction():
                 await self._sandboxed(run, job["executor"], [job["query"]],
@@ -938,7 +1093,8 @@ class DatabaseManager:
             async with conn.transaction():
                 await self._finish_at(conn, job, text or _message(exc))
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
         await self._notify_done()
 
     async def _finish_at(self, conn: psycopg.AsyncConnection, job: dict, error: str | None) -> None:

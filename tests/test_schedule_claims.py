@@ -1,0 +1,84 @@
+"""schedule manager, how runs are handed out: one claimer claims a batch of due runs for
+the idle executors (one lock and one statement per batch), within max_workers and each
+job's max_instances; after every run the executor's session is reset as by DISCARD ALL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from engine.clock import FakeClock
+from engine.db import ConnSettings
+from engine.schedule.manager import DatabaseManager
+
+T0 = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def sdb(make_db):
+    dsn = make_db(("schedule",))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT schedule.enable()")
+        conn.execute("CREATE TABLE t (job int, pid int, t0 timestamptz, t1 timestamptz, seen jsonb)")
+        conn.execute("GRANT ALL ON t TO PUBLIC")
+        yield dsn, conn
+
+
+async def test_a_batch_never_gives_one_job_more_runs_than_max_instances(sdb):
+    dsn, conn = sdb
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET schedule.max_workers = 8')
+    body = ("insert into t (job, pid, t0) values (1, pg_backend_pid(), clock_timestamp()); select pg_sleep(0.2); "
+            "update t set t1 = clock_timestamp() where t1 is null and pid = pg_backend_pid()")
+    jid = conn.execute("SELECT schedule.create_job('0 0 1 1 *', %s)", (body,)).fetchone()[0]
+    other = conn.execute("SELECT schedule.create_job('0 0 1 1 *', 'insert into t (job, t0) values (2, clock_timestamp())')").fetchone()[0]
+    # four due runs of one job (max_instances 1) and one of another, all due at once
+    for k in range(4):
+        conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) VALUES (%s, 'primary', %s)",
+                     (jid, T0 - timedelta(seconds=10 - k)))
+    conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) VALUES (%s, 'primary', %s)",
+                 (other, T0 - timedelta(seconds=5)))
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=FakeClock(T0))
+    try:
+        await m.step()
+        await m.drain()
+    finally:
+        await m.close()
+    spans = conn.execute("SELECT t0, t1 FROM t WHERE job = 1 ORDER BY t0").fetchall()
+    assert len(spans) == 4 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # one at a time
+    # the other job was not held back behind them: it ran while the first run was running
+    assert conn.execute("SELECT t0 FROM t WHERE job = 2").fetchone()[0] < spans[0][1]
+    assert conn.execute("SELECT count(*) FROM schedule.cron_run WHERE state = 'done'").fetchone()[0] == 5
+
+
+async def test_the_next_job_on_a_session_finds_nothing_the_previous_one_left(sdb):
+    dsn, conn = sdb
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET schedule.max_workers = 1')
+    conn.execute("CREATE SEQUENCE s")
+    conn.execute("GRANT ALL ON SEQUENCE s TO PUBLIC")
+    leave = ["LISTEN pgtt_leftover", "SELECT pg_advisory_lock(4242)", "PREPARE leftover AS SELECT 1",
+             "CREATE TEMP TABLE leftover (x int)", "SET work_mem = '7MB'", "SELECT nextval('s')",
+             "insert into t (job, pid) values (1, pg_backend_pid())"]
+    look = """insert into t (job, pid, seen) select 2, pg_backend_pid(), jsonb_build_object(
+        'listen', (select count(*) from pg_listening_channels()),
+        'locks', (select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()),
+        'prepared', (select count(*) from pg_prepared_statements),
+        'temp', (select count(*) from pg_class where relnamespace = pg_my_temp_schema()),
+        'work_mem', current_setting('work_mem'),
+        'lastval', (select count(*) from pg_sequences where false))"""
+    for k, body in enumerate([leave, [look]]):
+        conn.execute("SELECT schedule.create_job(%s::jsonb)",
+                     (psycopg.types.json.Json({"cron": "0 0 1 1 *", "commands": body, "name": f"j{k}"}),))
+    for k, name in enumerate(["j0", "j1"]):
+        conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) "
+                     "SELECT id, 'primary', %s FROM schedule.cron WHERE name = %s", (T0 - timedelta(seconds=9 - k), name))
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=FakeClock(T0))
+    try:
+        await m.step()
+        await m.drain()
+    finally:
+        await m.close()
+    rows = conn.execute("SELECT job, pid, seen FROM t ORDER BY job").fetchall()
+    assert [r[0] for r in rows] == [1, 2] and rows[0][1] == rows[1][1]  # same executor session
+    assert rows[1][2] == {"listen": 0, "locks": 0, "prepared": 0, "temp": 0, "work_mem": "4MB", "lastval": 0}
