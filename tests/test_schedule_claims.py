@@ -82,3 +82,25 @@ async def test_the_next_job_on_a_session_finds_nothing_the_previous_one_left(sdb
     rows = conn.execute("SELECT job, pid, seen FROM t ORDER BY job").fetchall()
     assert [r[0] for r in rows] == [1, 2] and rows[0][1] == rows[1][1]  # same executor session
     assert rows[1][2] == {"listen": 0, "locks": 0, "prepared": 0, "temp": 0, "work_mem": "4MB", "lastval": 0}
+
+
+async def test_runs_are_planned_ahead_and_start_when_due(sdb):
+    dsn, conn = sdb
+    clock = FakeClock(T0)
+    jid = conn.execute("SELECT schedule.create_job('* * * * *', 'insert into t (job, t0) values (1, now())')").fetchone()[0]
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=clock)
+    try:
+        await m.step()
+        clock.advance(59)  # one second before the firing: its run is planned, not started
+        await m.step()
+        await m.drain()
+        assert conn.execute("SELECT scheduled_at, state FROM schedule.cron_run WHERE cron = %s", (jid,)).fetchall() \
+            == [(T0 + timedelta(minutes=1), "planned")]
+        assert await m.next_wake() == T0 + timedelta(minutes=1)  # the loop wakes when it is due
+        clock.advance(1)
+        await m.step()
+        await m.drain()
+        assert conn.execute("SELECT scheduled_at, state FROM schedule.cron_run WHERE cron = %s", (jid,)).fetchall() \
+            == [(T0 + timedelta(minutes=1), "done")]
+    finally:
+        await m.close()

@@ -109,6 +109,9 @@ DEFAULT_MAX_WORKERS = 2
 DEFAULT_MAX_PARALLEL_WORKERS = 2
 MISSED_GRACE = timedelta(seconds=60)
 POLL_SECONDS = 1.0
+# a run is planned (its cron_run row inserted) this long before it is due, so that at the due
+# instant only the claims remain to be done
+PLAN_AHEAD = timedelta(seconds=2)
 
 # ---------------------------------------------------------------------------------------
 # SQL
@@ -199,7 +202,7 @@ SELECT id, rule, tz, start_date, end_date, postpone, next_run, def_version, plan
        next_time_statement, executor, missed, onstart_epoch, node
   FROM schedule.cron
  WHERE active AND NOT broken AND node = %(node)s
-   AND (   (next_run IS NOT NULL AND next_run <= %(now)s)
+   AND (   (next_run IS NOT NULL AND next_run <= %(horizon)s)
         OR planned_version <> def_version
         OR chain_state = 'recompute'
         OR onstart_epoch < %(epoch)s)
@@ -225,7 +228,7 @@ MARK_BROKEN = "UPDATE schedule.cron SET broken = true, reason = %(reason)s, next
 
 NEXT_WAKE = """
 SELECT least(
-    (SELECT min(next_run) FROM schedule.cron WHERE active AND NOT broken AND node = %(node)s),
+    (SELECT min(next_run) - %(ahead)s::interval FROM schedule.cron WHERE active AND NOT broken AND node = %(node)s),
     (SELECT min(scheduled_at) FROM schedule.cron_run WHERE state = 'planned' AND node = %(node)s),
     (SELECT min(run_after) FROM schedule.at_job WHERE status = 'submitted' AND node = %(node)s AND NOT canceled))
 """
@@ -499,7 +502,9 @@ class DatabaseManager:
     """Plans and runs the jobs of one database (see the module docstring)."""
 
     def __init__(self, settings: ConnSettings, *, clock: Clock | None = None, engine_name: str = "pgtt-tui",
-                 nodename: str | None = None, poll_seconds: float = POLL_SECONDS, logger: logging.Logger = log):
+                 nodename: str | None = None, poll_seconds: float = POLL_SECONDS, logger: logging.Logger = log,
+                 plan_ahead: timedelta = PLAN_AHEAD):
+        self.plan_ahead = plan_ahead
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine_name = engine_name
@@ -609,6 +614,8 @@ class DatabaseManager:
         await self.open()
         await self.read_state()
         now = self.clock.now()
+        if self.enabled:
+            await self.dispatch(now)  # runs planned ahead and due now start first
         await self.recover(now)
         if not self.enabled:
             return
@@ -664,7 +671,8 @@ class DatabaseManager:
         conn.row_factory = dict_row
         try:
             async with conn.transaction():
-                cur = await conn.execute(DUE_JOBS, {"node": self.node, "now": now, "epoch": self.epoch})
+                cur = await conn.execute(DUE_JOBS, {"node": self.node, "now": now, "epoch": self.epoch,
+                                                    "horizon": now + self.plan_ahead})
                 jobs = await cur.fetchall()
                 runs: list[dict] = []
                 plans: list[dict] = []
@@ -710,10 +718,10 @@ class DatabaseManager:
             plan["chain"] = "schedule"
             plans.append(plan)
             return
-        if next_run is None or next_run > now:
+        if next_run is None or next_run > now + self.plan_ahead:
             plans.append(plan)
             return
-        # a firing is due
+        # a firing is due (or will be within plan_ahead: its run waits, planned, until then)
         if job["end_date"] is not None and next_run > job["end_date"]:
             plan["next_run"] = None
             plans.append(plan)
@@ -868,7 +876,7 @@ class DatabaseManager:
             await asyncio.sleep(0.02)
 
     async def next_wake(self) -> datetime | None:
-        cur = await self.control.execute(NEXT_WAKE, {"node": self.node})
+        cur = await self.control.execute(NEXT_WAKE, {"node": self.node, "ahead": self.plan_ahead})
         return (await cur.fetchone())[0]
 
     # --- executors ------------------------------------------------------------------------
