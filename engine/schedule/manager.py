@@ -6,6 +6,7 @@ serves the database of the DSN, or every database named in ``schedule.database``
 
 Per database, every pass (``DatabaseManager.step``):
 
+0. claim the scheduled runs that are due now (step 5), before the rest of the pass;
 1. read the switches (``schedule.enable()`` / ``start()``) and the limits
    ``schedule.max_workers`` / ``schedule.max_parallel_workers`` (a per-database
    ``ALTER DATABASE … SET`` wins over ``ALTER SYSTEM`` / postgresql.conf; re-read every pass,
@@ -16,15 +17,19 @@ Per database, every pass (``DatabaseManager.step``):
 3. expire: planned runs past ``last_start_available`` and one-time jobs past
    ``max_wait_interval`` fail with that reason; a one-time job whose dependency failed or
    was cancelled fails naming the dependency (pgpro_scheduler lets it wait for ever);
-4. plan: jobs whose next firing is due get a row in ``schedule.cron_run``. The firing
+4. plan: jobs whose next firing is due, or will be within ``PLAN_AHEAD`` (2 s), get a row in
+   ``schedule.cron_run`` (a planned run is not claimed before it is due). The firing
    times come from engine/schedules.py (the one evaluator), in the job's time zone.
    ``(cron, scheduled_at)`` is unique and the job row is locked while planning, so several
    engines never plan one firing twice. After downtime a job runs once for the missed
    firings (``missed = 'once'``, the default) or skips them (``'skip'``);
 5. claim and run: claims take a transaction-scoped advisory lock per database and queue
-   kind, count the runs in progress cluster-wide and take one more only below the limit,
-   so the limits hold across any number of engines. The claim is made on the executor's
-   own connection and records its backend pid, which is what step 2 checks.
+   kind, count the runs in progress cluster-wide and take more only below the limit,
+   so the limits hold across any number of engines. Each run records the backend pid of the
+   executor connection that runs it, which is what step 2 checks. Scheduled runs are claimed
+   by one claimer connection per engine, a batch at a time for all idle executors (never more
+   runs of one job than its ``max_instances`` allows), and handed to them; an executor that
+   finishes wakes the claimer. One-time jobs' executors claim for themselves.
 
 Scheduled and one-time jobs have separate queues and limits (``max_workers`` and
 ``max_parallel_workers``).
@@ -63,8 +68,11 @@ Every next_time_statement evaluation is limited by ``statement_timeout = 60s``.
 The function name is random (a job cannot pre-create it) and is called with explicitly typed
 arguments. The engine's own sessions pin ``search_path = pg_catalog, pg_temp`` (a job's temp
 tables/types cannot shadow a catalog name; pg_temp is never searched for functions) and
-qualify every schedule object. ``DISCARD ALL`` after every run drops what a job left behind
-(temp objects, settings, advisory locks, prepared statements).
+qualify every schedule object. After every run ``schedule._reset_session()`` (what DISCARD
+ALL does, as one call that can share the run's pipeline) drops what a job left behind (temp
+objects, settings, advisory locks, prepared statements, LISTEN). Executor connections run in
+pipeline mode: a run takes two round trips (its settings, the job in the sandbox and the
+commit hazards; then the outcome, COMMIT and the reset).
 
 Limits: statements that cannot run inside a function fail with PostgreSQL's own error,
 logged as the run's error (VACUUM, CREATE DATABASE, … "cannot run inside a transaction
@@ -251,28 +259,6 @@ UPDATE schedule.cron_run r SET state = 'error', finished = %(now)s,
    AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') >= c.max_instances
 """
 
-# one statement (after the advisory lock): below the cluster-wide limit, take the oldest due run
-CLAIM_CRON = """
-WITH cand AS (
-    SELECT r.run_id
-      FROM schedule.cron_run r JOIN schedule.cron c ON c.id = r.cron
-     WHERE r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
-       AND (r.deadline IS NULL OR r.deadline >= %(now)s)
-       AND (SELECT count(*) FROM schedule.cron_run w WHERE w.state = 'working' AND w.node = %(node)s) < %(limit)s
-       AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') < c.max_instances
-     ORDER BY r.scheduled_at, r.run_id
-     LIMIT 1)
-UPDATE schedule.cron_run r
-   SET state = 'working', started = %(now)s, pid = pg_backend_pid(), engine = %(engine)s,
-       backend_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid())
-  FROM cand, schedule.cron c
- WHERE r.run_id = cand.run_id AND c.id = r.cron
-RETURNING r.run_id, r.cron, r.scheduled_at, c.commands, c.same_transaction, c.onrollback, c.next_time_statement,
-          c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version,
-          set_config('schedule.job_id', r.cron::text, false) AS _id, set_config('schedule.job_kind', 'cron', false)
-          AS _kind, set_config('schedule.transaction_state', 'running', false) AS _state
-"""
-
 # the claimer's statement (after the advisory lock): below the cluster-wide limit, the oldest due
 # runs, one per idle executor, each recorded under that executor's backend (pid, backend_start:
 # what recovery checks); a job never gets more runs than its max_instances allows
@@ -301,7 +287,8 @@ UPDATE schedule.cron_run r
 RETURNING r.run_id, r.cron, r.pid, r.scheduled_at, c.commands, c.same_transaction, c.onrollback,
           c.next_time_statement, c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version
 """
-# what CLAIM_CRON sets in the executor's session, for a run the claimer claimed for it
+# the run's settings in the executor's session (get_self_id(), transaction_state), as the claim
+# of a one-time job sets them
 JOB_SETTINGS = """
 SELECT pg_catalog.set_config('schedule.job_id', %s, false), pg_catalog.set_config('schedule.job_kind', 'cron', false),
        pg_catalog.set_config('schedule.transaction_state', 'running', false)
@@ -892,6 +879,8 @@ class DatabaseManager:
             self.claims = await self._connect("claims")
 
     async def _executor_loop(self, kind: str) -> None:
+        """A one-time jobs' executor: claims and runs until nothing is due (scheduled runs are
+        handed out by the claimer, ``_claim_loop``)."""
         conn = self._idle[kind].pop() if self._idle[kind] else None
         try:
             if conn is None or conn.closed:
@@ -900,13 +889,11 @@ class DatabaseManager:
             # travels with the next one that is, so the run's last bookkeeping, the session reset
             # and the next claim take one round trip
             async with conn.pipeline():
-                job = await (self._claim_cron(conn, self.clock.now()) if kind == "cron"
-                             else self._claim_at(conn, self.clock.now()))
+                job = await self._claim_at(conn, self.clock.now())
                 while job is not None:
-                    await (self._run_cron(conn, job) if kind == "cron" else self._run_at(conn, job))
+                    await self._run_at(conn, job)
                     await self._reset_session(conn)
-                    job = await (self._claim_cron(conn, self.clock.now()) if kind == "cron"
-                                 else self._claim_at(conn, self.clock.now()))
+                    job = await self._claim_at(conn, self.clock.now())
         except Exception as exc:  # noqa: BLE001 - an executor must not die silently; the run is recovered
             self.stats.last_error = _message(exc)
             self.log.warning("schedule executor failed: %s", _message(exc))
@@ -926,17 +913,6 @@ class DatabaseManager:
         """Drop what a job left in the session (as DISCARD ALL), re-pin the engine's settings.
         Queued: it goes with the next statement that waits for a result."""
         await conn.execute(RESET_SESSION)
-
-    async def _claim_cron(self, conn: psycopg.AsyncConnection, now: datetime) -> dict | None:
-        args = {"node": self.node, "now": now, "engine": self.engine_name, "limit": self.max_workers}
-        conn.row_factory = dict_row
-        try:
-            async with conn.pipeline(), conn.transaction():  # one round trip: lock, claim, commit
-                await conn.execute(CLAIM_LOCK, (CRON_CLAIM_KEY,))
-                cur = await conn.execute(CLAIM_CRON, args)
-            return await cur.fetchone()
-        finally:
-            conn.row_factory = psycopg.rows.tuple_row
 
     async def _claim_at(self, conn: psycopg.AsyncConnection, now: datetime) -> dict | None:
         args = {"node": self.node, "now": now, "engine": self.engine_name}
