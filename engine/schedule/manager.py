@@ -348,7 +348,7 @@ UPDATE schedule.at_job SET status = 'submitted', run_after = %(run_after)s, atte
 
 # what DISCARD ALL does, then the engine's own session settings: one function call that may
 # share a pipeline with the run's bookkeeping (DISCARD ALL itself may not: it refuses to run in a
-# pipeline or a transaction block); sql/schedule/0004_calendar_claims.sql
+# pipeline or a transaction block); sql/schedule/0005_calendar_claims.sql
 RESET_SESSION = "SELECT schedule._reset_session()"
 CHECK_INTERVAL = "SET client_connection_check_interval = 1000"
 
