@@ -516,6 +516,7 @@ class DatabaseManager:
         self._claimer: asyncio.Task | None = None
         self._claim_again = False
         self._claim_want = 0
+        self._closing = False
         self._backend_start: dict[int, datetime] = {}  # executor backend pid -> its backend_start
 
     # --- connections ------------------------------------------------------------------
@@ -544,6 +545,10 @@ class DatabaseManager:
             self._server_path = (await cur.fetchone())[0]
 
     async def close(self) -> None:
+        self._closing = True  # executors that end now do not start a new claimer
+        if self._claimer is not None:
+            self._claimer.cancel()
+            await asyncio.gather(self._claimer, return_exceptions=True)
         for kind in ("cron", "at"):
             for task in list(self._tasks[kind]):
                 task.cancel()
@@ -561,6 +566,7 @@ class DatabaseManager:
         if self.control is not None:
             await self.control.close()
             self.control = None
+        self._closing = False
 
     # --- one pass -----------------------------------------------------------------------
     async def _setting(self, name: str) -> str | None:
@@ -768,6 +774,8 @@ class DatabaseManager:
     # claimer; the claimer stops when a batch comes back short (nothing more is due now).
 
     def _kick_claimer(self, want: int = 0) -> None:
+        if self._closing:
+            return
         self._claim_want = max(self._claim_want, want)
         self._claim_again = True
         if self._claimer is None or self._claimer.done():
