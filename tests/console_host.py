@@ -7,6 +7,7 @@ one given screen (a mode named "main") instead of the overview, with a pinned he
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,3 +31,26 @@ class HostApp(PgttApp):
         super().__init__(settings, refresh=refresh, read_only=read_only, clock=clock, tz=timezone.utc,
                          start_view="main", server=PINNED)
         self.add_mode("main", make_screen)
+
+
+async def until(pilot, predicate, timeout: float = 15.0, step: float = 0.05, msg=None) -> None:
+    """Let the app run until ``predicate()`` holds; fail with ``msg()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(step)
+    raise AssertionError(f"condition not reached in time {msg() if msg else ''}")
+
+
+async def settle(pilot, predicate=None, timeout: float = 10.0) -> None:
+    """Until the screen has data (or ``predicate(app)``) and no poll is running, then a beat
+    more: what a snapshot is taken after."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = pilot.app.screen
+        ready = predicate(pilot.app) if predicate else getattr(screen, "last_data", None) is not None
+        if ready and not any(w.group.startswith("poll") and not w.is_finished for w in pilot.app.workers):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)

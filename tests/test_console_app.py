@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
 
+from console_host import until
 from engine.views import logs as logs_api
 from engine.timetable import api as tt_api
 from engine.db import ConnSettings
@@ -23,15 +23,6 @@ from pgtt_tui.widgets.common import Banner, StatusBar
 from pgtt_tui.widgets.logview import LogFilter, LogView
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def until(pilot, predicate, timeout: float = 10.0, step: float = 0.05, msg=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(step)
-    raise AssertionError(f"condition not reached in time {msg() if msg else ''}")
 
 
 def make_app(settings: ConnSettings, **kw) -> PgttApp:

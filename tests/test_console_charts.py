@@ -9,10 +9,11 @@ pinned header, as in test_console_snapshots.py.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+
+from console_host import settle
 
 from engine import demo
 from pgtt_tui.app import PgttApp
@@ -36,17 +37,6 @@ def trend_settings(settings, conn):
 
 def make(settings, view: str = "overview", **kw) -> PgttApp:
     return PgttApp(settings, refresh=60, clock=lambda: NOW, tz=timezone.utc, server=SERVER, start_view=view, **kw)
-
-
-async def settle(pilot, predicate=None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        screen = pilot.app.screen
-        ready = predicate(pilot.app) if predicate else getattr(screen, "last_data", None) is not None
-        if ready and not any(w.group.startswith("poll") and not w.is_finished for w in pilot.app.workers):
-            break
-        await pilot.pause(0.05)
-    await pilot.pause(0.2)
 
 
 def open_chain(name: str):

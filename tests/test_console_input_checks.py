@@ -4,26 +4,17 @@ a save the engine refuses (run_as naming no role) changes nothing (issue 13)."""
 
 from __future__ import annotations
 
-import time
 from datetime import timezone
 
 import psycopg
 import pytest
 
+from console_host import until
 from engine.db import ConnSettings
 from engine.timetable import api as tt
 from pgtt_tui.app import PgttApp
 
 pytestmark = pytest.mark.timeout(120)
-
-
-async def until(pilot, predicate, timeout: float = 10.0, msg=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"condition not reached in time {msg() if msg else ''}")
 
 
 def text(editor, ident: str) -> str:

@@ -6,11 +6,12 @@ A snapshot of the panel at 80x24."""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 
 import psycopg
 import pytest
+
+from console_host import until
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -26,15 +27,6 @@ from pgtt_tui.widgets.common import NoAccessPanel, VimTable
 pytestmark = pytest.mark.timeout(120)
 
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=timezone.utc)
-
-
-async def until(pilot, predicate, timeout: float = 10.0, msg=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"condition not reached in time {msg() if msg else ''}")
 
 
 def make_role(conn, dsn, role: str) -> ConnSettings:

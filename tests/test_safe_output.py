@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import timezone
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from console_host import FIXED_NOW, HostApp
+from console_host import FIXED_NOW, HostApp, until
 from engine.cascade.status import CascadeStatus, NodeStatus
 from engine.db import ConnSettings
 from engine.pgq import api as pgq_api
@@ -57,15 +56,6 @@ def test_visible_and_markup_escape():
 def screen_text(app) -> str:
     strips = app.screen._compositor.render_strips()
     return "\n".join("".join(seg.text for seg in strip) for strip in strips)
-
-
-async def until(pilot, predicate, timeout: float = 15.0, msg=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError(f"condition not reached in time {msg() if msg else ''}")
 
 
 def assert_safe(app, where: str, expect: str | None = PREFIX, problems: list | None = None) -> str:
