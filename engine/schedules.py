@@ -902,7 +902,7 @@ def _rule_values(key: str, raw: Any) -> tuple[int, ...]:
     if not isinstance(raw, (list, tuple)):
         raise ScheduleError(where, f"expected a list of integers {low}-{high}, got {type(raw).__name__}")
     if not raw:
-        raise ScheduleError(where, f"empty list never fires; omit the key to mean every value")
+        raise ScheduleError(where, "empty list never fires; omit the key to mean every value")
     values = set()
     for i, item in enumerate(raw):
         if isinstance(item, str) and _NUMBER.fullmatch(item.strip()):

@@ -30,7 +30,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 

@@ -62,7 +62,7 @@ from engine.db import redact
 from engine.errors import InputError
 from engine.schedules import ScheduleError, parse_schedule, resolve_zone
 from engine.timetable import builtins as bt
-from engine.timetable.secrets import SECRET_MASK, is_masked, mask_parameters, read_secrets  # noqa: F401
+from engine.timetable.secrets import is_masked, mask_parameters, read_secrets
 
 KINDS = ("SQL", "PROGRAM", "BUILTIN")
 MISSED_POLICIES = ("run_once", "skip", "run_all")

@@ -369,7 +369,7 @@ class ChainDetailScreen(BaseView):
         if last:
             last_text = (f"{fmt_time(last.get('started_at'), now, tz)} {escape(str(last.get('status', '')))}"
                          f"{' — ' + escape(clip(last.get('reason'), 40)) if last.get('reason') else ''}")
-        state = (f"[$success]● live[/]" if chain.get("live") else "[$warning]‖ paused[/]")
+        state = ("[$success]● live[/]" if chain.get("live") else "[$warning]‖ paused[/]")
         settings = [f"client {escape(chain.get('client_name') or 'any')}",
                     f"max instances {chain.get('max_instances') or 'default'}",
                     f"timeout {chain.get('timeout') or 0} ms", *flags]
