@@ -6,7 +6,8 @@ Profiles (README "Security model"):
   ``timetable`` and SELECT on its tables and views (a remote task's password is not there:
   ``timetable.task.database_connection`` holds it masked, the whole string lives in
   ``timetable_secret``, which no grant here touches);
-  ``pgq_reader`` (queues, consumers, and the pgq_node tables). ``schedule`` needs no grant:
+  ``pgq_reader`` (queues, consumers, and the pgq_node tables) and SELECT on the queue and
+  cascade samples in ``pgtt`` (the charts' history). ``schedule`` needs no grant:
   every role sees and changes only its own jobs.
 * ``operator``: a reader who may also START and STOP chains (``timetable_operator``:
   ``notify_chain_start`` / ``notify_chain_stop``) and operate queues and cascades
@@ -24,6 +25,7 @@ from psycopg import sql
 from engine.errors import InputError
 
 PROFILES = ("reader", "operator")
+SAMPLE_TABLES = ("queue_sample", "cascade_sample")
 
 _RELATIONS_SQL = """
 SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
@@ -63,6 +65,10 @@ def plan(conn: psycopg.Connection, role: str, profile: str) -> list[sql.Composab
     if _installed(conn, "pgq"):
         out.append(sql.SQL("GRANT {} TO {}").format(
             sql.Identifier("pgq_admin" if profile == "operator" else "pgq_reader"), who))
+        # the queue and cascade charts' history (sql/pgtt/0005_trend_samples.sql)
+        for table in SAMPLE_TABLES:
+            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pgtt.{table}",)).fetchone()[0]:
+                out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier("pgtt", table), who))
     return out
 
 

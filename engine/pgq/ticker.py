@@ -5,7 +5,12 @@ Per database, on one connection:
 - every ``retry_period`` (30 s): ``select pgq.maint_retry_events()`` until it returns 0;
 - every ``maint_period`` (120 s): each row of ``pgq.maint_operations()`` as its own
   transaction (``vacuum`` rows as VACUUM statements), each repeated while it returns
-  non-zero.
+  non-zero; then samples older than ``sample_keep`` (24 h) are pruned;
+- every ``sample_period`` (10 s), where ``pgtt.queue_sample`` exists: one row per queue
+  (events per second, ticker lag, tick) and per consumer (lag, pending events) for the
+  console's queue charts (issue 18; PgQ keeps no lag history). The period is also checked
+  in the database (no row newer than the period for that queue), so several engines
+  ticking one database do not multiply the rate.
 
 Several databases are served at once (one service each). A database that cannot be
 reached is **reported**: ``health()`` turns not-ok at once, names the database and the
@@ -23,6 +28,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -37,23 +43,55 @@ _QUALIFIED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)$")
 MAX_REPEATS = 10_000  # a maintenance function that never returns 0 is cut off here
 CHECK_PERIOD = 60.0  # re-check a database that has no pgq schema
 
+HAS_SAMPLES_SQL = "SELECT to_regclass('pgtt.queue_sample') IS NOT NULL"
+# One statement per round: the queues whose newest sample is older than the period, and
+# their consumers. ``at`` NULL: the server's now().
+SAMPLE_QUEUES_SQL = """
+WITH t AS (SELECT coalesce(%(at)s::timestamptz, now()) AS at),
+due AS (
+    SELECT q.queue_name, q.ev_per_sec, q.ticker_lag, q.last_tick_id
+    FROM pgq.get_queue_info() q
+    WHERE NOT EXISTS (SELECT 1 FROM pgtt.queue_sample s, t
+                      WHERE s.queue_name = q.queue_name AND s.consumer_name = ''
+                        AND s.sampled_at > t.at - %(period)s::interval)
+)
+INSERT INTO pgtt.queue_sample (queue_name, consumer_name, sampled_at, ev_per_sec, lag_s, pending, tick_id)
+SELECT d.queue_name, '', t.at, d.ev_per_sec, extract(epoch FROM d.ticker_lag), NULL, d.last_tick_id
+FROM due d, t
+UNION ALL
+SELECT c.queue_name, c.consumer_name, t.at, NULL, extract(epoch FROM c.lag), c.pending_events, c.last_tick
+FROM pgq.get_consumer_info() c JOIN due d ON d.queue_name = c.queue_name, t
+ON CONFLICT DO NOTHING
+"""
+PRUNE_QUEUE_SAMPLES_SQL = """
+DELETE FROM pgtt.queue_sample WHERE sampled_at < coalesce(%(at)s::timestamptz, now()) - %(keep)s::interval
+"""
+PRUNE_CASCADE_SAMPLES_SQL = """
+DELETE FROM pgtt.cascade_sample WHERE sampled_at < coalesce(%(at)s::timestamptz, now()) - %(keep)s::interval
+"""
+
 
 @dataclass
 class TickerOptions:
     ticker_period: float = 1.0
     maint_period: float = 120.0
     retry_period: float = 30.0
+    sample_period: float = 10.0  # queue / consumer samples for the console's charts
+    sample_keep: float = 86400.0  # samples older than this are pruned by the maintenance
+    samples: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("ticker_period", "maint_period", "retry_period"):
+        for name in ("ticker_period", "maint_period", "retry_period", "sample_period", "sample_keep"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value <= 0:
                 raise InputError(f"--{name.replace('_', '-')}", f"must be a positive number of seconds, not {value!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TickerOptions:
-        known = {k: float(v) for k, v in values.items() if k in ("ticker_period", "maint_period", "retry_period")
-                 and v is not None}
+        known: dict[str, Any] = {k: float(v) for k, v in values.items() if v is not None and k in (
+            "ticker_period", "maint_period", "retry_period", "sample_period", "sample_keep")}
+        if values.get("samples") is not None:
+            known["samples"] = bool(values["samples"])
         return cls(**known)
 
 
@@ -85,6 +123,29 @@ async def retry_events(conn: psycopg.AsyncConnection) -> int:
         total += n
         if n == 0:
             break
+    return total
+
+
+async def has_samples(conn: psycopg.AsyncConnection) -> bool:
+    """Whether this database has pgtt's sample tables (not where pgq stands alone)."""
+    cur = await conn.execute(HAS_SAMPLES_SQL)
+    return bool((await cur.fetchone())[0])
+
+
+async def sample_queues(conn: psycopg.AsyncConnection, *, period: float = 10.0, at: Any = None) -> int:
+    """One sample of every queue whose newest sample is older than ``period`` seconds (and of
+    its consumers); returns the rows written. ``at``: the time to record (tests), else now()."""
+    cur = await conn.execute(SAMPLE_QUEUES_SQL, {"at": at, "period": timedelta(seconds=period)})
+    return cur.rowcount or 0
+
+
+async def prune_samples(conn: psycopg.AsyncConnection, *, keep: float = 86400.0, at: Any = None) -> int:
+    """Delete queue and cascade samples older than ``keep`` seconds; returns how many."""
+    params = {"at": at, "keep": timedelta(seconds=keep)}
+    total = 0
+    for query in (PRUNE_QUEUE_SAMPLES_SQL, PRUNE_CASCADE_SAMPLES_SQL):
+        cur = await conn.execute(query, params)
+        total += cur.rowcount or 0
     return total
 
 
@@ -144,6 +205,9 @@ class DatabaseTicker:
     ticker_calls: int = 0
     retried: int = 0
     maint_runs: int = 0
+    samples_written: int = 0
+    samples_pruned: int = 0
+    sampling: bool = False  # pgtt.queue_sample exists in this database
     errors: int = 0
     last_error: str = ""
     last_tick_at: float | None = None  # time.monotonic()
@@ -241,20 +305,26 @@ class DatabaseTicker:
             log.info("%s: no pgq schema; checking again in %ss", self.name, CHECK_PERIOD)
             await _wait(stopping, CHECK_PERIOD)
             return
+        self.sampling = self.options.samples and await has_samples(conn)
         now = time.monotonic()
         next_tick, next_retry, next_maint = now, now + self.options.retry_period, now + self.options.maint_period
+        next_sample = now if self.sampling else float("inf")
         while not stopping.is_set():
             now = time.monotonic()
             if now >= next_tick:
                 await self._step("ticker", self._do_tick, conn)
                 next_tick = now + self.options.ticker_period
+            if now >= next_sample:
+                await self._step("samples", self._do_sample, conn)
+                next_sample = now + self.options.sample_period
             if now >= next_retry:
                 await self._step("retry", self._do_retry, conn)
                 next_retry = now + self.options.retry_period
             if now >= next_maint:
                 await self._step("maintenance", self._do_maint, conn)
                 next_maint = now + self.options.maint_period
-            if await _wait(stopping, max(0.0, min(next_tick, next_retry, next_maint) - time.monotonic())):
+            if await _wait(stopping, max(0.0, min(next_tick, next_retry, next_maint, next_sample)
+                                                 - time.monotonic())):
                 break
 
     async def _step(self, what: str, func, conn: psycopg.AsyncConnection) -> None:
@@ -281,6 +351,13 @@ class DatabaseTicker:
         for func_name, func_arg, runs in await maintain(conn):
             self.maint_runs += runs
             log.debug("%s: maintenance %s(%s) ×%d", self.name, func_name, func_arg or "", runs)
+        if self.sampling:
+            self.samples_pruned += await prune_samples(conn, keep=self.options.sample_keep)
+
+    async def _do_sample(self, conn: psycopg.AsyncConnection) -> None:
+        # the database's spacing a little under the loop's period: a round that comes a few
+        # milliseconds early must not skip a whole period
+        self.samples_written += await sample_queues(conn, period=self.options.sample_period * 0.8)
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> bool:

@@ -15,6 +15,9 @@ oldest run still open) and appends what changed instead of reading the window ag
   p50 / p95 / max of both (pure, shared by the CLI and the console).
 - ``timeline(conn, now, minutes)``: the runs of the last N minutes (start, end or still
   running, status, engine, chain / job name) for the sessions view's timeline.
+- ``queue_trends(conn, now)`` / ``cascade_lag(conn, queue, now)``: events per second and
+  consumer lag per queue, a cascade node's lag behind the root, from the samples the ticker
+  and the cascade worker write (PgQ keeps no history); ``trend`` tells a growing lag.
 
 Times are timestamptz; durations and lags are float seconds.
 """
@@ -327,3 +330,135 @@ def merge_timeline(old: list[dict[str, Any]], new: list[dict[str, Any]], *, star
     out = [r for r in by_key.values() if r["finished_at"] is None or r["finished_at"] >= start]
     out.sort(key=lambda r: (r["started_at"], r["key"]))
     return out
+
+
+# ---- queues and cascade: sampled history (pgtt.queue_sample / pgtt.cascade_sample) -----------
+#
+# PgQ keeps no lag history, so the engine samples it (sql/pgtt/0005_trend_samples.sql): the
+# ticker writes a row per queue and per consumer at most every 10 s, the cascade worker a row
+# per node into the node's own database. These read the samples of a window bucketed with
+# date_bin over ``*_sample_at_idx`` (the cost grows with the window, not the retention), and,
+# like ``activity``, take ``since`` so a poll reads only from the newest bucket on.
+# ``stored`` is False where there is no sample table or this role may not read it: the
+# console then samples what it sees while the view is open (``live_bucket``).
+
+QUEUE_WINDOW_MIN = 30
+QUEUE_STEP_S = 30
+
+SAMPLES_READABLE_SQL = """
+SELECT CASE WHEN to_regclass(%(table)s) IS NULL THEN false
+            ELSE has_table_privilege(%(table)s, 'SELECT') END
+"""
+
+QUEUE_SAMPLES_SQL = """
+SELECT s.queue_name, s.consumer_name, date_bin(%(step)s, s.sampled_at, %(origin)s) AS at,
+       avg(s.ev_per_sec) AS ev_per_sec, max(s.lag_s) AS lag, max(s.pending) AS pending, max(s.tick_id) AS tick
+FROM pgtt.queue_sample s
+WHERE s.sampled_at >= %(since)s AND s.sampled_at <= %(until)s
+GROUP BY 1, 2, 3
+"""
+
+CASCADE_SAMPLES_SQL = """
+SELECT s.node_name, date_bin(%(step)s, s.sampled_at, %(origin)s) AS at,
+       max(s.lag_s) AS lag, max(s.tick_id) AS tick
+FROM pgtt.cascade_sample s
+WHERE s.queue_name = %(queue)s AND s.sampled_at >= %(since)s AND s.sampled_at <= %(until)s
+GROUP BY 1, 2
+"""
+
+
+def samples_readable(conn: psycopg.Connection, table: str) -> bool:
+    """Whether ``table`` (``pgtt.queue_sample`` / ``pgtt.cascade_sample``) exists and this
+    role may read it."""
+    return bool(conn.execute(SAMPLES_READABLE_SQL, {"table": table}).fetchone()[0])
+
+
+def _window(now: datetime, minutes: int, step_s: int, since: datetime | None) -> tuple[datetime, list[datetime]]:
+    first = bucket_start(now - timedelta(minutes=minutes), step_s) + timedelta(seconds=step_s)
+    start = max(first, bucket_start(since, step_s)) if since is not None else first
+    ats, at = [], start
+    while at <= now:
+        ats.append(at)
+        at += timedelta(seconds=step_s)
+    return start, ats
+
+
+def _series(rows: list[dict[str, Any]], key: Any, ats: list[datetime], fields: tuple[str, ...]
+            ) -> dict[Any, list[dict[str, Any]]]:
+    """Rows (one per series and bucket) as every bucket of the window per series, None where
+    no sample fell."""
+    out: dict[Any, dict[datetime, dict[str, Any]]] = {}
+    for row in rows:
+        buckets = out.setdefault(key(row), {at: {"at": at, **{f: None for f in fields}} for at in ats})
+        b = buckets.get(row["at"])
+        if b is not None:
+            for f in fields:
+                b[f] = None if row[f] is None else float(row[f])
+    return {k: [v[at] for at in ats] for k, v in sorted(out.items())}
+
+
+def queue_trends(conn: psycopg.Connection, now: datetime, *, minutes: int = QUEUE_WINDOW_MIN,
+                 step_s: int = QUEUE_STEP_S, since: datetime | None = None) -> dict[str, Any]:
+    """Per queue and consumer, the sampled history of the last ``minutes`` (or from the bucket
+    holding ``since``): ``series[(queue, "")]`` the queue's buckets (``ev_per_sec`` average,
+    ``lag`` the ticker lag), ``series[(queue, consumer)]`` a consumer's (``lag`` the largest
+    in the bucket, ``pending``). Every bucket of the window is present (None: no sample)."""
+    start, ats = _window(now, minutes, step_s, since)
+    result: dict[str, Any] = {"step_s": step_s, "minutes": minutes, "since": start, "now": now,
+                              "stored": False, "series": {}}
+    if not samples_readable(conn, "pgtt.queue_sample"):
+        return result
+    rows = _rows(conn, QUEUE_SAMPLES_SQL, {"step": timedelta(seconds=step_s), "origin": BUCKET_ORIGIN,
+                                           "since": start, "until": now})
+    result["stored"] = True
+    result["series"] = _series(rows, lambda r: (r["queue_name"], r["consumer_name"]), ats,
+                               ("ev_per_sec", "lag", "pending", "tick"))
+    return result
+
+
+def cascade_lag(conn: psycopg.Connection, queue: str, now: datetime, *, minutes: int = QUEUE_WINDOW_MIN,
+                step_s: int = QUEUE_STEP_S, since: datetime | None = None) -> dict[str, Any]:
+    """One node's sampled lag behind the root (``lag``: seconds since the tick it completed was
+    made on the root, the largest in the bucket; ``tick``), read on that node's database;
+    ``series[node]`` (a node's database normally holds its own name only)."""
+    start, ats = _window(now, minutes, step_s, since)
+    result: dict[str, Any] = {"step_s": step_s, "minutes": minutes, "since": start, "now": now,
+                              "stored": False, "series": {}}
+    if not samples_readable(conn, "pgtt.cascade_sample"):
+        return result
+    rows = _rows(conn, CASCADE_SAMPLES_SQL, {"step": timedelta(seconds=step_s), "origin": BUCKET_ORIGIN,
+                                             "since": start, "until": now, "queue": queue})
+    result["stored"] = True
+    result["series"] = _series(rows, lambda r: r["node_name"], ats, ("lag", "tick"))
+    return result
+
+
+def merge_series(old: dict[Any, list[dict[str, Any]]], new: dict[Any, list[dict[str, Any]]], *,
+                 keep: int) -> dict[Any, list[dict[str, Any]]]:
+    """``merge_buckets`` per series; a series only in ``old`` keeps its buckets."""
+    out = dict(old)
+    for key, buckets in new.items():
+        out[key] = merge_buckets(old.get(key, []), buckets, keep=keep)
+    return out
+
+
+def live_bucket(now: datetime, step_s: int = QUEUE_STEP_S, **values: float | None) -> dict[str, Any]:
+    """The console's own sample where nothing is stored: one bucket at ``now`` (merged like a
+    read one, so the newest poll in a bucket wins)."""
+    return {"at": bucket_start(now, step_s), **{k: None if v is None else float(v) for k, v in values.items()}}
+
+
+def trend(values: list[float | None], *, recent: int = 6) -> str | None:
+    """Where a series is heading over its last ``recent`` values with data: ``"up"`` (the
+    newest is clearly above the oldest of them: more than 1 and 10%), ``"down"``, ``"flat"``;
+    None with fewer than two values."""
+    vals = [v for v in values if v is not None][-recent:]
+    if len(vals) < 2:
+        return None
+    first, last = vals[0], vals[-1]
+    margin = max(1.0, 0.1 * max(abs(first), abs(last)))
+    if last - first > margin:
+        return "up"
+    if first - last > margin:
+        return "down"
+    return "flat"
