@@ -601,3 +601,55 @@ def load_trends(conn: psycopg.Connection, now: datetime) -> None:
                          "ON CONFLICT DO NOTHING",
                          (jobs[name], due, state, due + timedelta(seconds=1), due + timedelta(seconds=3),
                           "division by zero" if state == "error" else None))
+
+
+# ---- queue and cascade samples (issue 18) ------------------------------------------------------
+
+QUEUE_SAMPLE_SQL = """
+INSERT INTO pgtt.queue_sample (queue_name, consumer_name, sampled_at, ev_per_sec, lag_s, pending, tick_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+CASCADE_SAMPLE_SQL = """
+INSERT INTO pgtt.cascade_sample (queue_name, node_name, sampled_at, tick_id, lag_s)
+VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+
+
+def load_queue_samples(conn: psycopg.Connection, now: datetime, queue: str = "orders",
+                       consumers: tuple[str, ...] = ("billing", "mailer")) -> None:
+    """Thirty minutes of made-up ticker samples (every 10 s up to ``now``), at fixed values: the
+    queue's events per second rise and fall, the first consumer keeps up (lag about 2 s), the
+    others fall behind over the last ten minutes (their lag grows)."""
+    rows = []
+    for i in range(180, -1, -1):
+        at = now - timedelta(seconds=10 * i)
+        eps = 4.0 + 3.0 * ((180 - i) % 36) / 36 + (6.0 if 60 <= i <= 90 else 0.0)
+        rows.append((queue, "", at, round(eps, 2), 0.5 + (i % 3) * 0.3, None, 1000 - i))
+        for n, consumer in enumerate(consumers):
+            lag = 1.5 + (i % 4) * 0.3 if n == 0 else (2.0 + (60 - i) * 3.0 if i < 60 else 2.0 + (i % 5) * 0.2)
+            rows.append((queue, consumer, at, None, round(lag, 1), int(lag * eps), 1000 - i - int(lag)))
+    with conn.cursor() as cur:
+        cur.executemany(QUEUE_SAMPLE_SQL, rows)
+
+
+def load_cascade_samples(conn: psycopg.Connection, now: datetime, queue: str, node: str, shape: str) -> None:
+    """Thirty minutes of made-up cascade-worker samples of ``node`` (in its own database):
+    ``root`` (steady, under a second), ``catchup`` (paused 20 to 12 minutes ago: the lag grows
+    to eight minutes, then the curve goes back to zero), ``steady`` (a few seconds)."""
+    rows = []
+    for i in range(180, -1, -1):
+        at = now - timedelta(seconds=10 * i)
+        if shape == "root":
+            lag = 0.4 + (i % 3) * 0.2
+        elif shape == "catchup":
+            if 72 <= i <= 120:
+                lag = 2.0 + (120 - i) * 10.0
+            elif 36 <= i < 72:
+                lag = max(1.5, 482.0 - (72 - i) * 14.0)
+            else:
+                lag = 1.5 + (i % 4) * 0.2
+        else:
+            lag = 2.5 + (i % 5) * 0.3
+        rows.append((queue, node, at, 1000 - i - int(lag), round(lag, 1)))
+    with conn.cursor() as cur:
+        cur.executemany(CASCADE_SAMPLE_SQL, rows)

@@ -135,3 +135,96 @@ def test_cli_chain_stats(trend_settings, dsn):
     assert len(data["runs"]) == 10 and data["summary"]["duration"]["max"] >= data["summary"]["duration"]["p50"]
     missing = run_cli("chain", "stats", "no-such", "--dsn", dsn)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+
+
+# ---- queues: events per second and consumer lag (stored samples, or sampled live) -------------
+
+from console_host import FIXED_NOW, HostApp  # noqa: E402
+from engine.views import trends  # noqa: E402
+from engine.pgq import api as pgq_api  # noqa: E402
+from pgtt_tui.screens.queues import QueuesScreen  # noqa: E402
+from pgtt_tui.widgets.charts import TrendChart  # noqa: E402
+from pgtt_tui.widgets.common import VimTable  # noqa: E402
+from test_console_queues import SNAP_SETTINGS, fixed_snapshot  # noqa: E402
+
+
+def stored_queue_snapshot(conn):
+    demo.load_queue_samples(conn, FIXED_NOW)
+    snap = fixed_snapshot()
+    snap.trends = trends.queue_trends(conn, FIXED_NOW)
+    return snap
+
+
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)], ids=["120x36", "80x24"])
+def test_snapshot_queue_trend(snap_compare, conn, size):
+    snap = stored_queue_snapshot(conn)
+
+    class Fixed(QueuesScreen):
+        POLLS = False
+
+        def on_mount(self) -> None:
+            super().on_mount()
+            self.last_data = snap
+            self.show(snap)
+
+    app = HostApp(SNAP_SETTINGS, Fixed, clock=lambda: FIXED_NOW)
+
+    async def run_before(pilot) -> None:
+        await pilot.pause()
+        app.screen.query_one("#queues", VimTable).move_cursor(row=1)  # orders
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_growing_lag_is_told_by_shape(conn):
+    snap = stored_queue_snapshot(conn)
+    series = snap.trends["series"]
+    assert trends.trend([b["lag"] for b in series[("orders", "mailer")]]) == "up"
+    assert trends.trend([b["lag"] for b in series[("orders", "billing")]]) == "flat"
+
+
+@pytest.fixture
+def queue_settings(settings, conn):
+    pgq_api.create_queue(conn, "orders")
+    pgq_api.register(conn, "orders", "billing")
+    pgq_api.register(conn, "orders", "mailer")
+    demo.load_queue_samples(conn, NOW)
+    return settings
+
+
+async def test_new_queue_sample_appears_after_the_next_poll(queue_settings, conn):
+    clock = [NOW]
+    app = PgttApp(queue_settings, refresh=60, clock=lambda: clock[0], tz=timezone.utc, server=SERVER,
+                  start_view="queues")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        chart = screen.query_one(TrendChart)
+        assert "orders" in screen.stored_queues
+        before = {k: list(v) for k, v in chart.series.items()}
+        assert len(before[("orders", "mailer")]) == 60
+        assert chart.direction(next(r for r in chart.rows if r.label == "mailer")) == "up"
+        assert "▲ growing" in str(chart.render())
+        # the ticker's next sample, in the next bucket (30 s): appended, the older ones not read again
+        clock[0] = NOW + timedelta(seconds=40)
+        conn.execute("INSERT INTO pgtt.queue_sample (queue_name, consumer_name, sampled_at, lag_s) "
+                     "VALUES ('orders', 'mailer', %s, 999)", (NOW + timedelta(seconds=35),))
+        await _poll(pilot)
+        after = chart.series[("orders", "mailer")]
+        assert after[-1]["lag"] == 999.0 and after[-1]["at"] == NOW + timedelta(seconds=30)
+        assert after[:-1] == before[("orders", "mailer")][1:]  # one bucket in, the oldest out
+        assert screen.last_data.trends["since"] == before[("orders", "mailer")][-1]["at"]
+
+
+async def test_queue_without_stored_samples_is_sampled_live(settings, conn):
+    pgq_api.create_queue(conn, "audit")
+    pgq_api.register(conn, "audit", "archiver")
+    app = make(settings, "queues")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        chart = screen.query_one(TrendChart)
+        assert screen.stored_queues == set() and ("audit", "archiver") in chart.series
+        assert "live" in chart.note and "sampled here since" in chart.note
+        assert len([b for b in chart.series[("audit", "archiver")] if b["lag"] is not None]) == 1

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from engine import trends
+from engine.views import trends
 from engine.db import ConnSettings
 from engine.pgq import api
 from engine.pgq.consumer import Consumer

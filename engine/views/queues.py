@@ -37,6 +37,7 @@ class QueuesSnapshot:
     consumers: dict[str, list[pgq_api.ConsumerInfo]] = field(default_factory=dict)
     installed: bool = True
     feeders: dict[str, list[str]] = field(default_factory=dict)
+    trends: dict[str, Any] | None = None  # engine.views.trends.queue_trends, when the console asked
 
     def as_dict(self) -> dict[str, Any]:
         return {"installed": self.installed, "queues": [q.as_dict() for q in self.queues],

@@ -1,6 +1,9 @@
 """Queues: every PgQ queue with its ticker, lag, throughput, pending events, table
 rotation; the consumers of the selected queue; register / unregister a consumer; pause
-the ticker; peek at recent events (paged from the database, never all loaded).
+the ticker; peek at recent events (paged from the database, never all loaded); the
+selected queue's events per second and each consumer's lag over the last 30 minutes (issue
+18), from the samples our ticker stores (``pgtt.queue_sample``), or, where the ticker is not
+ours (pgqd), sampled by the console itself while the view is open (the chart says which).
 
 All database work runs in workers (``BaseView.fetch`` / ``act`` and the peek loader
 below) that call engine functions and report back with messages.
@@ -20,12 +23,14 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from engine.views import queues as queue_views
+from engine.views import trends
 from engine.errors import PgttError
 from engine.pgq import api as pgq_api
 from pgtt_tui.dbaccess import ConnectionLost
 from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
 from pgtt_tui.screens.prompts import PromptScreen
+from pgtt_tui.widgets.charts import TrendChart, TrendRow
 from pgtt_tui.widgets.common import FilterBar, VimTable
 from pgtt_tui.widgets.format import clip, escape, fmt_duration, fmt_time
 
@@ -99,6 +104,8 @@ class QueuesScreen(BaseView):
         super().__init__(**kw)
         self.selected_queue: str | None = None
         self.filter_text = ""
+        self.stored_queues: set[str] = set()  # queues with samples in pgtt.queue_sample
+        self.live_since: Any = None  # when the console began sampling queues without stored samples
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="panel", id="queues-panel") as panel:
@@ -115,6 +122,9 @@ class QueuesScreen(BaseView):
             table.add_fixed(("consumer", 18, "flex"), ("lag", 7), ("last seen", 9), ("tick", 8), ("batch", 9),
                             ("pending", 8))
             yield table
+        with Vertical(classes="panel chart-panel", id="trend-panel") as panel:
+            panel.border_title = "Trend"
+            yield TrendChart(id="trend")
         yield FilterBar("filter by queue or consumer name", id="filter")
 
     def on_mount(self) -> None:
@@ -122,8 +132,14 @@ class QueuesScreen(BaseView):
         self.query_one("#queues", VimTable).focus()
 
     # ---- polling ------------------------------------------------------------------------
+    _chart_since = None  # read by the worker; set on the UI thread after each show
+
     def fetch(self, conn: psycopg.Connection) -> queue_views.QueuesSnapshot:  # worker thread
-        return queue_views.queues_snapshot(conn)
+        snap = queue_views.queues_snapshot(conn)
+        if snap.installed:
+            # the chart's newest bucket on: the buckets before it are drawn already (issue 18)
+            snap.trends = trends.queue_trends(conn, self.papp.now(), since=self._chart_since)
+        return snap
 
     def show(self, data: queue_views.QueuesSnapshot) -> None:
         now = self.papp.now()
@@ -143,7 +159,52 @@ class QueuesScreen(BaseView):
         names = {q.queue_name for q in shown}
         if self.selected_queue is None or self.selected_queue not in names:
             self.selected_queue = table.selected_key()
+        self._add_samples(data, now)
         self._show_consumers()
+
+    # ---- trend chart ----------------------------------------------------------------------
+    def _add_samples(self, data: queue_views.QueuesSnapshot, now: Any) -> None:
+        """Stored samples as read; for queues without any, this poll's numbers as the
+        console's own sample of the current bucket."""
+        chart = self.query_one("#trend", TrendChart)
+        read = data.trends or {}
+        series = dict(read.get("series") or {})
+        for (queue, consumer), buckets in series.items():
+            if consumer == "" and any(b["ev_per_sec"] is not None or b["lag"] is not None for b in buckets):
+                self.stored_queues.add(queue)
+        for q in data.queues:
+            if q.queue_name in self.stored_queues:
+                continue
+            if self.live_since is None:
+                self.live_since = now
+            series[(q.queue_name, "")] = [trends.live_bucket(now, ev_per_sec=q.ev_per_sec, lag=_secs(q.ticker_lag))]
+            for c in data.consumers.get(q.queue_name, []):
+                series[(q.queue_name, c.consumer_name)] = [
+                    trends.live_bucket(now, lag=_secs(c.lag), pending=c.pending_events)]
+        chart.add_series(series)
+        if read.get("stored"):
+            self._chart_since = chart.since
+
+    def _show_trend(self) -> None:
+        data: queue_views.QueuesSnapshot | None = self.last_data
+        chart = self.query_one("#trend", TrendChart)
+        panel = self.query_one("#trend-panel")
+        queue = self.selected_queue
+        if data is None or queue is None:
+            chart.show_rows([])
+            panel.border_title = "Trend"
+            return
+        rows = [TrendRow((queue, ""), "ev/s", "ev_per_sec", "ev/s", watch=False)]
+        rows += [TrendRow((queue, c.consumer_name), c.consumer_name, "lag")
+                 for c in data.consumers.get(queue, []) if self._consumer_matches(queue, c.consumer_name)]
+        if queue in self.stored_queues:
+            note = "stored: sampled by the ticker every 10 s"
+        else:
+            since = fmt_time(self.live_since, self.papp.now(), self.papp.tz) if self.live_since is not None else "now"
+            note = f"live: no stored samples (ticker not ours), sampled here since {since}"
+        chart.show_rows(rows, "events/s · consumer lag · 30 min", note)
+        panel.border_title = f"Trend of {escape(queue)}"
+        panel.border_subtitle = "stored" if queue in self.stored_queues else "live since opened"
 
     # ---- filter (``/``, as in the other views: FilterBar, filtered as you type) ------------
     def _queue_matches(self, data: queue_views.QueuesSnapshot, queue: str) -> bool:
@@ -176,12 +237,14 @@ class QueuesScreen(BaseView):
             table.sync_rows([])
             panel.border_title = "Consumers"
             panel.border_subtitle = ""
+            self._show_trend()
             return
         rows = [(f"{queue}\x1f{c.consumer_name}", consumer_cells(c)) for c in data.consumers.get(queue, [])
                 if self._consumer_matches(queue, c.consumer_name)]
         table.sync_rows(rows)
         panel.border_title = f"Consumers of {escape(queue)} ({len(rows)})"
         panel.border_subtitle = feeders_text(data.feeders.get(queue, []))
+        self._show_trend()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.data_table.id != "queues":

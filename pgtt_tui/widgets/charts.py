@@ -22,6 +22,7 @@ cache as long as its data and the scale stay the same, so a refresh draws the ne
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -408,3 +409,103 @@ class TimelineChart(_Chart):
             else:
                 out.append((str(n) if n < 10 else "+", WARN))
         return out
+
+
+#: a series' direction by shape: growing lag ▲ (bad), shrinking ▼, steady ─
+TREND_MARK = {"up": ("▲", "growing"), "down": ("▼", "shrinking"), "flat": ("─", "steady")}
+
+
+@dataclass
+class TrendRow:
+    """One row of a TrendChart: which series (``key``), which field of its buckets, how to
+    label and print it; ``watch``: a growing value is bad (lag), marked ▲ in the error style."""
+
+    key: Any
+    label: str
+    field: str
+    unit: str = "s"
+    watch: bool = True
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "–"
+    if unit == "s":
+        return fmt_duration(value)
+    return f"{value:.1f} {unit}" if value < 100 and value != int(value) else f"{value:.0f} {unit}"
+
+
+class TrendChart(_Chart):
+    """Queues (events per second, each consumer's lag) and cascade (each node's lag behind the
+    root): one row per series, a sparkline over the window (each row on its own scale, gaps
+    as ·), its newest value and where it is heading by shape (▲ growing, ▼ shrinking, ─
+    steady; a growing lag in the error style too). Narrow, the sparkline goes and the
+    numbers stay; short, the rows that do not fit are counted."""
+
+    DEFAULT_CSS = """
+    TrendChart { height: 1fr; min-height: 2; }
+    """
+
+    def __init__(self, keep: int = trends.QUEUE_WINDOW_MIN * 60 // trends.QUEUE_STEP_S, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.keep = keep
+        self.series: dict[Any, list[dict[str, Any]]] = {}
+        self.rows: list[TrendRow] = []
+        self.note = ""
+        self.title = ""
+
+    def add_series(self, new: dict[Any, list[dict[str, Any]]]) -> None:
+        self.series = trends.merge_series(self.series, new, keep=self.keep)
+        self.refresh()
+
+    def show_rows(self, rows: list[TrendRow], title: str = "", note: str = "") -> None:
+        self.rows, self.title, self.note = rows, title, note
+        self.refresh()
+
+    @property
+    def since(self) -> datetime | None:
+        """Where the next read starts: the newest bucket any series holds."""
+        newest = [b[-1]["at"] for b in self.series.values() if b]
+        return max(newest) if newest else None
+
+    def values(self, row: TrendRow) -> list[float | None]:
+        return [b.get(row.field) for b in self.series.get(row.key, [])]
+
+    def direction(self, row: TrendRow) -> str | None:
+        return trends.trend(self.values(row))
+
+    def render(self) -> Content:
+        width, height = self.size.width, self.size.height
+        lines: list[list[Cell] | str] = []
+        # the heading line only when every row fits under it (the panel's title names the chart)
+        if self.title and height > len(self.rows) + 1:
+            note = "  " + self.note if self.note and len(self.title) + 2 + len(self.note) <= width else ""
+            lines.append([(clip(self.title, width), "b"), (note, MUTED)])
+        if not self.rows:
+            lines.append(f"[{MUTED}]no series yet[/]")
+            return self._rows_to_content(lines[:max(1, height)])
+        label_w = min(18, max(8, max(len(r.label) for r in self.rows) + 1))
+        tail_w = 22 if width >= 100 else 12
+        cols = min(self.keep, width - label_w - tail_w - 2)
+        room = max(1, height - len(lines))
+        shown = self.rows if len(self.rows) <= room else self.rows[:room - 1]
+        for row in shown:
+            vals = self.values(row)
+            present = [v for v in vals if v is not None]
+            last = present[-1] if present else None
+            cells: list[Cell] = [(f"{clip(row.label, label_w - 1):<{label_w}}", "b")]
+            if cols >= 10:
+                part = vals[-cols:]
+                part = [None] * (cols - len(part)) + part
+                top = nice_top(max(present, default=0))
+                cells += spark_cells(part, top) + [(" ", "")]
+            direction = trends.trend(vals)
+            cells.append((f"{fmt_value(last, row.unit):>8} ", ""))
+            if direction is not None:
+                mark, word = TREND_MARK[direction]
+                style = FAIL if direction == "up" and row.watch else (OK if direction == "down" and row.watch else "")
+                cells.append((mark + (f" {word}" if tail_w > 12 else ""), style))
+            lines.append(cells)
+        if len(shown) < len(self.rows):
+            lines.append(f"[{MUTED}]… {len(self.rows) - len(shown)} more (taller terminal)[/]")
+        return self._rows_to_content(lines[:max(1, height)])
