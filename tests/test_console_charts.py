@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 
 from console_host import settle
 
 from engine import demo
+from engine.db import ConnSettings
 from pgtt_tui.app import PgttApp
 from pgtt_tui.dbaccess import ServerInfo
 from pgtt_tui.widgets.charts import ActivityChart, RunChart, TimelineChart, bar_column
@@ -228,3 +230,78 @@ async def test_queue_without_stored_samples_is_sampled_live(settings, conn):
         assert screen.stored_queues == set() and ("audit", "archiver") in chart.series
         assert "live" in chart.note and "sampled here since" in chart.note
         assert len([b for b in chart.series[("audit", "archiver")] if b["lag"] is not None]) == 1
+
+
+# ---- cascade: each node's lag behind the root (stored samples, a catch-up going to zero) -------
+
+from engine.cascade.status import collect_status  # noqa: E402
+from pgtt_tui.screens.cascade import CascadeData, CascadeScreen  # noqa: E402
+from test_console_cascade_screens import SNAP as CASCADE_SNAP  # noqa: E402
+from test_console_cascade_screens import fixed_status  # noqa: E402
+
+
+def stored_cascade_status(conn):
+    """The fixed four-node status with fixed samples: A the root, B caught up after a pause
+    (its curve goes back to zero), C and D steady."""
+    for node, shape in (("A", "root"), ("B", "catchup"), ("C", "steady"), ("D", "steady")):
+        demo.load_cascade_samples(conn, FIXED_NOW, "cq", node, shape)
+    status = fixed_status(False)
+    read = trends.cascade_lag(conn, "cq", FIXED_NOW)
+    status.lag = {"A": read}  # one database holds all four here; the view merges by node name
+    return status
+
+
+@pytest.mark.parametrize("size", [(120, 36), (80, 24)], ids=["120x36", "80x24"])
+def test_snapshot_cascade_lag(snap_compare, conn, size):
+    status = stored_cascade_status(conn)
+
+    class Fixed(CascadeScreen):
+        POLLS = False
+
+        def on_mount(self) -> None:
+            super().on_mount()
+            self.show(CascadeData(status, ["cq"], CASCADE_SNAP.dsn))
+
+    app = HostApp(CASCADE_SNAP, Fixed, clock=lambda: FIXED_NOW)
+
+    async def run_before(pilot) -> None:
+        await pilot.pause()
+        await pilot.press("j")  # B
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def test_catch_up_curve_goes_to_zero(conn):
+    status = stored_cascade_status(conn)
+    lag = [b["lag"] for b in status.lag["A"]["series"]["B"]]
+    assert max(v for v in lag if v is not None) > 400 and lag[-1] < 5
+    assert trends.trend(lag[:35]) == "up" and trends.trend(lag[:46]) == "down"
+
+
+async def test_new_cascade_sample_appears_after_the_next_poll(make_db, conn):
+    from engine.cascade import ops
+    from tests.test_cascade_helpers import run_plan
+
+    a, b = make_db(("pgq_node",)), make_db(("pgq_node",))
+    run_plan(ops.plan_create_root("cq", "A", a))
+    run_plan(ops.plan_create_branch("cq", "B", b, a))
+    with psycopg.connect(b, autocommit=True) as cb:
+        demo.load_cascade_samples(cb, NOW, "cq", "B", "catchup")
+    clock = [NOW]
+    app = PgttApp(ConnSettings(dsn=a), refresh=60, clock=lambda: clock[0], tz=timezone.utc, server=SERVER,
+                  start_view="cascade")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot, lambda app: getattr(app.screen, "status", None) is not None)
+        screen = app.screen
+        chart = screen.query_one("#lag", TrendChart)
+        assert screen.stored_nodes == {"B"} and len(chart.series["B"]) == 60
+        assert "live for A" in chart.note  # A's worker never ran: sampled by the console
+        before = list(chart.series["B"])
+        clock[0] = NOW + timedelta(seconds=40)
+        with psycopg.connect(b, autocommit=True) as cb:
+            cb.execute("INSERT INTO pgtt.cascade_sample (queue_name, node_name, sampled_at, lag_s) "
+                       "VALUES ('cq', 'B', %s, 77)", (NOW + timedelta(seconds=35),))
+        await _poll(pilot)
+        after = chart.series["B"]
+        assert after[-1]["lag"] == 77.0 and after[:-1] == before[1:]

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from engine.views import trends
 from engine.cascade.plan import NodeRef
 from engine.db import ConnSettings, connect, redact, translate_db_error
 from engine.errors import ConnectError, InputError, NotFoundError
@@ -65,6 +66,9 @@ class CascadeStatus:
     queue: str
     nodes: dict[str, NodeStatus]
     root: str | None
+    #: per node, its sampled lag behind the root (engine.trends.cascade_lag, read on the node's
+    #: own database) when collect_status was asked for it (``lag_now``); not part of as_dict
+    lag: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"queue": self.queue, "root": self.root, "nodes": [n.as_dict() for n in self.nodes.values()],
@@ -141,18 +145,22 @@ def node_info(conn: psycopg.Connection, queue: str) -> dict[str, Any] | None:
     return row if row and row["ret_code"] < 400 else None
 
 
-def _probe(queue: str, name: str, location: str, dead: bool, timeout: int
-           ) -> tuple[NodeStatus, list[tuple[str, str, bool]]]:
-    """One member's status, and the member locations it knows (see collect_status)."""
+def _probe(queue: str, name: str, location: str, dead: bool, timeout: int, lag_now: Any = None,
+           lag_since: Any = None) -> tuple[NodeStatus, list[tuple[str, str, bool]], dict[str, Any] | None]:
+    """One member's status, the member locations it knows (see collect_status) and, when
+    ``lag_now`` is given, its sampled lag (engine.trends.cascade_lag)."""
     st = NodeStatus(name=name, location=location, dead=dead)
     known: list[tuple[str, str, bool]] = []
+    samples: dict[str, Any] | None = None
     try:
         with connect(node_settings(location, timeout=timeout)) as conn:
             known = read_locations(conn, queue)
+            if lag_now is not None:
+                samples = trends.cascade_lag(conn, queue, lag_now, since=lag_since)
             info = node_info(conn, queue)
             if info is None:
                 st.error = f"queue {queue} not set up on this node"
-                return st, known
+                return st, known, samples
             st.node_type = info["node_type"]
             st.provider = info["provider_node"]
             st.worker = info["worker_name"]
@@ -179,11 +187,14 @@ def _probe(queue: str, name: str, location: str, dead: bool, timeout: int
     except psycopg.Error as exc:
         st.reachable = False
         st.error = translate_db_error(exc)
-    return st, known
+    return st, known, samples
 
 
-def collect_status(dsn: str, queue: str, *, timeout: int = 5) -> CascadeStatus:
-    """Status of every member of ``queue`` as seen from the node at ``dsn``."""
+def collect_status(dsn: str, queue: str, *, timeout: int = 5, lag_now: Any = None,
+                   lag_since: Any = None) -> CascadeStatus:
+    """Status of every member of ``queue`` as seen from the node at ``dsn``; with ``lag_now``
+    also each member's sampled lag behind the root up to then (from ``lag_since`` on: the
+    console's incremental read), in ``CascadeStatus.lag``."""
     if not queue:
         raise InputError("--queue", "is empty")
     with connect(node_settings(dsn, timeout=timeout)) as conn:
@@ -200,14 +211,18 @@ def collect_status(dsn: str, queue: str, *, timeout: int = 5) -> CascadeStatus:
     # nobody names a new member.  A failover planned from such a node must still see the
     # most advanced branch.
     nodes: dict[str, NodeStatus] = {}
+    lags: dict[str, dict[str, Any]] = {}
     wanted = list(locations)
     with ThreadPoolExecutor(max_workers=8) as pool:
         while wanted:
-            futures = [pool.submit(_probe, queue, name, loc, dead, timeout) for name, loc, dead in wanted]
+            futures = [pool.submit(_probe, queue, name, loc, dead, timeout, lag_now, lag_since)
+                       for name, loc, dead in wanted]
             wanted = []
             for future in futures:
-                st, known = future.result()
+                st, known, lag = future.result()
                 nodes[st.name] = st
+                if lag is not None:
+                    lags[st.name] = lag
                 for name, loc, dead in known:
                     if name not in nodes and all(name != w[0] for w in wanted):
                         wanted.append((name, loc, dead))
@@ -218,4 +233,4 @@ def collect_status(dsn: str, queue: str, *, timeout: int = 5) -> CascadeStatus:
             nodes[n.provider].children.append(n.name)
         if top is not None and n.last_tick is not None:
             n.lag_ticks = max(0, top - n.last_tick)
-    return CascadeStatus(queue, nodes, root)
+    return CascadeStatus(queue, nodes, root, lag=lags)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +70,22 @@ FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::text[], %
 """
 SQL_TICK = "SELECT pgq.ticker(%s, %s, %s, %s)"
 SQL_LOCAL_TOP = "SELECT last_tick_id FROM pgq.get_queue_info(%s)"
+# Lag samples for the console's cascade chart (issue 18), into this node's own database: the
+# lag behind the root is the age of the tick this node has completed (ticks carry the root's
+# tick_time on every node). A root or branch reads it from its own queue (its newest tick is
+# the completed one); a leaf has no queue and uses the last batch's tick time.
+SQL_HAS_SAMPLES = "SELECT to_regclass('pgtt.cascade_sample') IS NOT NULL"
+SQL_LOCAL_LAG = "SELECT last_tick_id, extract(epoch FROM ticker_lag) AS lag FROM pgq.get_queue_info(%s)"
+SQL_SAMPLE = """
+INSERT INTO pgtt.cascade_sample (queue_name, node_name, sampled_at, tick_id, lag_s)
+VALUES (%(queue)s, %(node)s, now(), %(tick)s,
+        coalesce(%(lag)s, extract(epoch FROM now() - %(tick_time)s::timestamptz)))
+ON CONFLICT DO NOTHING
+"""
+SQL_PRUNE_SAMPLES = """
+DELETE FROM pgtt.cascade_sample
+WHERE queue_name = %(queue)s AND node_name = %(node)s AND sampled_at < now() - %(keep)s::interval
+"""
 
 
 @dataclass
@@ -131,7 +147,8 @@ class CascadedWorker:
 
     def __init__(self, queue: str, *, consumer: str | None = None, handler: Handler | None = None,
                  loop_delay: float = 1.0, wm_publish_period: float = 60.0, global_wm_period: float = 60.0,
-                 root_ticker: bool = False, provider_retry: float = 2.0):
+                 root_ticker: bool = False, provider_retry: float = 2.0, sample_period: float = 10.0,
+                 sample_keep: float = 86400.0):
         if not queue:
             raise InputError("--cascade-queue", "is empty")
         self.queue = queue
@@ -160,6 +177,13 @@ class CascadedWorker:
         self.global_wm_publications = 0
         self._status = "starting"
         self._settings: ConnSettings | None = None
+        self.sample_period = sample_period
+        self.sample_keep = sample_keep
+        self.samples = 0
+        self._last_sample: datetime | None = None  # clock time
+        self._has_samples: bool | None = None  # pgtt.cascade_sample in the target database
+        self._tick_time: datetime | None = None  # tick time of the last batch applied (leaves)
+        self._tick_id: int | None = None
 
     # -- service protocol ---------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -231,6 +255,7 @@ class CascadedWorker:
             return False
         self.state = st
         me = st["worker_name"]
+        await self._maybe_sample(st)
         if not st["uptodate"]:
             await t.execute("SELECT * FROM pgq_node.set_consumer_uptodate(%s, %s, true)", (self.queue, me))
         if st["paused"]:
@@ -301,6 +326,39 @@ class CascadedWorker:
             self._last_global_wm = now
             await t.execute("SELECT * FROM pgq_node.set_global_watermark(%s, NULL)", (self.queue,))
             self.global_wm_publications += 1
+
+    async def _maybe_sample(self, st: dict[str, Any]) -> None:
+        """At most every ``sample_period`` (on the clock), also while paused: one lag sample of
+        this node, and its samples older than ``sample_keep`` pruned (a few rows by the primary
+        key each time). Never fails the worker: a sample is not worth a restart."""
+        if self.consumer:
+            return
+        now = self.clock.now()
+        if not _due(self._last_sample, now, self.sample_period):
+            return
+        self._last_sample = now
+        t = self.target
+        try:
+            if self._has_samples is None:
+                cur = await t.execute(SQL_HAS_SAMPLES)
+                self._has_samples = bool((await cur.fetchone())[0])
+            if not self._has_samples:
+                return
+            tick, lag = st.get("completed_tick"), None
+            if st["node_type"] in ("root", "branch"):
+                row = await self._row(t, SQL_LOCAL_LAG, (self.queue,))
+                if row is not None:
+                    tick, lag = row["last_tick_id"], row["lag"]
+            tick_time = self._tick_time if self._tick_id is not None and self._tick_id == tick else None
+            await t.execute(SQL_SAMPLE, {"queue": self.queue, "node": st["node_name"], "tick": tick, "lag": lag,
+                                         "tick_time": tick_time})
+            await t.execute(SQL_PRUNE_SAMPLES, {"queue": self.queue, "node": st["node_name"],
+                                                "keep": timedelta(seconds=self.sample_keep)})
+            self.samples += 1
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            log.warning("%s: lag sample: %s", self.name, translate_db_error(exc))
 
     async def _local_top(self) -> int | None:
         row = await self._row(self.target, SQL_LOCAL_TOP, (self.queue,))
@@ -374,6 +432,7 @@ class CascadedWorker:
         self.last_error = ""
         self._status = "running"
         st["completed_tick"] = batch.tick
+        self._tick_id, self._tick_time = batch.tick, batch.tick_time
         return True
 
     async def _apply_control(self, st: dict[str, Any], ev: dict[str, Any]) -> None:

@@ -450,12 +450,14 @@ def live_bucket(now: datetime, step_s: int = QUEUE_STEP_S, **values: float | Non
 
 def trend(values: list[float | None], *, recent: int = 6) -> str | None:
     """Where a series is heading over its last ``recent`` values with data: ``"up"`` (the
-    newest is clearly above the oldest of them: more than 1 and 10%), ``"down"``, ``"flat"``;
-    None with fewer than two values."""
+    newest two are clearly above the oldest two: by more than 1 and a tenth), ``"down"``,
+    ``"flat"`` (noise, or a partly filled newest bucket, does not count); None with fewer
+    than two values."""
     vals = [v for v in values if v is not None][-recent:]
     if len(vals) < 2:
         return None
-    first, last = vals[0], vals[-1]
+    k = 2 if len(vals) >= 4 else 1
+    first, last = sum(vals[:k]) / k, sum(vals[-k:]) / k
     margin = max(1.0, 0.1 * max(abs(first), abs(last)))
     if last - first > margin:
         return "up"

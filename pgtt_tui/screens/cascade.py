@@ -8,6 +8,14 @@ answered before, so the view keeps working through a failover.  Each poll is com
 with the previous one (:func:`pgtt_tui.widgets.topology.diff_status`); a node whose role
 changed or that stopped answering is marked with text + glyph for a while and announced.
 
+Lag chart (issue 18): each node's lag behind the root over the last 30 minutes, so during a
+switchover or a catch-up the operator sees the curve go to zero. The cascade worker of each
+node samples it into the node's own database (``pgtt.cascade_sample``: the age of the tick
+the node has completed, every 10 s, also while paused); the poll reads each member's samples
+with its status (``collect_status(lag_now=...)``), from the newest bucket on. A node without
+stored samples (its worker is not ours) is sampled by the console while the view is open:
+its ticker lag (root, branch) or, for a leaf, the ticks it is behind.
+
 Operations (single keys, or Enter for a menu): each builds the engine's plan in a worker
 (``engine.cascade.ops.plan_*``, exactly what ``pgtt-tui node …`` runs) and opens the plan
 walker (:class:`pgtt_tui.screens.plan.PlanScreen`).  Building a plan changes nothing, so
@@ -35,6 +43,7 @@ from textual.message import Message
 from textual.widgets import Static, Tree
 
 from engine.views import queues as queue_views
+from engine.views import trends
 from engine.cascade import ops
 from engine.cascade.plan import Plan, PlanRunner
 from engine.cascade.plan_store import PlanRecord, Recipe, build_plan, rebuild_plan, unfinished_plans
@@ -47,7 +56,8 @@ from pgtt_tui.screens.base import BaseView, describe_error, needs_access
 from pgtt_tui.screens.modals import TextScreen
 from pgtt_tui.screens.plan import PlanScreen
 from pgtt_tui.screens.prompts import PickScreen, PromptScreen
-from pgtt_tui.widgets.format import escape, fmt_duration
+from pgtt_tui.widgets.charts import TrendChart, TrendRow
+from pgtt_tui.widgets.format import escape, fmt_duration, fmt_time
 from pgtt_tui.widgets.topology import Change, TopologyTree, diff_status, worker_state
 
 #: (action, key, label) of every operation, in menu order
@@ -125,6 +135,7 @@ class CascadeScreen(BaseView):
     DEFAULT_CSS = """
     CascadeScreen #tree-panel { height: 1fr; }
     CascadeScreen #node-panel { height: 7; }
+    CascadeScreen #lag-panel { height: 5; max-height: 25%; min-height: 3; }
     CascadeScreen #node-detail { padding: 0 1; }
     CascadeScreen #cascade-keys { height: auto; padding: 0 1; background: $boost; color: $text-muted; }
     """
@@ -141,6 +152,9 @@ class CascadeScreen(BaseView):
         self.changes: dict[str, list[Change]] = {}
         self.known_roles: dict[str, str] = {}
         self.plan_screen: PlanScreen | None = None
+        self.stored_nodes: set[str] = set()  # nodes whose worker stores lag samples
+        self.live_since: datetime | None = None
+        self._chart_since: datetime | None = None  # read by the poll worker; set after each show
 
     def compose_body(self) -> ComposeResult:
         with Vertical(classes="panel", id="tree-panel") as panel:
@@ -149,6 +163,9 @@ class CascadeScreen(BaseView):
         with Vertical(classes="panel", id="node-panel") as panel:
             panel.border_title = "Node"
             yield Static("", id="node-detail")
+        with Vertical(classes="panel", id="lag-panel") as panel:
+            panel.border_title = "Lag behind the root"
+            yield TrendChart(id="lag")
         yield Static("Enter: operations · p pause/resume · c provider · s switchover · t takeover · f failover · "
                      "e resurrect · d/a tag dead/alive · x drop", id="cascade-keys")
 
@@ -193,7 +210,7 @@ class CascadeScreen(BaseView):
         errors = []
         for dsn in self._candidates():
             try:
-                status = collect_status(dsn, queue, timeout=3)
+                status = collect_status(dsn, queue, timeout=3, lag_now=self.papp.now(), lag_since=self._chart_since)
             except (PgttError, psycopg.Error) as exc:
                 # this role refused on its own database is no reason to ask the other members
                 if dsn == own and self._posted_denial(exc):
@@ -254,6 +271,7 @@ class CascadeScreen(BaseView):
                 self.known_roles[n.name] = n.node_type
         self.status = status
         tree.show_status(status, self.changes)
+        self._show_lag(status)
         down = sum(1 for n in status.nodes.values() if not n.reachable)
         root = status.root or "none alive"
         extra = f" · {down} unreachable" if down else ""
@@ -263,6 +281,43 @@ class CascadeScreen(BaseView):
         fresh_plans = [r for r in data.unfinished if r.id not in self.papp.offered_plans]
         if fresh_plans and self.plan_screen is None and self.app.screen is self:
             self.offer_unfinished(fresh_plans[0])
+
+    def _show_lag(self, status: CascadeStatus) -> None:
+        """Each member's stored samples as read; for a member without any, this poll's own
+        sample (ticker lag on a root or branch, ticks behind on a leaf)."""
+        now = self.papp.now()
+        chart = self.query_one("#lag", TrendChart)
+        series: dict[Any, list[dict[str, Any]]] = {}
+        for name, read in status.lag.items():
+            for node, buckets in read["series"].items():
+                series[node] = buckets
+                if any(b["lag"] is not None for b in buckets):
+                    self.stored_nodes.add(node)
+        rows: list[TrendRow] = []
+        order = sorted(status.nodes.values(), key=lambda n: ({"root": 0, "branch": 1}.get(n.node_type or "", 2), n.name))
+        for n in order:
+            if n.name not in self.stored_nodes and n.reachable:
+                if self.live_since is None:
+                    self.live_since = now
+                series[n.name] = [trends.live_bucket(now, lag=n.ticker_lag if n.node_type != "leaf" else None,
+                                                     ticks=n.lag_ticks)]
+            live_leaf = n.name not in self.stored_nodes and n.node_type == "leaf"
+            label = f"{n.name}{' ✗' if not n.reachable or n.dead else ''}"
+            rows.append(TrendRow(n.name, label, "ticks" if live_leaf else "lag", "ticks" if live_leaf else "s"))
+        chart.add_series(series)
+        if status.lag:
+            self._chart_since = chart.since
+        missing = [n.name for n in order if n.name not in self.stored_nodes]
+        if not missing:
+            note = "stored: sampled by each node's worker every 10 s"
+        else:
+            since = fmt_time(self.live_since, now, self.papp.tz) if self.live_since is not None else "now"
+            note = f"live for {', '.join(missing)} (no stored samples), sampled here since {since}"
+        chart.show_rows(rows, "seconds behind the root · 30 min", note)
+        panel = self.query_one("#lag-panel")
+        panel.styles.height = len(rows) + 3  # heading, one row per node, borders; at most 25% (CSS)
+        panel.border_subtitle = "stored" if not missing else "live since opened" if len(missing) == len(order) \
+            else "stored + live"
 
     # ---- half-run plans left on disk -------------------------------------------------------
     def offer_unfinished(self, record: PlanRecord) -> None:

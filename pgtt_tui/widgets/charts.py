@@ -437,8 +437,8 @@ def fmt_value(value: float | None, unit: str) -> str:
 
 class TrendChart(_Chart):
     """Queues (events per second, each consumer's lag) and cascade (each node's lag behind the
-    root): one row per series, a sparkline over the window (each row on its own scale, gaps
-    as ·), its newest value and where it is heading by shape (▲ growing, ▼ shrinking, ─
+    root): one row per series, a sparkline over the window (rows of one unit on one scale,
+    gaps as ·), its newest value and where it is heading by shape (▲ growing, ▼ shrinking, ─
     steady; a growing lag in the error style too). Narrow, the sparkline goes and the
     numbers stay; short, the rows that do not fit are counted."""
 
@@ -489,6 +489,10 @@ class TrendChart(_Chart):
         cols = min(self.keep, width - label_w - tail_w - 2)
         room = max(1, height - len(lines))
         shown = self.rows if len(self.rows) <= room else self.rows[:room - 1]
+        # rows of one unit share a scale (lags compare across consumers / nodes)
+        tops: dict[str, float] = {}
+        for row in self.rows:
+            tops[row.unit] = max([tops.get(row.unit, 0.0)] + [v for v in self.values(row)[-cols:] if v is not None])
         for row in shown:
             vals = self.values(row)
             present = [v for v in vals if v is not None]
@@ -497,7 +501,7 @@ class TrendChart(_Chart):
             if cols >= 10:
                 part = vals[-cols:]
                 part = [None] * (cols - len(part)) + part
-                top = nice_top(max(present, default=0))
+                top = nice_top(tops[row.unit])
                 cells += spark_cells(part, top) + [(" ", "")]
             direction = trends.trend(vals)
             cells.append((f"{fmt_value(last, row.unit):>8} ", ""))
