@@ -13,7 +13,14 @@ time per refresh with the charts against without, and memory over a session.
    to back (300 polls = a ten-minute session at the default 2 s refresh, compressed: what
    could grow is per-poll state, not wall time).
 
+4. samples (queue / cascade charts): ``queue_trends`` (30 minutes, 30 s buckets) and its
+   incremental read on --samples rows of ``pgtt.queue_sample`` (40 queues with 2 consumers,
+   24 hours every 10 s: 1,036,800 by default) against the same 40 queues' last hour only, in
+   the same run; and the ticker's cost per round on those 40 queues: ``pgq.ticker()`` alone
+   against a round that also samples (every 10th round at the default periods), as ratios.
+
     python bench/bench_trends.py [--dsn DSN] [--rows 1000000] [--repeat 20] [--polls 300]
+                                 [--only-samples]
 """
 
 from __future__ import annotations
@@ -164,14 +171,95 @@ async def memory_bench(settings, polls: int) -> tuple[float, float, float]:
         return start, middle, rss_mb()
 
 
+FILL_QUEUE_SAMPLES = """
+INSERT INTO pgtt.queue_sample (queue_name, consumer_name, sampled_at, ev_per_sec, lag_s, pending, tick_id)
+SELECT 'bq' || q, c, %(now)s::timestamptz - s * interval '10 s',
+       CASE WHEN c = '' THEN 5 + s %% 7 END, 1 + (s %% 13), CASE WHEN c <> '' THEN s %% 100 END, 100000 - s
+FROM generate_series(1, 40) q, unnest(ARRAY['', 'c1', 'c2']) c, generate_series(0, %(steps)s - 1) s
+"""
+
+
+def build_samples(base, dbname: str, steps: int) -> object:
+    demo.create_database(base, dbname, reset=True)
+    settings = demo.demo_settings(base, dbname)
+    with connect(settings) as conn:
+        schema.install(conn, ["pgtt", "pgq"])
+        for q in range(1, 41):
+            conn.execute("SELECT pgq.create_queue(%s)", (f"bq{q}",))
+            for c in ("c1", "c2"):
+                conn.execute("SELECT pgq.register_consumer(%s, %s)", (f"bq{q}", c))
+        conn.execute(FILL_QUEUE_SAMPLES, {"now": NOW, "steps": steps})
+        conn.execute("ANALYZE pgtt.queue_sample")
+    return settings
+
+
+def samples_bench(base, rows: int, repeat: int) -> None:
+    from engine.pgq.ticker import sample_queues, tick  # noqa: PLC0415
+
+    steps = max(1, rows // 120)
+    big = build_samples(base, "pgtt_bench_samples_big", steps)
+    small = build_samples(base, "pgtt_bench_samples_small", 360)  # the last hour, same rate
+    out = {}
+    for label, settings in (("large", big), ("small", small)):
+        with connect(settings) as conn:
+            n = conn.execute("SELECT count(*) FROM pgtt.queue_sample").fetchone()[0]
+            full = timed(lambda: trends.queue_trends(conn, NOW), repeat)
+            inc = timed(lambda: trends.queue_trends(conn, NOW, since=NOW - timedelta(seconds=20)), repeat)
+            out[label] = (n, full, inc)
+    print(f"\n{'queue_trends (median ms)':<42} {'large':>9} {'small':>9} {'large/small':>12}")
+    print(f"{'rows':<42} {out['large'][0]:>9,} {out['small'][0]:>9,}")
+    for i, name in ((1, "30 min × 30 s, 40 queues + 80 consumers"), (2, "next poll (newest bucket)")):
+        print(f"{name:<42} {out['large'][i]:>9.1f} {out['small'][i]:>9.1f} {out['large'][i] / out['small'][i]:>11.1f}×")
+
+    async def rounds() -> tuple[float, float]:
+        conn = await psycopg.AsyncConnection.connect(big.conninfo(), autocommit=True)
+        try:
+            async def plain() -> None:
+                await tick(conn)
+
+            async def sampled() -> None:
+                await tick(conn)
+                await sample_queues(conn, period=0)  # always due: the round that samples
+
+            async def med(fn) -> float:
+                await fn()
+                ts = []
+                for _ in range(repeat * 5):
+                    t0 = time.perf_counter()
+                    await fn()
+                    ts.append(time.perf_counter() - t0)
+                return statistics.median(ts) * 1000
+            a, b = [], []
+            for _ in range(3):  # interleaved pairs against drift on a noisy machine
+                a.append(await med(plain))
+                b.append(await med(sampled))
+            return statistics.median(a), statistics.median(b)
+        finally:
+            await conn.close()
+
+    plain, sampled = asyncio.run(rounds())
+    amortized = plain + (sampled - plain) / 10  # one sampling round in ten (1 s ticks, 10 s samples)
+    print(f"ticker round on 40 queues (median): pgq.ticker() {plain:.2f} ms, with a sample {sampled:.2f} ms "
+          f"(ratio {sampled / plain:.2f}); amortized at 1 s ticks / 10 s samples {amortized:.2f} ms "
+          f"(ratio {amortized / plain:.2f})")
+    with psycopg.connect(base.conninfo(), autocommit=True) as admin:
+        for name in ("pgtt_bench_samples_big", "pgtt_bench_samples_small"):
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dsn", default=None)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--polls", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=1_036_800, help="queue samples (4.)")
+    parser.add_argument("--only-samples", action="store_true", help="run part 4 only")
     args = parser.parse_args()
     base = resolve_settings(args.dsn, application_name="pgtt-tui bench")
+    if args.only_samples:
+        samples_bench(base, args.samples, args.repeat)
+        return
     t0 = time.perf_counter()
     big = build(base, "pgtt_bench_trends_big", args.rows, timedelta(days=DAYS))
     small = build(base, "pgtt_bench_trends_small", max(1, args.rows // DAYS), timedelta(days=1))
@@ -190,6 +278,7 @@ def main() -> None:
     with psycopg.connect(base.conninfo(), autocommit=True) as admin:
         for name in ("pgtt_bench_trends_big", "pgtt_bench_trends_small"):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    samples_bench(base, args.samples, args.repeat)
 
 
 if __name__ == "__main__":

@@ -47,20 +47,21 @@ HAS_SAMPLES_SQL = "SELECT to_regclass('pgtt.queue_sample') IS NOT NULL"
 # One statement per round: the queues whose newest sample is older than the period, and
 # their consumers. ``at`` NULL: the server's now().
 SAMPLE_QUEUES_SQL = """
-WITH t AS (SELECT coalesce(%(at)s::timestamptz, now()) AS at),
-due AS (
+WITH due AS (
     SELECT q.queue_name, q.ev_per_sec, q.ticker_lag, q.last_tick_id
     FROM pgq.get_queue_info() q
-    WHERE NOT EXISTS (SELECT 1 FROM pgtt.queue_sample s, t
+    WHERE NOT EXISTS (SELECT 1 FROM pgtt.queue_sample s
                       WHERE s.queue_name = q.queue_name AND s.consumer_name = ''
-                        AND s.sampled_at > t.at - %(period)s::interval)
+                        AND s.sampled_at > coalesce(%(at)s::timestamptz, now()) - %(period)s::interval)
 )
 INSERT INTO pgtt.queue_sample (queue_name, consumer_name, sampled_at, ev_per_sec, lag_s, pending, tick_id)
-SELECT d.queue_name, '', t.at, d.ev_per_sec, extract(epoch FROM d.ticker_lag), NULL, d.last_tick_id
-FROM due d, t
+SELECT d.queue_name, '', coalesce(%(at)s::timestamptz, now()), d.ev_per_sec, extract(epoch FROM d.ticker_lag),
+       NULL, d.last_tick_id
+FROM due d
 UNION ALL
-SELECT c.queue_name, c.consumer_name, t.at, NULL, extract(epoch FROM c.lag), c.pending_events, c.last_tick
-FROM pgq.get_consumer_info() c JOIN due d ON d.queue_name = c.queue_name, t
+SELECT c.queue_name, c.consumer_name, coalesce(%(at)s::timestamptz, now()), NULL, extract(epoch FROM c.lag),
+       c.pending_events, c.last_tick
+FROM pgq.get_consumer_info() c JOIN due d ON d.queue_name = c.queue_name
 ON CONFLICT DO NOTHING
 """
 PRUNE_QUEUE_SAMPLES_SQL = """

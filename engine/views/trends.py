@@ -389,7 +389,10 @@ def _series(rows: list[dict[str, Any]], key: Any, ats: list[datetime], fields: t
     no sample fell."""
     out: dict[Any, dict[datetime, dict[str, Any]]] = {}
     for row in rows:
-        buckets = out.setdefault(key(row), {at: {"at": at, **{f: None for f in fields}} for at in ats})
+        k = key(row)
+        buckets = out.get(k)
+        if buckets is None:
+            buckets = out[k] = {at: {"at": at, **{f: None for f in fields}} for at in ats}
         b = buckets.get(row["at"])
         if b is not None:
             for f in fields:
