@@ -277,6 +277,17 @@ def main() -> None:
         asyncio.run(drive_cascade(cascade))
         demo.load_trends(conn, NOW)  # the hour before load_history's runs, for the charts (issue 18)
         demo.load_history(conn, NOW)  # the engine row is registered against `conn`, open until the end
+        # sampled lag history for the queue and cascade charts (issue 18): the mirror caught up
+        # after a pause (its curve goes back to zero); the orders queue's consumers as they are
+        consumers = tuple(r[0] for r in conn.execute(
+            "SELECT consumer_name FROM pgq.get_consumer_info(%s) ORDER BY 1", (cascade.queue,)).fetchall())
+        conn.execute("DELETE FROM pgtt.queue_sample")
+        demo.load_queue_samples(conn, NOW, cascade.queue, consumers)
+        for n, shape in zip(cascade.nodes, ("root", "catchup", "steady")):
+            with connect(n.settings) as node_conn:
+                node_conn.execute("DELETE FROM pgtt.cascade_sample")
+                demo.load_cascade_samples(node_conn, NOW, cascade.queue, n.name, shape)
+                node_conn.commit()
         paths = []
         for name, steps in SCREENS.items():
             if args.only and name not in args.only:

@@ -315,7 +315,7 @@ class CascadeScreen(BaseView):
             note = f"live for {', '.join(missing)} (no stored samples), sampled here since {since}"
         chart.show_rows(rows, "seconds behind the root · 30 min", note)
         panel = self.query_one("#lag-panel")
-        panel.styles.height = len(rows) + 3  # heading, one row per node, borders; at most 25% (CSS)
+        panel.styles.height = len(rows) + 4  # heading, one row per node, a spare line, borders; at most 25%
         panel.border_subtitle = "stored" if not missing else "live since opened" if len(missing) == len(order) \
             else "stored + live"
 
