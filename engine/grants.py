@@ -65,7 +65,7 @@ def plan(conn: psycopg.Connection, role: str, profile: str) -> list[sql.Composab
     if _installed(conn, "pgq"):
         out.append(sql.SQL("GRANT {} TO {}").format(
             sql.Identifier("pgq_admin" if profile == "operator" else "pgq_reader"), who))
-        # the queue and cascade charts' history (sql/pgtt/0005_trend_samples.sql)
+        # the queue and cascade charts' history (sql/pgtt/0006_trend_samples.sql)
         for table in SAMPLE_TABLES:
             if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pgtt.{table}",)).fetchone()[0]:
                 out.append(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier("pgtt", table), who))

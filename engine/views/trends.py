@@ -334,7 +334,7 @@ def merge_timeline(old: list[dict[str, Any]], new: list[dict[str, Any]], *, star
 
 # ---- queues and cascade: sampled history (pgtt.queue_sample / pgtt.cascade_sample) -----------
 #
-# PgQ keeps no lag history, so the engine samples it (sql/pgtt/0005_trend_samples.sql): the
+# PgQ keeps no lag history, so the engine samples it (sql/pgtt/0006_trend_samples.sql): the
 # ticker writes a row per queue and per consumer at most every 10 s, the cascade worker a row
 # per node into the node's own database. These read the samples of a window bucketed with
 # date_bin over ``*_sample_at_idx`` (the cost grows with the window, not the retention), and,

@@ -488,7 +488,11 @@ class TrendChart(_Chart):
         tail_w = 22 if width >= 100 else 12
         cols = min(self.keep, width - label_w - tail_w - 2)
         room = max(1, height - len(lines))
-        shown = self.rows if len(self.rows) <= room else self.rows[:room - 1]
+        # short of room, the series whose watched value grows come first (a consumer or node
+        # falling behind must not hide under "… more")
+        rows = self.rows if len(self.rows) <= room else sorted(
+            self.rows, key=lambda r: 0 if r.watch and self.direction(r) == "up" else 1)
+        shown = rows if len(rows) <= room else rows[:room - 1]
         # rows of one unit share a scale (lags compare across consumers / nodes)
         tops: dict[str, float] = {}
         for row in self.rows:
