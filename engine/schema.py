@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -199,8 +200,12 @@ def _check_can_create(conn: psycopg.Connection) -> None:
         )
 
 
-def install(conn: psycopg.Connection, modules: list[str] | None = None, *, upgrade_only: bool = False) -> list[str]:
+def install(conn: psycopg.Connection, modules: list[str] | None = None, *, upgrade_only: bool = False,
+            on_progress: Callable[[int, int, str], None] | None = None) -> list[str]:
     """Install or upgrade modules; returns what was done, one line each.
+
+    ``on_progress(done, total, file)`` is called before each migration file runs (``total``:
+    the files pending in that module), so a long upgrade can show where it is.
 
     ``conn`` must be in autocommit mode: each module gets its own transaction here.
     """
@@ -237,7 +242,9 @@ def install(conn: psycopg.Connection, modules: list[str] | None = None, *, upgra
             if not pending:
                 continue
             with conn.transaction():
-                for migration in pending:
+                for number, migration in enumerate(pending):
+                    if on_progress is not None:
+                        on_progress(number, len(pending), f"{module}/{migration.path.name}")
                     try:
                         conn.execute(migration.text)
                     except psycopg.Error as exc:

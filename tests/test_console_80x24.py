@@ -128,3 +128,35 @@ async def test_cascade_key_hint_wraps_instead_of_stopping_at_80(monkeypatch):
         text = " ".join(visible_text(app).split())
         assert "x drop" in text and "e resurrect" in text
         assert isinstance(app.screen, CascadeScreen)
+
+
+async def test_a_waiting_step_shows_its_progress_shrinking(empty_dsn):
+    """The walker's wait line is live: how far behind, with a bar that fills as it shrinks."""
+    from engine.cascade.plan import CheckResult, NodeRef, Plan, Step, Wait
+
+    node = NodeRef("B", empty_dsn)
+    polls = {"n": 0}
+    seen: list[str] = []
+
+    def catching_up(ctx) -> CheckResult:
+        polls["n"] += 1
+        behind = max(0, 6 - polls["n"])
+        return CheckResult(behind == 0, f"at tick {100 + polls['n']}", behind=float(behind))
+
+    wait = Wait("wait until B has completed tick 106", node, catching_up, timeout=30, interval=0.3)
+    plan = Plan("catch up (test)", "cq", [node], [Step("B catches up", node, wait=wait)])
+    screen = PlanScreen(plan)
+    app = HostApp(ConnSettings(dsn=empty_dsn), lambda: screen)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        for _ in range(200):
+            if screen.wait_line is not None:
+                seen.append(str(screen.wait_line))
+            if screen.running is None and screen.states[0] == "done":
+                break
+            await pilot.pause(0.05)
+        assert screen.states[0] == "done"
+        assert screen.wait_line is None  # gone once the wait is over
+    bars = [line for line in seen if "behind (of" in line]
+    assert any("4 behind (of 5)" in line for line in bars) and any("1 behind (of 5)" in line for line in bars)
+    assert "[####################]" not in bars[0]  # it fills as the node catches up

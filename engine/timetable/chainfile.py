@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -386,8 +387,10 @@ INSERT INTO timetable.chain_option (chain_id, time_zone, missed_runs) VALUES (%s
 """
 
 
-def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: bool = False) -> list[dict[str, Any]]:
+def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: bool = False,
+                  on_progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """Create the chains in ONE transaction; returns ``[{"name", "chain_id", "replaced"}]``.
+    ``on_progress(done, total, name)`` is called before each chain.
 
     An existing name is an error unless ``replace`` (then ``timetable.delete_job``); on any
     error nothing is changed.
@@ -398,6 +401,8 @@ def import_chains(conn: psycopg.Connection, specs: list[ChainSpec], replace: boo
     out = []
     with conn.transaction():
         for ci, spec in enumerate(specs):
+            if on_progress is not None:
+                on_progress(ci, len(specs), spec.name)
             kept = _kept_secrets(conn, ci, spec)
             replaced = False
             if replace:

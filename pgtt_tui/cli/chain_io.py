@@ -15,6 +15,7 @@ from engine.db import connect, guard_write
 from engine.timetable import chainfile
 from engine.timetable.secrets import check_may_reveal
 from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, global_options, settings_from, want_json
+from pgtt_tui.cli.progress import Progress
 
 
 def import_(
@@ -52,7 +53,13 @@ def import_(
                 chainfile.run_sql_file(conn, f)
                 report.append({"file": str(f), "chain": "", "chain_id": None, "action": "ran"})
                 continue
-            for done in chainfile.import_chains(conn, specs_by_file[f], replace=replace):
+            progress = Progress(f"importing {f.name}", total=len(specs_by_file[f]))
+            try:
+                imported = chainfile.import_chains(conn, specs_by_file[f], replace=replace,
+                                                   on_progress=lambda n, total, name: progress.update(n + 1, name))
+            finally:
+                progress.close()
+            for done in imported:
                 report.append({"file": str(f), "chain": done["name"], "chain_id": done["chain_id"],
                                "action": "replaced" if done["replaced"] else "created"})
     emit(report, want_json(ctx, as_json), ["file", "chain", "chain_id", "action"])

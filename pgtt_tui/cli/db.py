@@ -13,6 +13,7 @@ from engine import embedded, grants, schema
 from engine.db import connect, guard_write
 from engine.errors import PgttError, SchemaError
 from pgtt_tui.cli.common import DsnOpt, JsonOpt, ReadOnlyOpt, emit, refuse_read_only, settings_from, want_json
+from pgtt_tui.cli.progress import Progress
 
 app = typer.Typer(help="Install, upgrade and inspect the database modules.", no_args_is_help=True)
 embedded_app = typer.Typer(help="The embedded PostgreSQL server used when no --dsn is given.",
@@ -43,8 +44,12 @@ def init(ctx: typer.Context, dsn: DsnOpt = None, modules: ModulesOpt = None, as_
     """Install the chosen modules (default: all) and bring them up to date. Safe to re-run."""
     refuse_read_only(ctx, read_only, "db init (it installs the schema)")
     wanted = schema.parse_modules(modules)
+    progress = Progress("db init: applying")
     with _one_line("db init"), connect(settings_from(ctx, dsn, application_name="pgtt-tui db init")) as conn:
-        done = schema.install(conn, wanted)
+        try:
+            done = schema.install(conn, wanted, on_progress=lambda n, total, name: progress.update(n + 1, name))
+        finally:
+            progress.close()
         result = {"changes": done, "modules": [s.as_dict() for s in schema.status(conn)]}
     if want_json(ctx, as_json):
         emit(result, True)
@@ -57,8 +62,13 @@ def upgrade(ctx: typer.Context, dsn: DsnOpt = None, as_json: JsonOpt = False,
             read_only: ReadOnlyOpt = False) -> None:
     """Apply pending migrations to the modules already installed."""
     refuse_read_only(ctx, read_only, "db upgrade (it changes the schema)")
+    progress = Progress("db upgrade: applying")
     with _one_line("db upgrade"), connect(settings_from(ctx, dsn, application_name="pgtt-tui db upgrade")) as conn:
-        done = schema.install(conn, list(schema.MODULES), upgrade_only=True)
+        try:
+            done = schema.install(conn, list(schema.MODULES), upgrade_only=True,
+                                  on_progress=lambda n, total, name: progress.update(n + 1, name))
+        finally:
+            progress.close()
     emit(done if want_json(ctx, as_json) else (done or ["nothing to do: the schema is up to date"]),
          want_json(ctx, as_json))
 

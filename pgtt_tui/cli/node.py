@@ -21,6 +21,7 @@ from engine.cascade.status import collect_status
 from engine.db import guard_write
 from engine.errors import InputError
 from pgtt_tui.cli.common import DsnOpt, SafeStdout, JsonOpt, emit, say, settings_from, to_json, want_json
+from pgtt_tui.cli.progress import behind_bar
 
 app = typer.Typer(help="Cascaded queues (pgq_node): status, create nodes, pause, change provider, switchover, "
                        "failover, resurrect.", no_args_is_help=True)
@@ -42,13 +43,8 @@ _last_wait: list[str] = [""]
 
 
 def progress_bar(data: dict, width: int = 20) -> str:
-    """`` [#######-------] 3 behind (of 10)`` for a wait that says how far behind it is (a
-    terminal only: a pipe gets one line per change); "" when it does not say."""
-    behind, most = data.get("behind"), data.get("most_behind")
-    if behind is None or not most:
-        return ""
-    done = round(width * max(0.0, most - behind) / most)
-    return f" [{'#' * done}{'-' * (width - done)}] {behind:g} behind (of {most:g})"
+    """A wait's bar (a terminal only: a pipe gets one line per change)."""
+    return behind_bar(data.get("behind"), data.get("most_behind"), width)
 
 
 def _print_event(ev: PlanEvent) -> None:

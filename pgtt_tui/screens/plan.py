@@ -36,7 +36,7 @@ from pgtt_tui.screens.base import BaseView
 from pgtt_tui.screens.modals import ConfirmScreen, TextScreen
 from pgtt_tui.screens.prompts import PromptScreen
 from pgtt_tui.widgets.common import VimTable
-from pgtt_tui.widgets.format import clip, escape, fmt_stamp
+from pgtt_tui.widgets.format import behind_bar, clip, escape, fmt_stamp
 
 # step state -> (glyph, word)
 STEP_STATES = {
@@ -112,6 +112,8 @@ class PlanScreen(BaseView):
     PlanScreen #output-panel { height: 7; }
     PlanScreen #plan-output { height: 1fr; background: $surface; }
     PlanScreen #plan-hint { height: auto; padding: 0 1; background: $boost; }
+    PlanScreen #wait-progress { height: auto; padding: 0 1; display: none; }
+    PlanScreen #wait-progress.-waiting { display: block; }
     PlanScreen.-readonly #plan-hint { background: $warning 30%; }
     """
 
@@ -134,6 +136,7 @@ class PlanScreen(BaseView):
         self.output: list[str] = []  # plain text of every output line (tests read it)
         self.saved_to: Path | None = None
         self.started_at: datetime | None = None
+        self.wait_line: Any = None  # what the live wait line shows (tests read it)
         self.resumed = bool(self.runner.done)
         for i in self.runner.done:
             self.states[i] = "done"
@@ -153,6 +156,7 @@ class PlanScreen(BaseView):
         with Vertical(classes="panel", id="output-panel") as panel:
             panel.border_title = "Output"
             yield RichLog(id="plan-output", markup=True, wrap=True, highlight=False, max_lines=2000, min_width=20)
+        yield Static("", id="wait-progress")
         yield Static("", id="plan-hint")
 
     def on_mount(self) -> None:
@@ -375,8 +379,10 @@ class PlanScreen(BaseView):
             if not self.output or not self.output[-1].startswith("  … waiting"):
                 self._out(f"[$text-muted]{escape(line)}[/]", line)
             else:
-                self.output[-1] = line  # one line per wait, not one per poll
+                self.output[-1] = line  # one line per wait in the log, not one per poll
+            self._show_wait(ev)
         elif kind == EventKind.WAIT_DONE:
+            self._hide_wait()
             self._out(f"  [$success]✓[/] {escape(text)} ({ev.data.get('elapsed', 0):.0f}s)",
                       f"  ✓ {text}")
         elif kind == EventKind.STATEMENT:
@@ -399,8 +405,22 @@ class PlanScreen(BaseView):
                 mark = "✗ " if i == 0 else "  "
                 self._out(f"[$error]{escape(mark + line)}[/]", mark + line)
 
+    def _show_wait(self, ev: PlanEvent) -> None:
+        """The live line of a waiting step: how long, what for, and how far behind (shrinking)."""
+        progress = self.query_one("#wait-progress", Static)
+        behind = behind_bar(ev.data.get("behind"), ev.data.get("most_behind"))
+        detail = ev.data.get("detail") or ""
+        progress.update(escape(f"⏳ {ev.data.get('elapsed', 0):.0f}s {ev.message}{behind} · {detail}"))
+        progress.add_class("-waiting")
+        self.wait_line = progress.render()
+
+    def _hide_wait(self) -> None:
+        self.query_one("#wait-progress", Static).remove_class("-waiting")
+        self.wait_line = None
+
     def on_step_finished(self, message: StepFinished) -> None:
         message.stop()
+        self._hide_wait()
         i = message.index
         self.running = None
         self.variables = message.variables

@@ -103,6 +103,21 @@ def fmt_duration(delta: timedelta | float | None) -> str:
     return f"{sign}{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
+def bar(done: float, total: float, width: int = 20) -> str:
+    """``[#######-------]``: ``done`` of ``total`` in plain characters (reads in any terminal,
+    with NO_COLOR, and in a log); the console and the CLI draw progress with it."""
+    filled = round(width * max(0.0, min(done, total)) / total) if total else 0
+    return f"[{'#' * filled}{'-' * (width - filled)}]"
+
+
+def behind_bar(behind: float | None, most: float | None, width: int = 20) -> str:
+    """`` [#######-------] 3 behind (of 10)`` for a wait that says how far behind it is
+    (shrinking towards done); "" when it does not say."""
+    if behind is None or not most:
+        return ""
+    return f" {bar(most - behind, most, width)} {behind:g} behind (of {most:g})"
+
+
 def fmt_relative(t: datetime | None, now: datetime) -> str:
     """``in 4m10s`` / ``3m ago``."""
     if t is None:
