@@ -114,3 +114,33 @@ def test_tail_follow_prints_each_committed_event_once(qdsn):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_tail_follow_shows_how_far_a_backlog_catch_up_is(qdsn):
+    """A poll that brings a backlog (2,500 events committed at once) prints them all, in
+    order, and reports the catch-up on stderr: plain lines here (no terminal)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pgtt_tui", "queue", "tail", "tailq", "--follow", "--json",
+                             "-n", "1", "--interval", "0.2", "--dsn", qdsn],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        lines = _Lines(proc)
+        with psycopg.connect(qdsn, autocommit=True) as c:
+            _insert(c, "ready")
+        lines.take(1, timeout=60)  # the tail follows from here on
+        with psycopg.connect(qdsn) as c:
+            c.execute("SELECT pgq.insert_event('tailq', 'bulk', g::text) FROM generate_series(1, 2500) g")
+            c.commit()
+        got = lines.take(2500, timeout=60)
+        assert [e["ev_data"] for e in got] == [str(n) for n in range(1, 2501)]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
+        err = proc.stderr.read()
+        assert "\r" not in err
+        assert [line for line in err.splitlines() if line.startswith("catching up")] == [
+            "catching up: 1000/2500 events", "catching up: 2000/2500 events", "catching up: 2500/2500 events"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

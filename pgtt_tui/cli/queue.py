@@ -18,6 +18,7 @@ from engine.safetext import visible
 from engine.pgq import api
 from engine.pgq import ticker as pgq_ticker
 from pgtt_tui.cli.common import DsnOpt, JsonOpt, emit, say, settings_from, to_json, want_json, warn_password_in_argv
+from pgtt_tui.cli.progress import Progress
 
 app = typer.Typer(help="PgQ queues: list, create, drop, inspect, register consumers, insert and tail events.",
                   no_args_is_help=True)
@@ -152,10 +153,27 @@ def tail_cmd(ctx: typer.Context, queue: QueueArg,
             while True:
                 time.sleep(interval)
                 events, snapshot = api.events_since(conn, queue, snapshot)
-                for ev in events:
-                    say(_json_line(ev) if as_json else _event_line(ev))
+                _print_events(events, as_json)
         except KeyboardInterrupt:
             return
+
+
+#: a poll that brings more events than this is a backlog: its printing shows progress
+CATCH_UP_EVENTS = 1000
+
+
+def _print_events(events: list, as_json: bool) -> None:
+    """Print what one poll brought; a backlog (a burst, a slow terminal) shows how far the
+    catch-up is, on stderr, every thousand events."""
+    progress = Progress("catching up", total=len(events)) if len(events) > CATCH_UP_EVENTS else None
+    try:
+        for number, ev in enumerate(events, 1):
+            say(_json_line(ev) if as_json else _event_line(ev))
+            if progress is not None and (number % CATCH_UP_EVENTS == 0 or number == len(events)):
+                progress.update(number, "events")
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def _event_line(ev: api.EventRow) -> str:
