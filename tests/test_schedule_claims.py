@@ -104,3 +104,35 @@ async def test_runs_are_planned_ahead_and_start_when_due(sdb):
             == [(T0 + timedelta(minutes=1), "done")]
     finally:
         await m.close()
+
+
+async def test_a_stop_recorded_before_the_run_starts_is_honoured(sdb):
+    """stop_job cancels the job's backend; a one-time job claimed but not yet started is idle
+    there, so the cancel alone would be lost and the job would run in full. The executor checks
+    the recorded stop before it starts the job's statements."""
+    from tests.test_schedule_manager import manager, rows
+
+    dsn, conn = sdb
+    clock = FakeClock(datetime.now(timezone.utc) + timedelta(seconds=2))
+    jid = conn.execute("SELECT schedule.submit_job('select pg_sleep(30)')").fetchone()[0]
+    # stop_job right after the claim committed, before the job's statements began: what it
+    # leaves behind when its cancel reached an idle backend (a trigger plays that moment)
+    conn.execute("""
+        CREATE FUNCTION public.stop_at_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.status = 'processing' AND OLD.status <> 'processing' THEN
+                NEW.stop_requested := 'stopped by tester with schedule.stop_job';
+                NEW.canceled := true;
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER zz_stop_at_claim BEFORE UPDATE ON schedule.at_job
+            FOR EACH ROW EXECUTE FUNCTION public.stop_at_claim()""")
+    m = manager(dsn, clock)
+    try:
+        await m.step()
+        await m.drain(timeout=10)
+        st = rows(conn, "SELECT status, is_success, error FROM schedule.job_status WHERE id = %s", jid)
+        assert st[0][:2] == ("done", False) and "stopped by tester" in st[0][2]
+    finally:
+        await m.close()

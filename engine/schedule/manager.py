@@ -478,6 +478,10 @@ class _Killed(Exception):
     pass
 
 
+class _StoppedBeforeStart(Exception):
+    """schedule.stop_job asked before the job's statements began (the text is its reason)."""
+
+
 @dataclass
 class _Running:
     conn: psycopg.AsyncConnection
@@ -1072,10 +1076,22 @@ class DatabaseManager:
         watchdog = self._start_watchdog(run, job["max_duration"], None)
         try:
             async with conn.transaction():
+                # stop_job cancels the backend a job runs on; a job claimed ahead whose run has
+                # not started yet is idle there, so the cancel alone would be lost and the job
+                # would run in full: a stop recorded before the start is honoured here
+                cur = await conn.execute(STOP_REASON_AT, (job["id"],))
+                stopped = (await cur.fetchone())[0]
+                if stopped is not None:
+                    raise _StoppedBeforeStart(stopped)
                 await self._sandboxed(run, job["executor"], [job["query"]],
                                       list(job["params"]) if job["params"] is not None else None)
                 # the outcome commits with the job's own changes
                 await self._finish_at(conn, job, None)
+        except _StoppedBeforeStart as exc:
+            self.stats.at_failed += 1  # nothing ran: no resubmit() can have been asked for
+            async with conn.transaction():
+                await conn.execute(FINISH_AT, {"id": job["id"], "ok": False, "now": self.clock.now(),
+                                               "error": str(exc)})
         except JOB_ERRORS as exc:
             self.stats.at_failed += 1
             text = run.kill_reason
