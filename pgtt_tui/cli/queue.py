@@ -168,9 +168,11 @@ def _print_events(events: list, as_json: bool) -> None:
     progress = Progress("catching up", total=len(events)) if len(events) > CATCH_UP_EVENTS else None
     try:
         for number, ev in enumerate(events, 1):
-            say(_json_line(ev) if as_json else _event_line(ev))
+            # counted before the event is printed: whoever has read the last event has the
+            # last progress line too
             if progress is not None and (number % CATCH_UP_EVENTS == 0 or number == len(events)):
                 progress.update(number, "events")
+            say(_json_line(ev) if as_json else _event_line(ev))
     finally:
         if progress is not None:
             progress.close()
