@@ -40,7 +40,8 @@ The engine's login role is privileged (schema owner, often a superuser), and a j
 ``SET ROLE postgres``, ``SET SESSION AUTHORIZATION``, ``set_config('role', …)``). Instead,
 in the job's transaction the engine
 
-1. creates a per-run function ``pg_temp.pgtt_job_<random>`` (PL/pgSQL, SECURITY DEFINER,
+1. reads ``schedule._commit_hazards()`` (see 3), creates a per-run function
+   ``pg_temp.pgtt_job_<random>`` (PL/pgSQL, SECURITY DEFINER,
    ``SET search_path = pg_catalog, pg_temp``) that runs the job's text with ``EXECUTE``, and hands it
    to the run_as role with ``ALTER FUNCTION … OWNER TO``;
 2. ``SET LOCAL ROLE`` run_as (so ``schedule.*`` functions called by the job see run_as as
@@ -69,10 +70,14 @@ The function name is random (a job cannot pre-create it) and is called with expl
 arguments. The engine's own sessions pin ``search_path = pg_catalog, pg_temp`` (a job's temp
 tables/types cannot shadow a catalog name; pg_temp is never searched for functions) and
 qualify every schedule object. After every run ``schedule._reset_session()`` (what DISCARD
-ALL does, as one call that can share the run's pipeline) drops what a job left behind (temp
-objects, settings, advisory locks, prepared statements, LISTEN). Executor connections run in
-pipeline mode: a run takes two round trips (its settings, the job in the sandbox and the
-commit hazards; then the outcome, COMMIT and the reset).
+ALL does but DISCARD PLANS, as one call) drops what a job left behind (temp objects, settings,
+advisory locks, prepared statements, LISTEN); cached plans stay, as they carry no privilege.
+
+Steps 1-3 are one PL/pgSQL function, ``schedule._sandbox_run`` (sql/schedule/0006), so their
+plans stay cached in the session; a scheduled run of a one-transaction job is one statement,
+``schedule._run_cron`` (its settings, the sandbox, the outcome; its own transaction), then
+the reset: two statements, two round trips. Planning the engine's statements anew for every
+run once cost more server time than running them (measured: bench/README.md).
 
 Limits: statements that cannot run inside a function fail with PostgreSQL's own error,
 logged as the run's error (VACUUM, CREATE DATABASE, … "cannot run inside a transaction
@@ -93,7 +98,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -234,11 +238,16 @@ UPDATE schedule.cron SET next_run = %(next_run)s, planned_version = %(version)s,
 
 MARK_BROKEN = "UPDATE schedule.cron SET broken = true, reason = %(reason)s, next_run = NULL WHERE id = %(id)s"
 
+# runs already due are the claimer's and the executors' (an executor that finishes claims
+# again; the pass re-kicks them every poll): waking the pass for them would spin it for as
+# long as a backlog lasts
 NEXT_WAKE = """
 SELECT least(
     (SELECT min(next_run) - %(ahead)s::interval FROM schedule.cron WHERE active AND NOT broken AND node = %(node)s),
-    (SELECT min(scheduled_at) FROM schedule.cron_run WHERE state = 'planned' AND node = %(node)s),
-    (SELECT min(run_after) FROM schedule.at_job WHERE status = 'submitted' AND node = %(node)s AND NOT canceled))
+    (SELECT min(scheduled_at) FROM schedule.cron_run WHERE state = 'planned' AND node = %(node)s
+        AND scheduled_at > %(now)s),
+    (SELECT min(run_after) FROM schedule.at_job WHERE status = 'submitted' AND node = %(node)s AND NOT canceled
+        AND run_after > %(now)s))
 """
 
 COUNT_DUE = """
@@ -259,33 +268,11 @@ UPDATE schedule.cron_run r SET state = 'error', finished = %(now)s,
    AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') >= c.max_instances
 """
 
-# the claimer's statement (after the advisory lock): below the cluster-wide limit, the oldest due
-# runs, one per idle executor, each recorded under that executor's backend (pid, backend_start:
-# what recovery checks); a job never gets more runs than its max_instances allows
+# the claimer's one statement: the advisory lock and the batch claim (one run per idle executor,
+# recorded under that executor's backend; sql/schedule/0006_one_call_runs.sql)
 CLAIM_CRON_BATCH = """
-WITH free AS (
-    SELECT %(limit)s - (SELECT count(*) FROM schedule.cron_run w WHERE w.state = 'working' AND w.node = %(node)s) AS n),
-walk AS (
-    SELECT r.run_id, r.cron, r.scheduled_at, c.max_instances,
-           (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') AS running
-      FROM schedule.cron_run r JOIN schedule.cron c ON c.id = r.cron
-     WHERE r.state = 'planned' AND r.node = %(node)s AND r.scheduled_at <= %(now)s
-       AND (r.deadline IS NULL OR r.deadline >= %(now)s)
-       AND (SELECT count(*) FROM schedule.cron_run w WHERE w.cron = r.cron AND w.state = 'working') < c.max_instances
-     ORDER BY r.scheduled_at, r.run_id
-     LIMIT greatest(0, least(cardinality(%(pids)s::int[]), (SELECT n FROM free)))),
-pick AS (
-    SELECT x.run_id, row_number() OVER (ORDER BY x.scheduled_at, x.run_id) AS slot
-      FROM (SELECT w.*, row_number() OVER (PARTITION BY w.cron ORDER BY w.scheduled_at, w.run_id) AS k
-              FROM walk w) x
-     WHERE x.running + x.k <= x.max_instances)
-UPDATE schedule.cron_run r
-   SET state = 'working', started = %(now)s, engine = %(engine)s, pid = (%(pids)s::int[])[p.slot],
-       backend_start = (%(starts)s::timestamptz[])[p.slot]
-  FROM pick p, schedule.cron c
- WHERE r.run_id = p.run_id AND c.id = r.cron
-RETURNING r.run_id, r.cron, r.pid, r.scheduled_at, c.commands, c.same_transaction, c.onrollback,
-          c.next_time_statement, c.executor, c.max_run_time, c.max_instances, c.end_date, c.def_version
+SELECT * FROM schedule._claim_cron_batch(%(key)s, %(node)s, %(now)s, %(engine)s, %(limit)s, %(pids)s::int[],
+                                         %(starts)s::timestamptz[])
 """
 # the run's settings in the executor's session (get_self_id(), transaction_state), as the claim
 # of a one-time job sets them
@@ -352,90 +339,25 @@ UPDATE schedule.at_job SET status = 'submitted', run_after = %(run_after)s, atte
 RESET_SESSION = "SELECT schedule._reset_session()"
 CHECK_INTERVAL = "SET client_connection_check_interval = 1000"
 
-ENGINE_SEARCH_PATH = "pg_catalog, pg_temp"
 PIN_SEARCH_PATH = "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)"
-COMMIT_HAZARDS = "SELECT key, item, changes FROM schedule._commit_hazards()"
 # a next_time_statement has no max_run_time; it must not hang the manager (armed per statement,
 # so a SET inside the statement cannot lift it)
 NEXT_TIME_TIMEOUT = "SET LOCAL statement_timeout = '60s'"
 SERVER_SEARCH_PATH = "SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'search_path'"
 
-# the run_as role's normal search_path, evaluated after SET LOCAL ROLE (current_user = run_as):
-# ALTER ROLE … IN DATABASE, then ALTER ROLE, then ALTER DATABASE, else the server's value
-# (read once per manager: reading pg_settings costs ~1 ms)
-EXECUTOR_SEARCH_PATH = """(SELECT coalesce(
-    (SELECT pg_catalog.substr(cfg, 13)
-       FROM pg_catalog.pg_db_role_setting s CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS cfg
-      WHERE s.setrole IN (0, (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))
-        AND s.setdatabase IN (0, (SELECT d.oid FROM pg_catalog.pg_database d
-                                   WHERE d.datname = pg_catalog.current_database()))
-        AND (s.setrole <> 0 OR s.setdatabase <> 0)
-        AND pg_catalog.split_part(cfg, '=', 1) = 'search_path'
-      ORDER BY CASE WHEN s.setrole <> 0 AND s.setdatabase <> 0 THEN 0 WHEN s.setrole <> 0 THEN 1 ELSE 2 END
-      LIMIT 1),
-    %s::pg_catalog.text))"""
-
-_SANDBOX_BODY = """
-DECLARE
-    v_sql pg_catalog.text;
-    v_result pg_catalog.timestamptz;
-    v_cursor pg_catalog.text;
-BEGIN
-    PERFORM pg_catalog.set_config('search_path', p_path, true);
-    FOREACH v_sql IN ARRAY p_sql LOOP
-        EXECUTE v_sql{into}{using};
-    END LOOP;
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    SELECT c.name INTO v_cursor FROM pg_catalog.pg_cursors c WHERE c.is_holdable LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'a job may not leave a cursor WITH HOLD open (cursor "%%"): its query would run when the '
-                        'engine commits, outside the job''s role', v_cursor USING ERRCODE = '42501';
-    END IF;
-    RETURN v_result;
-END"""
-
-SANDBOX_ARGS = "pg_catalog.text[], pg_catalog.text[], pg_catalog.text"
+# the sandbox, one call inside the caller's transaction (steps 1-3 of "How a job runs"):
+# role, the job's statements, their params (or NULL), the server's search_path, want a value
+SANDBOX_RUN = ("SELECT schedule._sandbox_run(%s, %s::pg_catalog.text[], %s::pg_catalog.text[], %s, %s)")
+# an empty run as the engine's own role: what a new executor connection does before its first
+# real run (no job text runs, no row changes; run -1 does not exist)
+WARM_UP = "SELECT schedule._run_cron(-1, -1, current_user, '{}', %s, NULL)"
+# a scheduled run of a one-transaction job, whole: settings, sandbox, outcome (its own transaction)
+RUN_CRON = ("SELECT schedule._run_cron(%(run_id)s, %(cron)s, %(role)s, %(sql)s::pg_catalog.text[], %(path)s, "
+            "%(finished)s)")
 
 
-def _sandbox_function(name: str, n_params: int | None, want_value: bool) -> sql.Composed:
-    """CREATE FUNCTION for one run. The body is fixed text (the job's SQL is an argument)."""
-    using = (" USING " + ", ".join(f"p_params[{i}]" for i in range(1, n_params + 1))) if n_params else ""
-    body = _SANDBOX_BODY.replace("%%", "%").format(into=" INTO v_result" if want_value else "", using=using)
-    return sql.SQL(
-        "CREATE FUNCTION pg_temp.{}(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) "
-        "RETURNS pg_catalog.timestamptz LANGUAGE plpgsql SECURITY DEFINER "
-        "SET search_path = pg_catalog, pg_temp AS {}").format(sql.Identifier(name), sql.Literal(body))
-
-
-class JobRefused(Exception):
-    """The engine refused to commit a job's transaction (it is rolled back and logged)."""
-
-
-def _rows(rows: list) -> list[tuple]:
-    return [tuple(r.values()) if isinstance(r, dict) else tuple(r) for r in rows]
-
-
-def _refuse_commit_hazards(before: list, after: list) -> None:
-    """Raise JobRefused if the job changed a table where code would run at COMMIT (outside the
-    sandbox): a deferrable user trigger, or a deferrable constraint whose index has
-    expressions. ``before``/``after``: schedule._commit_hazards() around the job, read in the
-    same transaction (statistics are not flushed in between, so the difference is exactly
-    this job's row changes); without track_counts (changes NULL) any such object refuses."""
-    seen = {key: changes for key, _, changes in _rows(before)}
-    hits = sorted(item for key, item, changes in _rows(after)
-                  if changes is None or changes > (seen.get(key) or 0))
-    if hits:
-        raise JobRefused(
-            f"the job's transaction was rolled back: it changed a table with a {'; '.join(hits)}, whose code would "
-            "run when the engine commits, outside the job's role (make the constraint NOT DEFERRABLE, or do this "
-            "work outside schedule jobs)")
-
-
-JOB_ERRORS = (psycopg.Error, JobRefused)
-
-
-def _sql_role(role: str) -> sql.Composed:
-    return sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role))
+# a job's own error, or the sandbox refusing to commit it (schedule._sandbox_run raises those)
+JOB_ERRORS = (psycopg.Error,)
 
 
 def _message(exc: BaseException) -> str:
@@ -789,7 +711,21 @@ class DatabaseManager:
         conn = await self._connect("cron executor")
         cur = await conn.execute(BACKEND_START)
         self._backend_start[conn.info.backend_pid] = (await cur.fetchone())[0]
+        await self._warm_up(conn)
         return conn
+
+    async def _warm_up(self, conn: psycopg.AsyncConnection) -> None:
+        await conn.execute(WARM_UP, (self._server_path,))
+        await conn.execute(RESET_SESSION)
+
+    async def _open_executors(self, n: int) -> list[psycopg.AsyncConnection]:
+        """``n`` new cron executor connections, ready to run. A new backend creates its temporary
+        schema and plans the run's statements on its first run, and a new schema makes every
+        backend drop its cached plans: an empty run on each (which creates the schemas), then a
+        second one (which plans for good) take ~20 ms per connection off the due instant."""
+        conns = await asyncio.gather(*(self._executor_conn() for _ in range(n)))
+        await asyncio.gather(*(self._warm_up(c) for c in conns))
+        return list(conns)
 
     async def _claim_loop(self) -> None:
         try:
@@ -800,7 +736,7 @@ class DatabaseManager:
                 missing = min(free, self._claim_want) - len(idle)
                 self._claim_want = 0
                 if missing > 0:
-                    idle += await asyncio.gather(*(self._executor_conn() for _ in range(missing)))
+                    idle += await self._open_executors(missing)
                 self._idle["cron"] = idle
                 want = min(free, len(idle))
                 if want <= 0:
@@ -827,13 +763,11 @@ class DatabaseManager:
             self.claims = await self._connect("claims")
         conn = self.claims
         pids = [c.info.backend_pid for c in conns]
-        args = {"node": self.node, "now": self.clock.now(), "engine": self.engine_name, "limit": self.max_workers,
-                "pids": pids, "starts": [self._backend_start[p] for p in pids]}
+        args = {"key": CRON_CLAIM_KEY, "node": self.node, "now": self.clock.now(), "engine": self.engine_name,
+                "limit": self.max_workers, "pids": pids, "starts": [self._backend_start[p] for p in pids]}
         conn.row_factory = dict_row
         try:
-            async with conn.pipeline(), conn.transaction():  # one round trip: lock, claim, commit
-                await conn.execute(CLAIM_LOCK, (CRON_CLAIM_KEY,))
-                cur = await conn.execute(CLAIM_CRON_BATCH, args)
+            cur = await conn.execute(CLAIM_CRON_BATCH, args)  # one statement, its own transaction
             return await cur.fetchall()
         finally:
             conn.row_factory = psycopg.rows.tuple_row
@@ -842,10 +776,8 @@ class DatabaseManager:
         """Run one claimed run on its executor connection: the job's settings, the run, the
         session reset; then the connection goes back to the idle ones."""
         try:
-            async with conn.pipeline():
-                await conn.execute(JOB_SETTINGS, (str(job["cron"]),))
-                await self._run_cron(conn, job)
-                await self._reset_session(conn)
+            await self._run_cron(conn, job)
+            await self._reset_session(conn)
         except Exception as exc:  # noqa: BLE001 - an executor must not die silently; the run is recovered
             self.stats.last_error = _message(exc)
             self.log.warning("schedule executor failed: %s", _message(exc))
@@ -875,7 +807,8 @@ class DatabaseManager:
             await asyncio.sleep(0.02)
 
     async def next_wake(self) -> datetime | None:
-        cur = await self.control.execute(NEXT_WAKE, {"node": self.node, "ahead": self.plan_ahead})
+        cur = await self.control.execute(NEXT_WAKE, {"node": self.node, "ahead": self.plan_ahead,
+                                                     "now": self.clock.now()})
         return (await cur.fetchone())[0]
 
     # --- executors ------------------------------------------------------------------------
@@ -884,8 +817,10 @@ class DatabaseManager:
         want = min(n, self.max_workers if kind == "cron" else self.max_parallel_workers)
         missing = want - len(self._idle[kind]) - len(self._tasks[kind])
         if missing > 0:
-            opener = self._executor_conn if kind == "cron" else (lambda: self._connect("at executor"))
-            conns = await asyncio.gather(*(opener() for _ in range(missing)))
+            if kind == "cron":
+                conns = await self._open_executors(missing)
+            else:
+                conns = await asyncio.gather(*(self._connect("at executor") for _ in range(missing)))
             self._idle[kind].extend(conns)
         if kind == "cron" and (self.claims is None or self.claims.closed):
             self.claims = await self._connect("claims")
@@ -970,34 +905,22 @@ class DatabaseManager:
     async def _sandboxed(self, run: _Running, role: str, statements: list[str], params: list | None = None,
                          want_value: bool = False) -> datetime | None:
         """Inside the caller's transaction: run ``statements`` as ``role`` in the sandbox
-        (module docstring, "How a job runs"); one round trip. Returns the first column of
-        the last statement's first row when ``want_value`` (next_time_statement)."""
-        conn = run.conn
-        name = "pgtt_job_" + secrets.token_hex(12)
-        signature = sql.SQL("pg_temp.{}(" + SANDBOX_ARGS + ")").format(sql.Identifier(name))
-        call = sql.SQL("SELECT pg_temp.{}(%s::pg_catalog.text[], %s::pg_catalog.text[], "
-                       + EXECUTOR_SEARCH_PATH + ")").format(sql.Identifier(name))
+        (module docstring, "How a job runs"); one statement. Returns the first column of the
+        last statement's first row when ``want_value`` (next_time_statement)."""
         run.in_user_sql = True
         try:
-            async with conn.pipeline():
-                # the "transaction" row counters also hold this backend's changes not yet flushed
-                # to the statistics: the job's own are the difference
-                before = await conn.execute(COMMIT_HAZARDS)
-                await conn.execute(_sandbox_function(name, len(params) if params is not None else None, want_value))
-                await conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, sql.Identifier(role)))
-                await conn.execute(_sql_role(role))
-                cur = await conn.execute(call, (list(statements), params, self._server_path))
-                await conn.execute("RESET ROLE")
-                await conn.execute(PIN_SEARCH_PATH)
-                await conn.execute(sql.SQL("DROP FUNCTION {}").format(signature))
-                after = await conn.execute(COMMIT_HAZARDS)
+            cur = await run.conn.execute(SANDBOX_RUN, (role, list(statements), params, self._server_path, want_value))
             row = await cur.fetchone()
-            _refuse_commit_hazards(await before.fetchall(), await after.fetchall())
         finally:
             run.in_user_sql = False
         if not row:
             return None
         return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+    def _finished_at(self) -> datetime | None:
+        """A run's end time as the engine's clock says, or None for "the database's now" when
+        the clock is the wall clock (the server reads it when the run ends)."""
+        return None if isinstance(self.clock, SystemClock) else self.clock.now()
 
     async def _run_cron(self, conn: psycopg.AsyncConnection, job: dict) -> None:
         self.stats.cron_started += 1
@@ -1006,17 +929,22 @@ class DatabaseManager:
         commands: list[str] = job["commands"]
         errors: list[str] = []
         ok = True
+        one_transaction = job["same_transaction"] or len(commands) == 1
         try:
-            if job["same_transaction"] or len(commands) == 1:
+            if one_transaction:
+                # settings, sandbox and outcome in one statement and transaction
+                run.in_user_sql = True
                 try:
-                    async with conn.transaction():
-                        await self._sandboxed(run, job["executor"], commands)
-                        await conn.execute(FINISH_CRON, {"state": "done", "now": self.clock.now(), "message": None,
-                                                         "run_id": job["run_id"]})
+                    await conn.execute(RUN_CRON, {"run_id": job["run_id"], "cron": job["cron"],
+                                                  "role": job["executor"], "sql": commands, "path": self._server_path,
+                                                  "finished": self._finished_at()})
                 except JOB_ERRORS as exc:
                     ok = False
                     errors.append(await self._failure_text(run, exc, job["run_id"], 1 if len(commands) == 1 else None))
+                finally:
+                    run.in_user_sql = False
             else:
+                await conn.execute(JOB_SETTINGS, (str(job["cron"]),))
                 for i, command in enumerate(commands, 1):
                     try:
                         async with conn.transaction():
@@ -1028,6 +956,9 @@ class DatabaseManager:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+        if one_transaction and not ok and (job["next_time_statement"] or job["onrollback"]):
+            # the settings rolled back with the job; what follows needs them
+            await conn.execute(JOB_SETTINGS, (str(job["cron"]),))
         if job["next_time_statement"] or (not ok and job["onrollback"]):
             await conn.execute("SELECT set_config('schedule.transaction_state', %s, false)",
                                ("success" if ok else "failure",))
@@ -1037,7 +968,7 @@ class DatabaseManager:
                     await self._sandboxed(_Running(conn), job["executor"], [job["onrollback"]])
             except JOB_ERRORS as exc:
                 errors.append(f"onrollback failed: {_message(exc)}")
-        if not ok or not (job["same_transaction"] or len(commands) == 1):
+        if not ok or not one_transaction:
             async with conn.transaction():
                 await conn.execute(FINISH_CRON, {"state": "done" if ok else "error", "now": self.clock.now(),
                                                  "message": "; ".join(errors) or None, "run_id": job["run_id"]})
