@@ -136,3 +136,111 @@ async def test_a_stop_recorded_before_the_run_starts_is_honoured(sdb):
         assert st[0][:2] == ("done", False) and "stopped by tester" in st[0][2]
     finally:
         await m.close()
+
+
+async def test_runs_already_due_do_not_wake_the_pass(sdb):
+    """Due runs are the claimer's (executors that finish claim again, and every pass kicks it):
+    if they woke the pass, it would spin for as long as a backlog lasts."""
+    dsn, conn = sdb
+    jid = conn.execute("SELECT schedule.create_job('0 0 1 1 *', 'select 1')").fetchone()[0]
+    conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) VALUES (%s, 'primary', %s)",
+                 (jid, T0 - timedelta(seconds=10)))
+    later = conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) VALUES (%s, 'primary', %s) "
+                         "RETURNING scheduled_at", (jid, T0 + timedelta(seconds=30))).fetchone()[0]
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=FakeClock(T0))
+    try:
+        await m.open()
+        assert await m.next_wake() == later  # not the run due 10 s ago
+    finally:
+        await m.close()
+
+
+async def test_new_executor_connections_are_warmed_without_a_trace(sdb):
+    """Executor connections opened ahead of a firing run an empty run as the engine's role
+    (so the first real run does not pay for planning): it changes nothing and leaves nothing."""
+    dsn, conn = sdb
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET schedule.max_workers = 3')
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=FakeClock(T0))
+    try:
+        await m.open()
+        await m.read_state()
+        await m.prewarm("cron", 3)
+        assert len(m._idle["cron"]) == 3
+        for ex in m._idle["cron"]:
+            cur = await ex.execute("SELECT current_user = session_user, coalesce(current_setting('schedule.job_id', "
+                                   "true), ''), (SELECT count(*) FROM pg_catalog.pg_proc "
+                                   "WHERE pronamespace = pg_catalog.pg_my_temp_schema())")
+            assert await cur.fetchone() == (True, "", 0)
+        assert conn.execute("SELECT count(*) FROM schedule.cron_run").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM schedule.get_log()").fetchone()[0] == 0
+    finally:
+        await m.close()
+
+
+async def test_executor_connections_are_replaced_after_so_many_runs(sdb, monkeypatch):
+    """A backend keeps a little of every per-run sandbox function until it exits, so an
+    executor connection is retired after EXECUTOR_RUNS runs and a fresh one takes over; no
+    run is lost on the way (scheduled runs and one-time jobs)."""
+    from engine.schedule import manager as manager_module
+
+    dsn, conn = sdb
+    monkeypatch.setattr(manager_module, "EXECUTOR_RUNS", 3)
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET schedule.max_workers = 1')
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET schedule.max_parallel_workers = 1')
+    jid = conn.execute("SELECT schedule.create_job('0 0 1 1 *', "
+                       "'insert into t (job, pid) values (1, pg_backend_pid())')").fetchone()[0]
+    for k in range(8):
+        conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) VALUES (%s, 'primary', %s)",
+                     (jid, T0 - timedelta(seconds=20 - k)))
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=FakeClock(T0))
+    try:
+        await m.step()
+        await m.drain()
+        for _ in range(8):  # the runs left when a connection retired: the next passes take them
+            await m.step()
+            await m.drain()
+    finally:
+        await m.close()
+    pids = [r[0] for r in conn.execute("SELECT pid FROM t WHERE job = 1 ORDER BY t0 NULLS LAST, pid").fetchall()]
+    assert len(pids) == 8
+    assert conn.execute("SELECT count(*) FROM schedule.cron_run WHERE state = 'done'").fetchone()[0] == 8
+    per_pid = sorted(pids.count(p) for p in set(pids))
+    assert max(per_pid) <= 3 and len(per_pid) >= 3
+    # one-time jobs, on their own executors
+    ids = [conn.execute("SELECT schedule.submit_job('insert into t (job, pid) values (2, pg_backend_pid())')")
+           .fetchone()[0] for _ in range(5)]
+    clock = FakeClock(datetime.now(timezone.utc) + timedelta(seconds=1))
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=clock)
+    try:
+        for _ in range(6):
+            await m.step()
+            await m.drain()
+    finally:
+        await m.close()
+    assert conn.execute("SELECT count(*) FROM schedule.all_job_status WHERE id = ANY(%s) AND is_success",
+                        (ids,)).fetchone()[0] == 5
+    at_pids = [r[0] for r in conn.execute("SELECT pid FROM t WHERE job = 2").fetchall()]
+    assert len(at_pids) == 5 and max(at_pids.count(p) for p in set(at_pids)) <= 3
+
+
+def test_a_run_leaves_no_compiled_function_in_the_executor_backend(sdb):
+    """A backend keeps every PL/pgSQL function it compiled, dropped or not, with its plans
+    (~30-100 kB a run, and every later invalidation walks them): a run without params uses an
+    SQL-language sandbox function that runs the job through one permanent function."""
+    dsn, conn = sdb
+    conn.execute("CREATE ROLE pgtt_ctx_robot")
+    try:
+        conn.execute("GRANT INSERT ON t TO pgtt_ctx_robot")
+        conn.prepare_threshold = None  # the session reset deallocates prepared statements
+        for _ in range(3):
+            conn.execute("SELECT schedule._run_cron(-1, 1, 'pgtt_ctx_robot', "
+                         "ARRAY['insert into public.t (job) values (3)'], 'public', NULL)")
+            conn.execute("SELECT schedule._reset_session()")
+        assert conn.execute("SELECT count(*) FROM public.t WHERE job = 3").fetchone()[0] == 3
+        kept = conn.execute("SELECT count(*) FROM pg_catalog.pg_backend_memory_contexts "
+                            "WHERE name = 'PL/pgSQL function' AND ident LIKE '%%pgtt_job%%'").fetchone()[0]
+        assert kept == 0
+    finally:
+        conn.execute("SELECT pg_catalog.set_config('search_path', 'public', false)")
+        conn.execute("DROP OWNED BY pgtt_ctx_robot")
+        conn.execute("DROP ROLE pgtt_ctx_robot")

@@ -124,6 +124,11 @@ POLL_SECONDS = 1.0
 # a run is planned (its cron_run row inserted) this long before it is due, so that at the due
 # instant only the claims remain to be done
 PLAN_AHEAD = timedelta(seconds=2)
+# an executor connection is replaced after this many runs: a backend keeps a little of every
+# per-run sandbox function until it exits (PostgreSQL 18 caches SQL functions; a job with
+# params compiles a PL/pgSQL one, ~30-100 kB with its plans), and every later cache
+# invalidation walks what it kept
+EXECUTOR_RUNS = 500
 
 # ---------------------------------------------------------------------------------------
 # SQL
@@ -444,6 +449,7 @@ class DatabaseManager:
         self._claim_want = 0
         self._closing = False
         self._backend_start: dict[int, datetime] = {}  # executor backend pid -> its backend_start
+        self._runs_on: dict[int, int] = {}  # executor backend pid -> runs it ran (EXECUTOR_RUNS)
 
     # --- connections ------------------------------------------------------------------
     async def _connect(self, role: str) -> psycopg.AsyncConnection:
@@ -784,13 +790,50 @@ class DatabaseManager:
             await conn.close()
         finally:
             if not conn.closed:
-                if (len(self._idle["cron"]) < self.max_workers
+                if self._worn_out(conn):
+                    await conn.close()
+                    self._spawn_replacement()
+                elif (len(self._idle["cron"]) < self.max_workers
                         and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
                     self._idle["cron"].append(conn)
                 else:
                     await conn.close()
             self._tasks["cron"].discard(asyncio.current_task())  # this executor is free again
             self._kick_claimer()
+
+    def _worn_out(self, conn: psycopg.AsyncConnection) -> bool:
+        """Count a run on ``conn``; True once it has run EXECUTOR_RUNS (it is then replaced)."""
+        pid = conn.info.backend_pid
+        self._runs_on[pid] = self._runs_on.get(pid, 0) + 1
+        if self._runs_on[pid] < EXECUTOR_RUNS:
+            return False
+        self._runs_on.pop(pid, None)
+        self._backend_start.pop(pid, None)
+        return True
+
+    def _spawn_replacement(self) -> None:
+        """Open a warmed executor connection in the background for one that was retired (a
+        slot counts as busy meanwhile, so the claimer does not open another on the run's path)."""
+        if self._closing:
+            return
+        task = asyncio.create_task(self._replace_executor(), name="schedule-cron-replacement")
+        self._tasks["cron"].add(task)
+        task.add_done_callback(self._tasks["cron"].discard)
+
+    async def _replace_executor(self) -> None:
+        try:
+            conns = await self._open_executors(1)
+        except Exception as exc:  # noqa: BLE001 - the claimer opens connections on demand instead
+            self.stats.last_error = _message(exc)
+            self.log.warning("schedule executor could not be replaced: %s", _message(exc))
+            return
+        if self._closing or len(self._idle["cron"]) >= self.max_workers:
+            for conn in conns:
+                await conn.close()
+            return
+        self._idle["cron"].extend(conns)
+        self._tasks["cron"].discard(asyncio.current_task())
+        self._kick_claimer()
 
     def _spawn(self, kind: str, n: int) -> None:
         for _ in range(max(0, n)):
@@ -829,6 +872,7 @@ class DatabaseManager:
         """A one-time jobs' executor: claims and runs until nothing is due (scheduled runs are
         handed out by the claimer, ``_claim_loop``)."""
         conn = self._idle[kind].pop() if self._idle[kind] else None
+        retire = False
         try:
             if conn is None or conn.closed:
                 conn = await self._connect("cron executor" if kind == "cron" else "at executor")
@@ -840,6 +884,9 @@ class DatabaseManager:
                 while job is not None:
                     await self._run_at(conn, job)
                     await self._reset_session(conn)
+                    if self._worn_out(conn):
+                        retire = True  # closed below; the next pass starts a fresh executor
+                        break
                     job = await self._claim_at(conn, self.clock.now())
         except Exception as exc:  # noqa: BLE001 - an executor must not die silently; the run is recovered
             self.stats.last_error = _message(exc)
@@ -850,7 +897,8 @@ class DatabaseManager:
         finally:
             if conn is not None and not conn.closed:
                 limit = self.max_workers if kind == "cron" else self.max_parallel_workers
-                if len(self._idle[kind]) < limit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                if (not retire and len(self._idle[kind]) < limit
+                        and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE):
                     self._idle[kind].append(conn)
                 else:
                     await conn.close()

@@ -26,6 +26,43 @@
 -- job's own transaction, so no other session ever sees it, and the job's text only ever runs
 -- inside it.  These functions are the engine's: EXECUTE is revoked from PUBLIC.
 
+-- Code that would still run at COMMIT as the engine's role is refused while the job's rights
+-- are still in force: a cursor WITH HOLD left open (its query runs at COMMIT).
+CREATE FUNCTION schedule._no_cursor_with_hold() RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_cursor text;
+BEGIN
+    SELECT c.name INTO v_cursor FROM pg_catalog.pg_cursors c WHERE c.is_holdable LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a job may not leave a cursor WITH HOLD open (cursor "%"): its query would run when the '
+                        'engine commits, outside the job''s role', v_cursor USING ERRCODE = '42501';
+    END IF;
+END $$;
+
+-- A job's statements, run by its per-run SECURITY DEFINER function (below), so as the job's
+-- run_as role and with role changes refused: the role's search_path while they run, then
+-- the engine's again. Invoker's rights and no SET clause: called directly, it only runs SQL
+-- as the caller, so PUBLIC may (every run_as role must).
+CREATE FUNCTION schedule._job_exec(p_sql text[], p_path text, p_want_value boolean) RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_sql pg_catalog.text;
+    v_result pg_catalog.timestamptz;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', p_path, true);
+    FOREACH v_sql IN ARRAY p_sql LOOP
+        IF p_want_value THEN
+            EXECUTE v_sql INTO v_result;
+        ELSE
+            EXECUTE v_sql;
+        END IF;
+    END LOOP;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM schedule._no_cursor_with_hold();
+    RETURN v_result;
+END $$;
+
 CREATE FUNCTION schedule._sandbox_run(p_role text, p_sql text[], p_params text[], p_server_path text,
                                       p_want_value boolean) RETURNS timestamptz
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
@@ -47,29 +84,37 @@ BEGIN
     END IF;
     -- this transaction's row changes so far (the job's own are the difference afterwards)
     SELECT pg_catalog.jsonb_object_agg(h.key, h.changes) INTO v_before FROM schedule._commit_hazards() h;
-    -- the body is this file's fixed text, compiled when it is called: skip the validator's compile
+    -- the body is fixed text: skip the validator's parse (it is parsed when it is called)
     PERFORM pg_catalog.set_config('check_function_bodies', 'off', true);
-    EXECUTE pg_catalog.format(
-        'CREATE FUNCTION pg_temp.%I(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) '
-        'RETURNS pg_catalog.timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
-        'AS %L', v_name, pg_catalog.format($body$
+    IF v_using = '' THEN
+        -- SQL, not PL/pgSQL: a backend keeps every PL/pgSQL function it ever compiled, with
+        -- its plans, until it exits, dropped or not (measured: ~30-100 kB and a growing
+        -- share of every later invalidation per run); the job's text runs in the one
+        -- permanent function schedule._job_exec, as run_as, under this function's
+        -- SECURITY DEFINER
+        EXECUTE pg_catalog.format(
+            'CREATE FUNCTION pg_temp.%I(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) '
+            'RETURNS pg_catalog.timestamptz LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
+            'AS %L', v_name, pg_catalog.format('SELECT schedule._job_exec($1, $3, %L)', p_want_value));
+    ELSE
+        -- a job with params binds them to $1..$n: the statement needs one USING list per count
+        EXECUTE pg_catalog.format(
+            'CREATE FUNCTION pg_temp.%I(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) '
+            'RETURNS pg_catalog.timestamptz LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
+            'AS %L', v_name, pg_catalog.format($body$
 DECLARE
     v_sql pg_catalog.text;
     v_result pg_catalog.timestamptz;
-    v_cursor pg_catalog.text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', p_path, true);
     FOREACH v_sql IN ARRAY p_sql LOOP
         EXECUTE v_sql%s%s;
     END LOOP;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    SELECT c.name INTO v_cursor FROM pg_catalog.pg_cursors c WHERE c.is_holdable LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'a job may not leave a cursor WITH HOLD open (cursor "%%"): its query would run when the '
-                        'engine commits, outside the job''s role', v_cursor USING ERRCODE = '42501';
-    END IF;
+    PERFORM schedule._no_cursor_with_hold();
     RETURN v_result;
 END$body$, CASE WHEN p_want_value THEN ' INTO v_result' ELSE '' END, v_using));
+    END IF;
     PERFORM pg_catalog.set_config('check_function_bodies', v_check, true);
     EXECUTE pg_catalog.format('ALTER FUNCTION pg_temp.%I(%s) OWNER TO %I', v_name, v_args, p_role);
     -- SET LOCAL ROLE: schedule.* functions called by the job see run_as as the caller
@@ -187,6 +232,7 @@ BEGIN
     END IF;
 END $$;
 
+GRANT EXECUTE ON FUNCTION schedule._job_exec(text[], text, boolean), schedule._no_cursor_with_hold() TO PUBLIC;
 REVOKE EXECUTE ON FUNCTION schedule._sandbox_run(text, text[], text[], text, boolean),
     schedule._run_cron(bigint, integer, text, text[], text, timestamptz),
     schedule._claim_cron_batch(bigint, text, timestamptz, text, integer, integer[], timestamptz[]) FROM PUBLIC;
