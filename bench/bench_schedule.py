@@ -2,7 +2,8 @@
 against pg_cron on the same PostgreSQL server, in the same run.
 
     python bench/bench_schedule.py [--configs 200x8,200x32,1000x8,1000x32] [--roles 3]
-                                   [--rounds 1] [--throughput 60] [--bindir /usr/lib/postgresql/15/bin]
+                                   [--rounds 1] [--throughput 60] [--throughput-jobs 1000]
+                                   [--bindir /usr/lib/postgresql/15/bin]
 
 For each workers value a dedicated server is started with shared_preload_libraries =
 pg_cron (Debian's postgresql-15-cron; if it is not installed nothing is installed and only
@@ -15,7 +16,8 @@ minus the instant the job was due.  pg_cron schedules to the minute, so its jobs
 '* * * * *' and due at the next minute boundary; ours use a 6-field cron string due at one
 second.  Prints p50 / p99 / max and the ratios ours / pg_cron.
 
-Throughput (--throughput SECONDS, 0 = skip): 1,000 jobs every second (ours '* * * * * *',
+Throughput (--throughput SECONDS, 0 = skip; --rounds 0 runs it alone): --throughput-jobs
+(1,000) jobs every second (ours '* * * * * *',
 pg_cron '1 seconds') with the largest workers value, for that many seconds after a 5 s
 warm-up: runs started per second, each side, and the ratio.
 """
@@ -200,6 +202,7 @@ def main() -> None:
     ap.add_argument("--roles", type=int, default=3, help="run_as roles the jobs are spread over")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--throughput", type=int, default=60, help="seconds of the throughput test (0: skip)")
+    ap.add_argument("--throughput-jobs", type=int, default=1000, help="every-second jobs of the throughput test")
     ap.add_argument("--bindir", default="/usr/lib/postgresql/15/bin")
     ap.add_argument("--skip-pg-cron", action="store_true")
     args = ap.parse_args()
@@ -231,9 +234,10 @@ def main() -> None:
                     print(line, flush=True)
             if args.throughput and workers == max(w for _, w in configs):
                 load = os.getloadavg()[0]
-                ours_tp = asyncio.run(throughput_ours(cluster, workers, args.throughput))
-                theirs_tp = throughput_pg_cron(cluster, args.throughput) if have_cron else None
-                line = (f"throughput, 1000 every-second jobs, {workers} workers, {args.throughput} s (load {load:.1f}): "
+                ours_tp = asyncio.run(throughput_ours(cluster, workers, args.throughput, args.throughput_jobs))
+                theirs_tp = throughput_pg_cron(cluster, args.throughput, args.throughput_jobs) if have_cron else None
+                line = (f"throughput, {args.throughput_jobs} every-second jobs, {workers} workers, {args.throughput} s "
+                        f"(load {load:.1f}): "
                         f"pgtt-tui {ours_tp:.0f} runs/s")
                 if have_cron and theirs_tp is None:
                     line += "; pg_cron: not measured (no seconds schedules)"
@@ -248,6 +252,8 @@ def main() -> None:
           f" {'ours /s':>8} {'cron /s':>8}")
     for jobs, workers in configs:
         rs = [r for r in rows if r[0] == jobs and r[1] == workers]
+        if not rs:  # --rounds 0: the throughput test only
+            continue
         o50 = statistics.median(r[4]["p50"] for r in rs)
         o99 = statistics.median(r[4]["p99"] for r in rs)
         if all(r[5] for r in rs):

@@ -41,9 +41,13 @@ The engine's login role is privileged (schema owner, often a superuser), and a j
 in the job's transaction the engine
 
 1. reads ``schedule._commit_hazards()`` (see 3), creates a per-run function
-   ``pg_temp.pgtt_job_<random>`` (PL/pgSQL, SECURITY DEFINER,
-   ``SET search_path = pg_catalog, pg_temp``) that runs the job's text with ``EXECUTE``, and hands it
-   to the run_as role with ``ALTER FUNCTION … OWNER TO``;
+   ``pg_temp.pgtt_job_<random>`` (SQL, SECURITY DEFINER, ``SET search_path = pg_catalog,
+   pg_temp``) that runs the job's text through ``schedule._job_exec`` (PL/pgSQL, invoker's
+   rights, so as the function's owner: ``EXECUTE`` of each statement), and hands it to the
+   run_as role with ``ALTER FUNCTION … OWNER TO``. SQL because a backend keeps every PL/pgSQL
+   function it compiled until it exits; a job with ``params`` gets a PL/pgSQL one (its
+   ``USING`` list depends on their number), and executor connections are replaced after
+   ``EXECUTOR_RUNS`` runs;
 2. ``SET LOCAL ROLE`` run_as (so ``schedule.*`` functions called by the job see run_as as
    the caller) and calls the function with the job's SQL as an argument. Inside a
    security-definer function PostgreSQL refuses ``SET ROLE`` / ``SET SESSION AUTHORIZATION``

@@ -22,6 +22,12 @@
 --                           run of a one-transaction job is one statement;
 --   schedule._claim_cron_batch  the claimer's advisory lock and batch claim.
 --
+-- And the per-run function is SQL, running the job's statements through one permanent
+-- PL/pgSQL function (schedule._job_exec): a backend keeps every PL/pgSQL function it ever
+-- compiled, with its plans, until it exits, dropped or not.  With a new one per run an
+-- executor backend grew by ~100 kB a run and its CPU per run from 1.5 ms to 60 ms over
+-- 8,000 runs (every invalidation walks the kept plans).
+--
 -- The boundary is unchanged: the per-run function is created, called and dropped inside the
 -- job's own transaction, so no other session ever sees it, and the job's text only ever runs
 -- inside it.  These functions are the engine's: EXECUTE is revoked from PUBLIC.
