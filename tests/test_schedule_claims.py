@@ -244,3 +244,21 @@ def test_a_run_leaves_no_compiled_function_in_the_executor_backend(sdb):
         conn.execute("SELECT pg_catalog.set_config('search_path', 'public', false)")
         conn.execute("DROP OWNED BY pgtt_ctx_robot")
         conn.execute("DROP ROLE pgtt_ctx_robot")
+
+
+async def test_a_run_that_fell_due_during_the_pass_wakes_the_next_one(sdb):
+    """The pass dispatched what was due at its start; a run due later, even by the time the
+    pass ends, must still wake the next pass (not wait for the poll)."""
+    dsn, conn = sdb
+    clock = FakeClock(T0)
+    jid = conn.execute("SELECT schedule.create_job('0 0 1 1 *', 'select 1')").fetchone()[0]
+    m = DatabaseManager(ConnSettings(dsn=dsn), clock=clock)
+    try:
+        await m.step()
+        await m.drain()
+        due = conn.execute("INSERT INTO schedule.cron_run (cron, node, scheduled_at) VALUES (%s, 'primary', %s) "
+                           "RETURNING scheduled_at", (jid, T0 + timedelta(milliseconds=500))).fetchone()[0]
+        clock.advance(1)  # the pass took a second
+        assert await m.next_wake() == due
+    finally:
+        await m.close()

@@ -95,7 +95,9 @@ schedule schema's objects, is a member of every run_as role (``GRANT robot TO pg
 PostgreSQL 16+: with the SET option, the default) and has, like every run_as role, the
 TEMPORARY privilege on the database (PUBLIC has it by default): ``CREATE FUNCTION pg_temp…``
 and ``ALTER FUNCTION … OWNER TO`` need these. Otherwise the run fails with PostgreSQL's
-"must be able to SET ROLE …" / "permission denied for schema pg_temp_N".
+"must be able to SET ROLE …" / "permission denied for schema pg_temp_N". A run_as role also
+uses the schedule schema (USAGE) and ``schedule._job_exec`` (EXECUTE); both are granted to
+PUBLIC.
 """
 
 from __future__ import annotations
@@ -454,6 +456,7 @@ class DatabaseManager:
         self._closing = False
         self._backend_start: dict[int, datetime] = {}  # executor backend pid -> its backend_start
         self._runs_on: dict[int, int] = {}  # executor backend pid -> runs it ran (EXECUTOR_RUNS)
+        self._dispatched_at: datetime | None = None  # the instant the last dispatch claimed for
 
     # --- connections ------------------------------------------------------------------
     async def _connect(self, role: str) -> psycopg.AsyncConnection:
@@ -696,6 +699,7 @@ class DatabaseManager:
                       "next_run": value})
 
     async def dispatch(self, now: datetime) -> None:
+        self._dispatched_at = now
         cur = await self.control.execute(COUNT_DUE, {"node": self.node, "now": now})
         due_cron, due_at = await cur.fetchone()
         if due_cron:
@@ -721,11 +725,16 @@ class DatabaseManager:
         conn = await self._connect("cron executor")
         cur = await conn.execute(BACKEND_START)
         self._backend_start[conn.info.backend_pid] = (await cur.fetchone())[0]
+        self._runs_on.pop(conn.info.backend_pid, None)  # a new backend may reuse a pid
         await self._warm_up(conn)
         return conn
 
     async def _warm_up(self, conn: psycopg.AsyncConnection) -> None:
-        await conn.execute(WARM_UP, (self._server_path,))
+        """An empty run (only a head start: if it fails, the real runs fail with the reason)."""
+        try:
+            await conn.execute(WARM_UP, (self._server_path,))
+        except psycopg.Error as exc:
+            self.log.warning("schedule executor warm-up failed (runs will say why): %s", _message(exc))
         await conn.execute(RESET_SESSION)
 
     async def _open_executors(self, n: int) -> list[psycopg.AsyncConnection]:
@@ -733,21 +742,32 @@ class DatabaseManager:
         schema and plans the run's statements on its first run, and a new schema makes every
         backend drop its cached plans: an empty run on each (which creates the schemas), then a
         second one (which plans for good) take ~20 ms per connection off the due instant."""
-        conns = await asyncio.gather(*(self._executor_conn() for _ in range(n)))
-        await asyncio.gather(*(self._warm_up(c) for c in conns))
-        return list(conns)
+        got = await asyncio.gather(*(self._executor_conn() for _ in range(n)), return_exceptions=True)
+        conns = [c for c in got if isinstance(c, psycopg.AsyncConnection)]
+        failed = [e for e in got if isinstance(e, BaseException)]
+        try:
+            if failed:
+                raise failed[0]
+            await asyncio.gather(*(self._warm_up(c) for c in conns))
+        except BaseException:
+            for conn in conns:
+                await conn.close()
+            raise
+        return conns
 
     async def _claim_loop(self) -> None:
         try:
             while self._claim_again:
                 self._claim_again = False
                 free = self.max_workers - len(self._tasks["cron"])
-                idle = [c for c in self._idle["cron"] if not c.closed and c.info.backend_pid in self._backend_start]
-                missing = min(free, self._claim_want) - len(idle)
+                self._idle["cron"] = [c for c in self._idle["cron"]
+                                      if not c.closed and c.info.backend_pid in self._backend_start]
+                missing = min(free, self._claim_want) - len(self._idle["cron"])
                 self._claim_want = 0
                 if missing > 0:
-                    idle += await self._open_executors(missing)
-                self._idle["cron"] = idle
+                    # (executors that finish meanwhile add to the same list)
+                    self._idle["cron"].extend(await self._open_executors(missing))
+                idle = self._idle["cron"]
                 want = min(free, len(idle))
                 if want <= 0:
                     continue
@@ -809,7 +829,8 @@ class DatabaseManager:
         """Count a run on ``conn``; True once it has run EXECUTOR_RUNS (it is then replaced)."""
         pid = conn.info.backend_pid
         self._runs_on[pid] = self._runs_on.get(pid, 0) + 1
-        if self._runs_on[pid] < EXECUTOR_RUNS:
+        # a little random, so that executors that started together do not all retire at once
+        if self._runs_on[pid] < EXECUTOR_RUNS + pid % (EXECUTOR_RUNS // 5 + 1):
             return False
         self._runs_on.pop(pid, None)
         self._backend_start.pop(pid, None)
@@ -830,6 +851,8 @@ class DatabaseManager:
         except Exception as exc:  # noqa: BLE001 - the claimer opens connections on demand instead
             self.stats.last_error = _message(exc)
             self.log.warning("schedule executor could not be replaced: %s", _message(exc))
+            self._tasks["cron"].discard(asyncio.current_task())
+            self._kick_claimer()  # the slot is free again: the claimer opens one on demand
             return
         if self._closing or len(self._idle["cron"]) >= self.max_workers:
             for conn in conns:
@@ -854,8 +877,9 @@ class DatabaseManager:
             await asyncio.sleep(0.02)
 
     async def next_wake(self) -> datetime | None:
-        cur = await self.control.execute(NEXT_WAKE, {"node": self.node, "ahead": self.plan_ahead,
-                                                     "now": self.clock.now()})
+        # runs due by the instant the last pass dispatched for were dispatched; later ones wake it
+        now = self._dispatched_at or self.clock.now()
+        cur = await self.control.execute(NEXT_WAKE, {"node": self.node, "ahead": self.plan_ahead, "now": now})
         return (await cur.fetchone())[0]
 
     # --- executors ------------------------------------------------------------------------

@@ -101,7 +101,8 @@ BEGIN
         EXECUTE pg_catalog.format(
             'CREATE FUNCTION pg_temp.%I(p_sql pg_catalog.text[], p_params pg_catalog.text[], p_path pg_catalog.text) '
             'RETURNS pg_catalog.timestamptz LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
-            'AS %L', v_name, pg_catalog.format('SELECT schedule._job_exec($1, $3, %L)', p_want_value));
+            'AS %L', v_name, pg_catalog.format('SELECT schedule._job_exec($1::pg_catalog.text[], $3::pg_catalog.text, %L::pg_catalog.bool)',
+                                          p_want_value));
     ELSE
         -- a job with params binds them to $1..$n: the statement needs one USING list per count
         EXECUTE pg_catalog.format(
