@@ -826,10 +826,11 @@ class DatabaseManager:
             self._kick_claimer()
 
     def _worn_out(self, conn: psycopg.AsyncConnection) -> bool:
-        """Count a run on ``conn``; True once it has run EXECUTOR_RUNS (it is then replaced)."""
+        """Count a run on ``conn``; True once it has run EXECUTOR_RUNS or a few more (it is then
+        replaced)."""
         pid = conn.info.backend_pid
         self._runs_on[pid] = self._runs_on.get(pid, 0) + 1
-        # a little random, so that executors that started together do not all retire at once
+        # spread by backend pid, so that executors that started together do not all retire at once
         if self._runs_on[pid] < EXECUTOR_RUNS + pid % (EXECUTOR_RUNS // 5 + 1):
             return False
         self._runs_on.pop(pid, None)
