@@ -50,6 +50,11 @@ def test_failover_catches_up_from_the_most_advanced_branch_and_moves_the_other_s
     producer.start()
     try:
         wait_until(lambda: len(sink_rows(c)) > 20, timeout=60, what="events flowing to the leaf")
+        # a branch learns the other members from its provider through its worker: B must know C
+        # and D before it is paused, or its takeover cannot move them (seen in CI under load)
+        for dsn, name in ((b, "B"), (d, "D")):
+            wait_until(lambda dsn=dsn: set(collect_status(dsn, QUEUE).nodes) >= {"A", "B", "C", "D"}, timeout=60,
+                       what=f"{name} to know every member")
 
         # --- a leaf ahead of every branch: refused, with what to do ---------------------------
         run_plan(ops.plan_pause(a, QUEUE, "B", True, wait_timeout=20))
