@@ -155,9 +155,10 @@ async def test_runs_already_due_do_not_wake_the_pass(sdb):
         await m.close()
 
 
-async def test_new_executor_connections_are_warmed_without_a_trace(sdb):
+async def test_new_executor_connections_are_warmed_without_a_trace(sdb, caplog):
     """Executor connections opened ahead of a firing run an empty run as the engine's role
-    (so the first real run does not pay for planning): it changes nothing and leaves nothing."""
+    (so the first real run does not pay for planning): it changes nothing and leaves nothing
+    but the session's temporary schema, which it exists to create."""
     dsn, conn = sdb
     conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET schedule.max_workers = 3')
     m = DatabaseManager(ConnSettings(dsn=dsn), clock=FakeClock(T0))
@@ -169,8 +170,10 @@ async def test_new_executor_connections_are_warmed_without_a_trace(sdb):
         for ex in m._idle["cron"]:
             cur = await ex.execute("SELECT current_user = session_user, coalesce(current_setting('schedule.job_id', "
                                    "true), ''), (SELECT count(*) FROM pg_catalog.pg_proc "
-                                   "WHERE pronamespace = pg_catalog.pg_my_temp_schema())")
-            assert await cur.fetchone() == (True, "", 0)
+                                   "WHERE pronamespace = pg_catalog.pg_my_temp_schema()), "
+                                   "pg_catalog.pg_my_temp_schema() <> 0")
+            assert await cur.fetchone() == (True, "", 0, True)  # warmed: its temporary schema exists
+        assert "warm-up failed" not in caplog.text
         assert conn.execute("SELECT count(*) FROM schedule.cron_run").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM schedule.get_log()").fetchone()[0] == 0
     finally:

@@ -285,12 +285,8 @@ CLAIM_CRON_BATCH = """
 SELECT * FROM schedule._claim_cron_batch(%(key)s, %(node)s, %(now)s, %(engine)s, %(limit)s, %(pids)s::int[],
                                          %(starts)s::timestamptz[])
 """
-# the run's settings in the executor's session (get_self_id(), transaction_state), as the claim
-# of a one-time job sets them
-JOB_SETTINGS = """
-SELECT pg_catalog.set_config('schedule.job_id', %s, false), pg_catalog.set_config('schedule.job_kind', 'cron', false),
-       pg_catalog.set_config('schedule.transaction_state', 'running', false)
-"""
+# the run's settings in the executor's session (get_self_id(), transaction_state)
+JOB_SETTINGS = "SELECT schedule._job_settings(%s, 'cron')"
 BACKEND_START = "SELECT backend_start FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()"
 
 CLAIM_AT = """
@@ -303,8 +299,7 @@ UPDATE schedule.at_job
               ORDER BY run_after, submit_time, id
               LIMIT 1 FOR UPDATE SKIP LOCKED)
 RETURNING id, query, params, executor, max_duration, attempt, resubmit_limit,
-          set_config('schedule.job_id', id::text, false) AS _id, set_config('schedule.job_kind', 'at', false) AS _kind,
-          set_config('schedule.transaction_state', 'running', false) AS _state
+          schedule._job_settings(id, 'at') AS _settings
 """
 
 # resubmit(): the request survives a rollback in a temporary sequence (setval is not
@@ -1021,7 +1016,7 @@ class DatabaseManager:
                 finally:
                     run.in_user_sql = False
             else:
-                await conn.execute(JOB_SETTINGS, (str(job["cron"]),))
+                await conn.execute(JOB_SETTINGS, (job["cron"],))
                 for i, command in enumerate(commands, 1):
                     try:
                         async with conn.transaction():
@@ -1035,7 +1030,7 @@ class DatabaseManager:
                 watchdog.cancel()
         if one_transaction and not ok and (job["next_time_statement"] or job["onrollback"]):
             # the settings rolled back with the job; what follows needs them
-            await conn.execute(JOB_SETTINGS, (str(job["cron"]),))
+            await conn.execute(JOB_SETTINGS, (job["cron"],))
         if job["next_time_statement"] or (not ok and job["onrollback"]):
             await conn.execute("SELECT set_config('schedule.transaction_state', %s, false)",
                                ("success" if ok else "failure",))

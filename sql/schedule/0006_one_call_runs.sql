@@ -161,14 +161,21 @@ END$body$, CASE WHEN p_want_value THEN ' INTO v_result' ELSE '' END, v_using));
     RETURN v_value;
 END $fn$;
 
+-- A run's settings in its session, for get_self_id() and transaction_state inside the job
+-- (session settings: they outlive a failed job, for onrollback and next_time_statement;
+-- the session reset clears them). One place for scheduled runs and one-time jobs.
+CREATE FUNCTION schedule._job_settings(p_job bigint, p_kind text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog AS $$
+    SELECT pg_catalog.set_config('schedule.job_id', p_job::pg_catalog.text, false),
+           pg_catalog.set_config('schedule.job_kind', p_kind, false),
+           pg_catalog.set_config('schedule.transaction_state', 'running', false);
+$$;
+
 CREATE FUNCTION schedule._run_cron(p_run_id bigint, p_job integer, p_role text, p_sql text[], p_server_path text,
                                    p_finished timestamptz) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    -- get_self_id() and transaction_state inside the job (session settings: the reset clears them)
-    PERFORM pg_catalog.set_config('schedule.job_id', p_job::pg_catalog.text, false),
-            pg_catalog.set_config('schedule.job_kind', 'cron', false),
-            pg_catalog.set_config('schedule.transaction_state', 'running', false);
+    PERFORM schedule._job_settings(p_job, 'cron');
     PERFORM schedule._sandbox_run(p_role, p_sql, NULL, p_server_path, false);
     -- one plan for the bookkeeping, kept (the job is over; LOCAL: ends with this transaction)
     PERFORM pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
@@ -240,6 +247,6 @@ BEGIN
 END $$;
 
 GRANT EXECUTE ON FUNCTION schedule._job_exec(text[], text, boolean), schedule._no_cursor_with_hold() TO PUBLIC;
-REVOKE EXECUTE ON FUNCTION schedule._sandbox_run(text, text[], text[], text, boolean),
+REVOKE EXECUTE ON FUNCTION schedule._job_settings(bigint, text), schedule._sandbox_run(text, text[], text[], text, boolean),
     schedule._run_cron(bigint, integer, text, text[], text, timestamptz),
     schedule._claim_cron_batch(bigint, text, timestamptz, text, integer, integer[], timestamptz[]) FROM PUBLIC;
